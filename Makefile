@@ -1,0 +1,18 @@
+# imessages: PGXS build
+MODULE_big = imessages
+OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
+       src/manager.o
+EXTENSION = imessages
+DATA = $(wildcard imessages--*.sql)
+HEADERS_imessages = include/imessages.h
+PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
+
+REGRESS = setup send_receive errors not_preloaded_guards
+REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
+ISOLATION = fifo_two_senders wake_receiver full_area_wait
+ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,123 @@
+/*-------------------------------------------------------------------------
+ *
+ * imessages.c
+ *	  Module entry point: GUCs, shared memory hooks, the manager worker.
+ *
+ * imessages must be loaded through shared_preload_libraries: _PG_init then
+ * runs in the postmaster, asks for the shared memory area in
+ * shmem_request_hook, lays it out in shmem_startup_hook and registers the
+ * replication manager.  Loaded any other way (CREATE EXTENSION alone) it
+ * defines its session GUCs only, and every function reports that it must be
+ * preloaded.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  imessages.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "src/imessages_int.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* GUC variables */
+int			imsg_buffer_size_kb = 8192;
+int			imsg_max_message_size = 1024 * 1024;
+int			imsg_send_timeout_ms = 5000;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void imsg_shmem_request(void);
+static void imsg_shmem_startup(void);
+
+/* imessages.max_message_size may not exceed the area. */
+static bool
+imsg_check_max_message_size(int *newval, void **extra, GucSource source)
+{
+	if ((int64) *newval > (int64) imsg_buffer_size_kb * 1024)
+	{
+		GUC_check_errdetail("imessages.max_message_size must not exceed imessages.buffer_size (%d kB).",
+							imsg_buffer_size_kb);
+		return false;
+	}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("imessages.send_timeout",
+							"Time a sender waits for room in a full area.",
+							"0 means fail at once.",
+							&imsg_send_timeout_ms,
+							5000, 0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("imessages");
+		return;
+	}
+
+	DefineCustomIntVariable("imessages.buffer_size",
+							"Size of the shared memory area for messages waiting to be received.",
+							"The hard limit on queued messages, headers included.",
+							&imsg_buffer_size_kb,
+							8192, 256, INT_MAX / 2,
+							PGC_POSTMASTER,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.max_message_size",
+							"Largest payload one message may carry.",
+							NULL,
+							&imsg_max_message_size,
+							1024 * 1024, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							imsg_check_max_message_size, NULL, NULL);
+
+	MarkGUCPrefixReserved("imessages");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = imsg_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = imsg_shmem_startup;
+
+	imsg_sql_init();
+	imsg_register_manager();
+}
+
+static void
+imsg_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	imsg_area_request();
+}
+
+static void
+imsg_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	imsg_area_startup();
+	LWLockRelease(AddinShmemInitLock);
+}

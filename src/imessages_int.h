@@ -1,0 +1,245 @@
+/*-------------------------------------------------------------------------
+ *
+ * imessages_int.h
+ *	  Private declarations shared by the files of imessages.
+ *
+ * Layout of the area (one ShmemInitStruct, sized from imessages.buffer_size):
+ *
+ *	 ImsgArea header (counters, the page allocator's FreePageManager)
+ *	 ImsgMailbox[num_mailboxes], one per PGPROC slot, cache-line padded
+ *	 message pages: buffer_size bytes, FPM_PAGE_SIZE each
+ *
+ * A mailbox's queue is a chain of segments: runs of pages taken from the
+ * page allocator.  Senders append messages at the end of the newest segment
+ * (the tail); the owner reads them from the oldest (the head).  See
+ * DESIGN.md for the whole picture.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/imessages_int.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IMESSAGES_INT_H
+#define IMESSAGES_INT_H
+
+#include "imessages.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+#include "utils/freepage.h"
+
+/* GUCs (imessages.c) */
+extern int	imsg_buffer_size_kb;
+extern int	imsg_max_message_size;
+extern int	imsg_send_timeout_ms;
+
+/*
+ * A message as it sits in a segment.
+ *
+ * The sender reserves it under the mailbox mutex, where it sets state to
+ * IMSG_STATE_RESERVED before publishing the segment's new end.  It then
+ * fills in the other fields and the payload without any lock, issues a
+ * write barrier and sets state to READY (or CANCELLED).  The owner reads a
+ * message only at an offset below the segment's end (so state is
+ * initialized), and reads the other fields only after seeing READY and
+ * issuing a read barrier: the pair is the write barrier in
+ * imsg_publish_message and the read barrier in imsg_next_message.  Nothing
+ * changes after READY until the owner releases the message.
+ */
+struct ImsgMessage
+{
+	pg_atomic_uint32 state;		/* IMSG_STATE_* */
+	uint32		space;			/* bytes taken in the segment, header too */
+	uint32		length;			/* payload bytes */
+	int32		msgtype;
+	int32		sender_pid;
+	int32		recipient_pid;
+	Oid			sender_role;
+	uint32		reserved_len;	/* payload bytes reserved */
+	uint64		msg_id;
+	TimestampTz sent_at;
+	/* payload follows, MAXALIGNed */
+};
+
+#define IMSG_STATE_RESERVED		1
+#define IMSG_STATE_READY		2
+#define IMSG_STATE_CANCELLED	3
+
+#define IMSG_HEADER_SIZE		MAXALIGN(sizeof(ImsgMessage))
+#define IMSG_MESSAGE_SPACE(len) (IMSG_HEADER_SIZE + MAXALIGN(len))
+
+/*
+ * A segment: a run of pages in a mailbox's chain.
+ *
+ * 'size' never changes while the segment is allocated.  'end' is the offset
+ * of the first unreserved byte; senders advance it under the mailbox mutex,
+ * after initializing the state of the message they reserve, and the owner
+ * reads it locklessly followed by a read barrier (pairs with the spinlock
+ * release in imsg_reserve).  'next' is set once, under the mutex, when a
+ * sender links a newer segment; no reservation is made in this segment
+ * after that, so an owner that sees next != NULL and then (after a read
+ * barrier) reads 'end' sees its final value.
+ */
+typedef struct ImsgSegment
+{
+	struct ImsgSegment *next;
+	pg_atomic_uint32 end;
+	uint32		size;			/* bytes, this header included */
+	uint64		seqno;			/* for debugging: nth segment of the area */
+} ImsgSegment;
+
+#define IMSG_SEGMENT_HEADER		MAXALIGN(sizeof(ImsgSegment))
+
+/*
+ * A mailbox, one per PGPROC slot (index = pgprocno).
+ *
+ * Notes on synchronization:
+ *
+ * 'mutex' protects the fields in the first group.  Senders take it to check
+ * the owner and reserve space; the owner takes it to publish what it has
+ * released and to recycle drained segments.  No LWLock is ever acquired
+ * while it is held, and it is held for a few dozen instructions only.
+ *
+ * 'owner_pid' and 'generation' identify the owner: a sender remembers both
+ * when it looks the pid up, and a reservation succeeds only if both still
+ * match under the mutex.  The owner bumps 'generation' when it opens and
+ * when it closes its mailbox, so a sender can never reach a later owner of
+ * the same slot, even one with a reused pid.
+ *
+ * 'writers' counts reservations in progress: incremented under the mutex
+ * by the reserving sender, decremented without the mutex (atomic, full
+ * barrier) once the message is READY or CANCELLED.  The closing owner waits
+ * for it to drop to zero before it frees the segments, so a sender never
+ * writes into freed pages.
+ *
+ * The owner-only fields are written by the owner alone (plain atomic
+ * writes, no lock) and read by the monitoring views; they are on their own
+ * cache line so that the owner's writes do not disturb senders.
+ */
+typedef struct ImsgMailbox
+{
+	slock_t		mutex;
+	/* protected by mutex: */
+	bool		open;
+	int			owner_pid;
+	uint32		generation;
+	ImsgSegment *head;			/* oldest segment not yet recycled */
+	uint32		head_off;		/* published release position in head */
+	ImsgSegment *tail;			/* segment that takes new messages */
+	ImsgSegment *spare;			/* drained segment kept for reuse */
+	uint64		enqueued_msgs;	/* reserved since open (sender side) */
+	uint64		enqueued_bytes;
+	uint64		dequeued_msgs;	/* released since open (owner side) */
+	uint64		dequeued_bytes;
+	char		backend_type[64];
+	/* atomic: */
+	pg_atomic_uint32 writers;
+
+	/* written only by the owner, read by the views: */
+	char		pad[PG_CACHE_LINE_SIZE];
+	pg_atomic_uint64 sent;		/* messages this process sent */
+	pg_atomic_uint64 received;	/* messages this process received */
+} ImsgMailbox;
+
+typedef union ImsgMailboxPadded
+{
+	ImsgMailbox mb;
+	char		pad[3 * PG_CACHE_LINE_SIZE];
+} ImsgMailboxPadded;
+
+StaticAssertDecl(sizeof(ImsgMailbox) <= 3 * PG_CACHE_LINE_SIZE,
+				 "ImsgMailbox does not fit its padding");
+
+/*
+ * The area header.
+ *
+ * Set at shared memory start-up and never changed: size fields, mailboxes,
+ * pages.  The page allocator 'fpm' and 'allocated_bytes'/'peak_bytes' are
+ * protected by 'alloc_lock' (an LWLock: FreePageManagerGet can walk its
+ * btree, too long for a spinlock).  It is taken only to get or put a whole
+ * segment, never per message.  'space_cv' is broadcast whenever pages are
+ * freed; a sender short of space registers on it (ConditionVariable-
+ * PrepareToSleep) before it rechecks the allocator, so no wake-up is lost.
+ *
+ * The manager's identity (pid, pgprocno, mailbox generation) is written by
+ * the manager under manager_lock when it starts and stops, and read by
+ * senders under the same spinlock.  The other counters are atomics updated
+ * on rare paths (waits, failures, mailbox close).
+ */
+typedef struct ImsgArea
+{
+	/* constant after start-up */
+	Size		size_bytes;		/* bytes of message pages */
+	Size		total_pages;
+	int			num_mailboxes;
+	char	   *pages;			/* first message page */
+	ImsgMailboxPadded *mailboxes;
+	int			lwlock_tranche_id;
+
+	/* page allocator */
+	LWLock	   *alloc_lock;
+	Size		allocated_bytes;
+	Size		peak_bytes;
+	uint64		segments_allocated;
+	FreePageManager fpm;
+
+	ConditionVariable space_cv;
+
+	/* message ids: handed out to processes in blocks */
+	pg_atomic_uint64 next_msg_id;
+
+	/* statistics of closed mailboxes and rare events */
+	pg_atomic_uint64 retired_sent;
+	pg_atomic_uint64 retired_received;
+	pg_atomic_uint64 send_waits;
+	pg_atomic_uint64 send_failures;
+
+	/* the replication manager */
+	slock_t		manager_lock;
+	int			manager_pid;
+	int			manager_procno;
+	uint32		manager_generation;
+	pg_atomic_uint64 manager_received;
+} ImsgArea;
+
+/* area.c */
+extern ImsgArea *ImsgAreaPtr;
+extern void imsg_area_request(void);
+extern void imsg_area_startup(void);
+extern Size imsg_area_shmem_size(void);
+extern ImsgSegment *imsg_segment_alloc(Size min_bytes, Size want_bytes,
+									   TimestampTz deadline, bool nowait,
+									   ImsgResult *result);
+extern void imsg_segment_free(ImsgSegment *seg);
+extern uint64 imsg_next_message_id(void);
+extern Size imsg_largest_message(void);
+
+/* mailbox.c */
+typedef struct ImsgCursorMark
+{
+	ImsgSegment *seg;
+	uint32		off;
+	uint64		count;
+} ImsgCursorMark;
+
+extern void imsg_check_available(void);
+extern ImsgMailbox *imsg_my_mailbox(void);
+extern void imsg_cancel_pending(void);
+extern void imsg_rewind_unreleased(void);
+extern void imsg_release_all_received(void);
+extern bool imsg_have_unreleased(void);
+extern void imsg_get_cursor(ImsgCursorMark *mark);
+extern void imsg_set_cursor(const ImsgCursorMark *mark);
+extern ImsgResult imsg_resolve_manager(int *pid);
+
+/* manager.c */
+extern void imsg_register_manager(void);
+extern PGDLLEXPORT void imsg_manager_main(Datum main_arg);
+
+/* sql_api.c */
+extern void imsg_sql_init(void);
+
+#endif							/* IMESSAGES_INT_H */

@@ -1,0 +1,922 @@
+/*-------------------------------------------------------------------------
+ *
+ * mailbox.c
+ *	  Per-process mailboxes: send, receive and release messages.
+ *
+ * Every PGPROC slot has a mailbox.  A process opens it the first time it
+ * uses imessages and closes it on exit (on_shmem_exit), which frees every
+ * message still queued.  A mailbox is a FIFO queue made of a chain of
+ * segments; see ImsgMailbox and ImsgSegment in imessages_int.h for who
+ * writes what.
+ *
+ * Sending: under the recipient's mailbox mutex the sender checks the owner
+ * (pid and generation), reserves room at the end of the tail segment and
+ * marks the message RESERVED; then, without any lock, it fills the message,
+ * marks it READY and sets the owner's latch.  Only senders to the same
+ * recipient share a lock, and only for the reservation.  When the tail is
+ * full the sender links a new segment: the mailbox's spare if it has one,
+ * else a fresh one from the page allocator (area.c).
+ *
+ * Receiving: the owner walks its chain without taking the mutex: it reads a
+ * segment's end, then the message states below it.  A RESERVED message
+ * stops it, which keeps the queue FIFO and hides partly written messages.
+ * What the owner has released is published under the mutex in batches (a
+ * segment passed, a quarter of a segment freed, or nothing left to read),
+ * which is also when drained segments are recycled.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/mailbox.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/backend_status.h"
+#include "utils/timestamp.h"
+
+#include "imessages_int.h"
+
+#define IMSG_MIN_SEGMENT		(2 * FPM_PAGE_SIZE)
+#define IMSG_MAX_SEGMENT		(64 * FPM_PAGE_SIZE)
+
+/* This process's mailbox, or NULL while it has not used imessages. */
+static ImsgMailbox *MyMailbox = NULL;
+
+/*
+ * Owner-local receive state.  The cursor is the next message to hand out;
+ * the release position trails it, at the first message received and not
+ * yet released.  'published' is the release position the mailbox shows
+ * (mb->head, mb->head_off); counts not yet published wait in unpublished_*.
+ */
+typedef struct ImsgPosition
+{
+	ImsgSegment *seg;
+	uint32		off;
+	uint64		count;			/* messages passed since the mailbox opened */
+} ImsgPosition;
+
+static ImsgPosition cursor;
+static ImsgPosition release;
+static uint64 unpublished_msgs = 0;
+static uint64 unpublished_bytes = 0;
+static uint64 unpublished_received = 0;
+
+/* The reservation this process is filling, if any. */
+static ImsgMessage *pending_msg = NULL;
+static ImsgMailbox *pending_mailbox = NULL;
+static int	pending_procno = -1;
+
+/* Last recipient looked up: pid -> (slot, generation). */
+static int	cached_pid = 0;
+static int	cached_procno = -1;
+static uint32 cached_generation = 0;
+
+static void imsg_close_mailbox(int code, Datum arg);
+static void imsg_publish_release(void);
+
+/* ERROR (SQLSTATE 55000) unless the area exists. */
+void
+imsg_check_available(void)
+{
+	if (ImsgAreaPtr == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imessages must be loaded via shared_preload_libraries"),
+				 errhint("Add imessages to shared_preload_libraries and restart the server.")));
+}
+
+bool
+ImsgAvailable(void)
+{
+	return ImsgAreaPtr != NULL;
+}
+
+static inline ImsgMailbox *
+imsg_mailbox(int procno)
+{
+	return &ImsgAreaPtr->mailboxes[procno].mb;
+}
+
+/*
+ * Open this process's mailbox, so that others can send to it.  Idempotent;
+ * every other entry point calls it.
+ */
+void
+ImsgOpenMailbox(void)
+{
+	ImsgMailbox *mb;
+	const char *type;
+
+	if (MyMailbox != NULL)
+		return;
+	imsg_check_available();
+	if (MyProc == NULL || MyProc->pgprocno >= ImsgAreaPtr->num_mailboxes)
+		elog(ERROR, "imessages: this process has no PGPROC slot with a mailbox");
+
+	if (MyBackendType == B_BG_WORKER && MyBgworkerEntry != NULL)
+		type = MyBgworkerEntry->bgw_type;
+	else
+		type = GetBackendTypeDesc(MyBackendType);
+
+	mb = imsg_mailbox(MyProc->pgprocno);
+
+	/*
+	 * The previous owner of this slot closed the mailbox in its
+	 * on_shmem_exit callback, before ProcKill released the slot to us, so it
+	 * is empty and nobody is writing into it.
+	 */
+	SpinLockAcquire(&mb->mutex);
+	Assert(!mb->open && mb->head == NULL && mb->spare == NULL);
+	mb->open = true;
+	mb->owner_pid = MyProcPid;
+	mb->generation++;
+	mb->head = mb->tail = mb->spare = NULL;
+	mb->head_off = 0;
+	mb->enqueued_msgs = mb->enqueued_bytes = 0;
+	mb->dequeued_msgs = mb->dequeued_bytes = 0;
+	strlcpy(mb->backend_type, type, sizeof(mb->backend_type));
+	SpinLockRelease(&mb->mutex);
+	pg_atomic_write_u64(&mb->sent, 0);
+	pg_atomic_write_u64(&mb->received, 0);
+
+	memset(&cursor, 0, sizeof(cursor));
+	memset(&release, 0, sizeof(release));
+	unpublished_msgs = unpublished_bytes = unpublished_received = 0;
+
+	/*
+	 * Registered after InitProcess's ProcKill, so it runs before the slot is
+	 * given away.
+	 */
+	on_shmem_exit(imsg_close_mailbox, (Datum) 0);
+	MyMailbox = mb;
+}
+
+ImsgMailbox *
+imsg_my_mailbox(void)
+{
+	return MyMailbox;
+}
+
+/*
+ * on_shmem_exit callback: withdraw our own reservation, close the mailbox
+ * so that no new message can be reserved in it, wait for senders still
+ * writing into it, then free everything it holds.
+ */
+static void
+imsg_close_mailbox(int code, Datum arg)
+{
+	ImsgMailbox *mb = MyMailbox;
+	ImsgSegment *chain;
+	ImsgSegment *spare;
+	int			waited_ms = 0;
+
+	if (mb == NULL)
+		return;
+
+	/* an ERROR may have escaped with the allocator lock held */
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
+	if (pending_msg != NULL)
+	{
+		ImsgBuffer	buf;
+
+		memset(&buf, 0, sizeof(buf));
+		buf.reservation = pending_msg;
+		ImsgCancel(&buf);
+	}
+
+	SpinLockAcquire(&mb->mutex);
+	mb->open = false;
+	mb->owner_pid = 0;
+	mb->generation++;
+	SpinLockRelease(&mb->mutex);
+
+	/*
+	 * Senders that reserved before we closed are copying a message and will
+	 * be done within microseconds.  Freeing under them would corrupt the
+	 * area, so wait; if one is stuck (stopped by a debugger, say), leak the
+	 * segments rather than risk that.
+	 */
+	while (pg_atomic_read_u32(&mb->writers) != 0)
+	{
+		if (waited_ms >= 10000)
+		{
+			elog(LOG, "imessages: a sender to process %d did not finish within 10 s; its mailbox memory is not freed",
+				 MyProcPid);
+			MyMailbox = NULL;
+			return;
+		}
+		pg_usleep(1000L);
+		waited_ms++;
+	}
+
+	SpinLockAcquire(&mb->mutex);
+	chain = mb->head;
+	spare = mb->spare;
+	mb->head = mb->tail = mb->spare = NULL;
+	mb->head_off = 0;
+	mb->enqueued_msgs = mb->enqueued_bytes = 0;
+	mb->dequeued_msgs = mb->dequeued_bytes = 0;
+	SpinLockRelease(&mb->mutex);
+
+	while (chain != NULL)
+	{
+		ImsgSegment *next = chain->next;
+
+		imsg_segment_free(chain);
+		chain = next;
+	}
+	if (spare != NULL)
+		imsg_segment_free(spare);
+
+	pg_atomic_fetch_add_u64(&ImsgAreaPtr->retired_sent,
+							pg_atomic_read_u64(&mb->sent));
+	pg_atomic_fetch_add_u64(&ImsgAreaPtr->retired_received,
+							pg_atomic_read_u64(&mb->received) + unpublished_received);
+	MyMailbox = NULL;
+}
+
+/*
+ * Find the mailbox of process 'pid': its slot and the generation that
+ * identifies this owner.
+ */
+static ImsgResult
+imsg_lookup(int pid, int *procno, uint32 *generation)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+	int			i;
+
+	if (pid == IMSG_MANAGER)
+	{
+		SpinLockAcquire(&area->manager_lock);
+		*procno = area->manager_procno;
+		*generation = area->manager_generation;
+		SpinLockRelease(&area->manager_lock);
+		return *procno >= 0 ? IMSG_OK : IMSG_NO_RECIPIENT;
+	}
+	if (pid < 0)
+		return IMSG_NO_RECIPIENT;
+	if (pid == cached_pid)
+	{
+		*procno = cached_procno;
+		*generation = cached_generation;
+		return IMSG_OK;
+	}
+
+	for (i = 0; i < area->num_mailboxes; i++)
+	{
+		ImsgMailbox *mb = imsg_mailbox(i);
+		bool		match;
+
+		/* unlocked peek at an int; confirmed under the mutex */
+		if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
+			continue;
+		SpinLockAcquire(&mb->mutex);
+		match = mb->open && mb->owner_pid == pid;
+		*generation = mb->generation;
+		SpinLockRelease(&mb->mutex);
+		if (match)
+		{
+			*procno = i;
+			cached_pid = pid;
+			cached_procno = i;
+			cached_generation = *generation;
+			return IMSG_OK;
+		}
+	}
+	return IMSG_NO_RECIPIENT;
+}
+
+/* The manager's pid, or IMSG_NO_RECIPIENT while none runs. */
+ImsgResult
+imsg_resolve_manager(int *pid)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+
+	SpinLockAcquire(&area->manager_lock);
+	*pid = area->manager_pid;
+	SpinLockRelease(&area->manager_lock);
+	return *pid != 0 ? IMSG_OK : IMSG_NO_RECIPIENT;
+}
+
+int
+ImsgManagerPid(void)
+{
+	int			pid;
+
+	if (ImsgAreaPtr == NULL)
+		return 0;
+	(void) imsg_resolve_manager(&pid);
+	return pid;
+}
+
+static TimestampTz
+imsg_deadline(long timeout_ms)
+{
+	if (timeout_ms <= 0)
+		return 0;
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+}
+
+/*
+ * Reserve room for a message of 'len' payload bytes in the mailbox of
+ * 'recipient_pid' and set *buf up to fill it.  See imessages.h.
+ */
+ImsgResult
+ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
+			ImsgBuffer *buf)
+{
+	uint32		space;
+	int			procno;
+	uint32		generation;
+	ImsgMailbox *mb;
+	ImsgSegment *new_seg = NULL;
+	ImsgSegment *seg;
+	ImsgMessage *msg;
+	TimestampTz deadline;
+	ImsgResult	result;
+	bool		retried_lookup = false;
+
+	if (ImsgAreaPtr == NULL)
+		return IMSG_NOT_LOADED;
+	if (pending_msg != NULL)
+		elog(ERROR, "imessages: a reservation is already in progress");
+	if (len > (Size) imsg_max_message_size || len > imsg_largest_message())
+		return IMSG_TOO_LARGE;
+	ImsgOpenMailbox();
+
+	space = IMSG_MESSAGE_SPACE(len);
+	deadline = imsg_deadline(timeout_ms);
+
+lookup:
+	result = imsg_lookup(recipient_pid, &procno, &generation);
+	if (result != IMSG_OK)
+		return result;
+	mb = imsg_mailbox(procno);
+
+	for (;;)
+	{
+		uint32		end;
+		Size		tail_size;
+
+		SpinLockAcquire(&mb->mutex);
+		if (!mb->open || mb->generation != generation ||
+			(recipient_pid != IMSG_MANAGER && mb->owner_pid != recipient_pid))
+		{
+			SpinLockRelease(&mb->mutex);
+			/* a stale cache entry or manager restart: look up once more */
+			cached_pid = 0;
+			if (!retried_lookup)
+			{
+				retried_lookup = true;
+				goto lookup;
+			}
+			if (new_seg)
+				imsg_segment_free(new_seg);
+			return IMSG_NO_RECIPIENT;
+		}
+
+		seg = mb->tail;
+		end = seg ? pg_atomic_read_u32(&seg->end) : 0;
+		if (seg == NULL || seg->size - end < space)
+		{
+			ImsgSegment *ns = NULL;
+
+			if (mb->spare && mb->spare->size - IMSG_SEGMENT_HEADER >= space)
+			{
+				ns = mb->spare;
+				mb->spare = NULL;
+			}
+			else if (new_seg)
+			{
+				ns = new_seg;
+				new_seg = NULL;
+			}
+			else
+			{
+				/* go to the allocator without the mutex, then retry */
+				tail_size = seg ? seg->size : 0;
+				SpinLockRelease(&mb->mutex);
+				new_seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space,
+											 Min(Max(2 * tail_size, IMSG_MIN_SEGMENT),
+												 IMSG_MAX_SEGMENT),
+											 deadline, timeout_ms == 0, &result);
+				if (new_seg == NULL)
+					return result;
+				continue;
+			}
+			ns->next = NULL;
+			pg_atomic_write_u32(&ns->end, IMSG_SEGMENT_HEADER);
+			if (seg)
+				seg->next = ns;
+			else
+			{
+				mb->head = ns;
+				mb->head_off = IMSG_SEGMENT_HEADER;
+			}
+			mb->tail = seg = ns;
+			end = IMSG_SEGMENT_HEADER;
+		}
+
+		/* initialize the state before the owner can see it (below 'end') */
+		msg = (ImsgMessage *) ((char *) seg + end);
+		pg_atomic_init_u32(&msg->state, IMSG_STATE_RESERVED);
+		msg->space = space;
+		pg_write_barrier();
+		pg_atomic_write_u32(&seg->end, end + space);
+		pg_atomic_fetch_add_u32(&mb->writers, 1);
+		mb->enqueued_msgs++;
+		mb->enqueued_bytes += space;
+		SpinLockRelease(&mb->mutex);
+		break;
+	}
+
+	/* a segment allocated in a race we lost: keep it as spare, or free it */
+	if (new_seg)
+	{
+		SpinLockAcquire(&mb->mutex);
+		if (mb->spare == NULL && mb->open)
+		{
+			mb->spare = new_seg;
+			new_seg = NULL;
+		}
+		SpinLockRelease(&mb->mutex);
+		if (new_seg)
+			imsg_segment_free(new_seg);
+	}
+
+	msg->length = 0;
+	msg->reserved_len = len;
+	msg->msgtype = msgtype;
+	msg->sender_pid = MyProcPid;
+	msg->recipient_pid = mb->owner_pid;
+	msg->sender_role = GetUserId();
+	msg->msg_id = imsg_next_message_id();
+	msg->sent_at = GetCurrentTimestamp();
+
+	pending_msg = msg;
+	pending_mailbox = mb;
+	pending_procno = procno;
+
+	ImsgBufferInitWriter(buf, (char *) msg + IMSG_HEADER_SIZE, len);
+	buf->reservation = msg;
+	return IMSG_OK;
+}
+
+/* Mark the pending message READY or CANCELLED and wake its recipient. */
+static void
+imsg_finish_pending(ImsgMessage *msg, uint32 state)
+{
+	ImsgMailbox *mb = pending_mailbox;
+	int			procno = pending_procno;
+
+	pending_msg = NULL;
+	pending_mailbox = NULL;
+	pending_procno = -1;
+
+	/*
+	 * Pairs with the read barrier in imsg_next_message: the owner reads the
+	 * header and payload only after it has seen READY.
+	 */
+	pg_write_barrier();
+	pg_atomic_write_u32(&msg->state, state);
+	/* from here on the owner may release and reuse the memory: no access */
+	pg_atomic_fetch_sub_u32(&mb->writers, 1);
+	SetLatch(&GetPGProcByNumber(procno)->procLatch);
+}
+
+uint64
+ImsgCommit(ImsgBuffer *buf)
+{
+	ImsgMessage *msg = (ImsgMessage *) buf->reservation;
+	uint64		id;
+
+	if (msg == NULL || msg != pending_msg)
+		elog(ERROR, "imessages: no reservation to commit");
+	Assert(buf->len <= msg->reserved_len);
+	msg->length = buf->len;
+	id = msg->msg_id;
+	buf->reservation = NULL;
+	imsg_finish_pending(msg, IMSG_STATE_READY);
+	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
+	return id;
+}
+
+void
+ImsgCancel(ImsgBuffer *buf)
+{
+	ImsgMessage *msg = (ImsgMessage *) buf->reservation;
+
+	if (msg == NULL || msg != pending_msg)
+		return;
+	buf->reservation = NULL;
+	imsg_finish_pending(msg, IMSG_STATE_CANCELLED);
+}
+
+/* Cancel this process's reservation, if any: for error cleanup. */
+void
+imsg_cancel_pending(void)
+{
+	if (pending_msg != NULL)
+		imsg_finish_pending(pending_msg, IMSG_STATE_CANCELLED);
+}
+
+ImsgResult
+ImsgSend(int recipient_pid, int32 msgtype, const void *data, Size len,
+		 long timeout_ms, uint64 *msg_id)
+{
+	ImsgBuffer	buf;
+	ImsgResult	result;
+	uint64		id;
+
+	result = ImsgReserve(recipient_pid, msgtype, len, timeout_ms, &buf);
+	if (result != IMSG_OK)
+		return result;
+	memcpy(buf.data, data, len);
+	buf.len = len;
+	id = ImsgCommit(&buf);
+	if (msg_id)
+		*msg_id = id;
+	return IMSG_OK;
+}
+
+/*
+ * Outcome of looking at the cursor: a message, nothing queued, or a message
+ * still being written (we must wait for it: FIFO).
+ */
+typedef enum
+{
+	NEXT_MESSAGE,
+	NEXT_EMPTY,
+	NEXT_BLOCKED
+} NextResult;
+
+static NextResult
+imsg_next_message(ImsgMessage **msgp)
+{
+	ImsgMailbox *mb = MyMailbox;
+
+	if (cursor.seg == NULL)
+	{
+		/* no segment yet, or the last one was freed: senders may add one */
+		SpinLockAcquire(&mb->mutex);
+		cursor.seg = mb->head;
+		cursor.off = mb->head_off;
+		SpinLockRelease(&mb->mutex);
+		if (cursor.seg == NULL)
+			return NEXT_EMPTY;
+		release.seg = cursor.seg;
+		release.off = cursor.off;
+		release.count = cursor.count;
+	}
+
+	for (;;)
+	{
+		uint32		end = pg_atomic_read_u32(&cursor.seg->end);
+		ImsgSegment *next;
+
+		/* pairs with the write barrier and spinlock release in ImsgReserve */
+		pg_read_barrier();
+		if (cursor.off < end)
+		{
+			ImsgMessage *msg = (ImsgMessage *) ((char *) cursor.seg + cursor.off);
+			uint32		state = pg_atomic_read_u32(&msg->state);
+
+			if (state == IMSG_STATE_RESERVED)
+				return NEXT_BLOCKED;
+			/* pairs with the write barrier in imsg_finish_pending */
+			pg_read_barrier();
+			cursor.off += msg->space;
+			cursor.count++;
+			if (state == IMSG_STATE_CANCELLED)
+				continue;
+			*msgp = msg;
+			return NEXT_MESSAGE;
+		}
+
+		next = ((volatile ImsgSegment *) cursor.seg)->next;
+		if (next == NULL)
+			return NEXT_EMPTY;
+
+		/*
+		 * A newer segment exists, so this one's end is final; read it again
+		 * after a barrier in case it moved after our first read.
+		 */
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&cursor.seg->end) != cursor.off)
+			continue;
+		cursor.seg = next;
+		cursor.off = IMSG_SEGMENT_HEADER;
+	}
+}
+
+ImsgResult
+ImsgReceive(long timeout_ms, ImsgMessage **msgp)
+{
+	TimestampTz deadline;
+
+	if (ImsgAreaPtr == NULL)
+		return IMSG_NOT_LOADED;
+	ImsgOpenMailbox();
+	deadline = imsg_deadline(timeout_ms);
+
+	for (;;)
+	{
+		NextResult	next = imsg_next_message(msgp);
+		long		remaining = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+		if (next == NEXT_MESSAGE)
+			return IMSG_OK;
+
+		/* about to report nothing or sleep: make the views right first */
+		imsg_publish_release();
+
+		if (timeout_ms == 0)
+			return IMSG_WOULD_BLOCK;
+		if (deadline != 0)
+		{
+			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														deadline);
+			if (remaining <= 0)
+				return IMSG_TIMEOUT;
+			events |= WL_TIMEOUT;
+		}
+
+		(void) WaitLatch(MyLatch, events, remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Has the cursor read everything senders have reserved so far? */
+static inline bool
+imsg_cursor_at_end(void)
+{
+	return cursor.seg == NULL ||
+		(cursor.off >= pg_atomic_read_u32(&cursor.seg->end) &&
+		 ((volatile ImsgSegment *) cursor.seg)->next == NULL);
+}
+
+/*
+ * Advance the release position past one message (skipping to the next
+ * segment when this one is used up) and count it as taken out.  Only called
+ * while the release position is behind the cursor, so the message exists
+ * and, at a segment's end, 'next' is set.
+ */
+static ImsgMessage *
+imsg_release_one(bool *passed_segment)
+{
+	ImsgMessage *m;
+
+	while (release.off >= pg_atomic_read_u32(&release.seg->end))
+	{
+		release.seg = release.seg->next;
+		release.off = IMSG_SEGMENT_HEADER;
+		*passed_segment = true;
+	}
+	m = (ImsgMessage *) ((char *) release.seg + release.off);
+	release.off += m->space;
+	release.count++;
+	unpublished_msgs++;
+	unpublished_bytes += m->space;
+	if (pg_atomic_read_u32(&m->state) == IMSG_STATE_READY)
+		unpublished_received++;
+	return m;
+}
+
+/*
+ * Release 'msg' and every message received before it.  Cheap: the release
+ * is published in batches (see imsg_publish_release).
+ */
+void
+ImsgRelease(ImsgMessage *msg)
+{
+	bool		passed_segment = false;
+
+	if (MyMailbox == NULL)
+		elog(ERROR, "imessages: no received message to release");
+	for (;;)
+	{
+		if (release.count >= cursor.count)
+			elog(ERROR, "imessages: released message was not received");
+		if (imsg_release_one(&passed_segment) == msg)
+			break;
+	}
+	/*
+	 * Publish when a segment can be recycled, when a good part of one is
+	 * free, or when the owner has caught up (it is likely to sleep next).
+	 */
+	if (passed_segment || unpublished_bytes >= release.seg->size / 4 ||
+		(release.count == cursor.count && imsg_cursor_at_end()))
+		imsg_publish_release();
+}
+
+/* Release everything received so far (SQL commit). */
+void
+imsg_release_all_received(void)
+{
+	bool		passed_segment = false;
+
+	if (MyMailbox == NULL)
+		return;
+	while (release.count < cursor.count)
+		(void) imsg_release_one(&passed_segment);
+	imsg_publish_release();
+}
+
+bool
+imsg_have_unreleased(void)
+{
+	return MyMailbox != NULL && cursor.count != release.count;
+}
+
+/* Put the cursor back to the release position: received messages return. */
+void
+imsg_rewind_unreleased(void)
+{
+	if (MyMailbox == NULL)
+		return;
+	cursor = release;
+}
+
+/* Current cursor, for rewinding to it later (subtransactions). */
+void
+imsg_get_cursor(ImsgCursorMark *mark)
+{
+	mark->seg = cursor.seg;
+	mark->off = cursor.off;
+	mark->count = cursor.count;
+}
+
+void
+imsg_set_cursor(const ImsgCursorMark *mark)
+{
+	if (MyMailbox == NULL)
+		return;
+	/* never rewind past what was released already */
+	if (mark->seg == NULL || mark->count < release.count)
+		cursor = release;
+	else
+	{
+		cursor.seg = mark->seg;
+		cursor.off = mark->off;
+		cursor.count = mark->count;
+	}
+}
+
+/*
+ * Publish what the owner has released: counts, the head position, and the
+ * segments it has passed (kept as spare or freed).  If that leaves the
+ * mailbox empty, shrink it: a small tail is rewound to its start, a big one
+ * is freed, and so is the spare.
+ */
+static void
+imsg_publish_release(void)
+{
+	ImsgMailbox *mb = MyMailbox;
+	ImsgSegment *to_free = NULL;
+	ImsgSegment *extra = NULL;
+	uint64		received;
+
+	if (mb == NULL || release.seg == NULL)
+		return;
+	if (unpublished_msgs == 0)
+		return;
+
+	SpinLockAcquire(&mb->mutex);
+	while (mb->head != release.seg)
+	{
+		ImsgSegment *seg = mb->head;
+
+		mb->head = seg->next;
+		if (mb->spare == NULL && seg->size <= IMSG_MAX_SEGMENT)
+			mb->spare = seg;
+		else
+		{
+			seg->next = to_free;
+			to_free = seg;
+		}
+	}
+	mb->head_off = release.off;
+	mb->dequeued_msgs += unpublished_msgs;
+	mb->dequeued_bytes += unpublished_bytes;
+
+	if (mb->head == mb->tail &&
+		release.off == pg_atomic_read_u32(&mb->tail->end) &&
+		cursor.seg == release.seg && cursor.off == release.off)
+	{
+		ImsgSegment *tail = mb->tail;
+
+		if (tail->size > IMSG_MIN_SEGMENT)
+		{
+			mb->head = mb->tail = NULL;
+			mb->head_off = 0;
+			tail->next = to_free;
+			to_free = tail;
+			cursor.seg = release.seg = NULL;
+		}
+		else
+		{
+			/* nobody can reserve while we hold the mutex */
+			pg_atomic_write_u32(&tail->end, IMSG_SEGMENT_HEADER);
+			mb->head_off = IMSG_SEGMENT_HEADER;
+			cursor.off = release.off = IMSG_SEGMENT_HEADER;
+		}
+		extra = mb->spare;
+		mb->spare = NULL;
+	}
+	SpinLockRelease(&mb->mutex);
+
+	received = pg_atomic_read_u64(&mb->received) + unpublished_received;
+	pg_atomic_write_u64(&mb->received, received);
+	unpublished_msgs = unpublished_bytes = unpublished_received = 0;
+
+	while (to_free != NULL)
+	{
+		ImsgSegment *next = to_free->next;
+
+		imsg_segment_free(to_free);
+		to_free = next;
+	}
+	if (extra != NULL)
+		imsg_segment_free(extra);
+}
+
+/* Accessors */
+uint64
+ImsgMessageId(const ImsgMessage *msg)
+{
+	return msg->msg_id;
+}
+
+int32
+ImsgMessageType(const ImsgMessage *msg)
+{
+	return msg->msgtype;
+}
+
+int
+ImsgMessageSender(const ImsgMessage *msg)
+{
+	return msg->sender_pid;
+}
+
+int
+ImsgMessageRecipient(const ImsgMessage *msg)
+{
+	return msg->recipient_pid;
+}
+
+Oid
+ImsgMessageSenderRole(const ImsgMessage *msg)
+{
+	return msg->sender_role;
+}
+
+TimestampTz
+ImsgMessageSentAt(const ImsgMessage *msg)
+{
+	return msg->sent_at;
+}
+
+uint32
+ImsgMessageLength(const ImsgMessage *msg)
+{
+	return msg->length;
+}
+
+const char *
+ImsgMessageData(const ImsgMessage *msg)
+{
+	return (const char *) msg + IMSG_HEADER_SIZE;
+}
+
+const char *
+ImsgResultString(ImsgResult result)
+{
+	switch (result)
+	{
+		case IMSG_OK:
+			return "ok";
+		case IMSG_WOULD_BLOCK:
+			return "would block";
+		case IMSG_TIMEOUT:
+			return "timeout";
+		case IMSG_NO_RECIPIENT:
+			return "no recipient";
+		case IMSG_TOO_LARGE:
+			return "too large";
+		case IMSG_NOT_LOADED:
+			return "not loaded";
+	}
+	return "unknown";
+}

@@ -1,0 +1,462 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_api.c
+ *	  SQL-callable functions: imsg_send, imsg_receive, monitoring.
+ *
+ * The queue layer (mailbox.c) returns result codes; this file turns them
+ * into errors with SQLSTATEs.
+ *
+ * imsg_receive is transactional: a message taken out by a transaction is
+ * released (its memory freed) when the transaction commits, and put back at
+ * the head of the mailbox if the transaction, or the subtransaction that
+ * received it, aborts.  It is a value-per-call set-returning function that
+ * takes out one message per row asked for, wrapped in an inlinable SQL
+ * function (see imessages--1.0.sql) so that a LIMIT stops it.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/sql_api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "imessages_int.h"
+
+PG_FUNCTION_INFO_V1(imsg_send);
+PG_FUNCTION_INFO_V1(imsg_receive_internal);
+PG_FUNCTION_INFO_V1(imsg_manager_pid);
+PG_FUNCTION_INFO_V1(imsg_area_stats);
+PG_FUNCTION_INFO_V1(imsg_mailbox_stats);
+
+/*
+ * Where to rewind the receive cursor if a (sub)transaction aborts: one mark
+ * per nesting level that received something, oldest first.  Levels only
+ * grow along the stack (a lower level can only receive again after the
+ * higher ones ended), so a subtransaction's marks are always on top.
+ */
+typedef struct ReceiveMark
+{
+	int			nest_level;
+	ImsgCursorMark position;	/* cursor before the level's first receive */
+} ReceiveMark;
+
+#define MAX_RECEIVE_MARKS 64
+
+static ReceiveMark receive_marks[MAX_RECEIVE_MARKS];
+static int	num_receive_marks = 0;
+static bool received_in_xact = false;
+
+static void
+imsg_remember_receive_start(void)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	received_in_xact = true;
+	if (num_receive_marks > 0 &&
+		receive_marks[num_receive_marks - 1].nest_level >= level)
+		return;
+	if (num_receive_marks == MAX_RECEIVE_MARKS)
+	{
+		/* absurdly deep: fold into the level below (rewinds a bit more) */
+		return;
+	}
+	receive_marks[num_receive_marks].nest_level = level;
+	imsg_get_cursor(&receive_marks[num_receive_marks].position);
+	num_receive_marks++;
+}
+
+static void
+imsg_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			if (received_in_xact)
+				imsg_release_all_received();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			imsg_cancel_pending();
+			if (received_in_xact)
+				imsg_rewind_unreleased();
+			break;
+		default:
+			return;
+	}
+	received_in_xact = false;
+	num_receive_marks = 0;
+}
+
+static void
+imsg_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		int			first = num_receive_marks;
+
+		imsg_cancel_pending();
+		while (first > 0 && receive_marks[first - 1].nest_level >= level)
+			first--;
+		if (first < num_receive_marks)
+		{
+			imsg_set_cursor(&receive_marks[first].position);
+			num_receive_marks = first;
+		}
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB && num_receive_marks > 0)
+	{
+		ReceiveMark *top = &receive_marks[num_receive_marks - 1];
+
+		if (top->nest_level == level)
+		{
+			/* the parent keeps its own, earlier mark if it has one */
+			if (num_receive_marks > 1 &&
+				receive_marks[num_receive_marks - 2].nest_level == level - 1)
+				num_receive_marks--;
+			else
+				top->nest_level = level - 1;
+		}
+	}
+}
+
+void
+imsg_sql_init(void)
+{
+	RegisterXactCallback(imsg_xact_callback, NULL);
+	RegisterSubXactCallback(imsg_subxact_callback, NULL);
+}
+
+/* Area usage for error details: bytes allocated to mailboxes. */
+static void
+imsg_area_usage(uint64 *allocated, uint64 *total)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+
+	LWLockAcquire(area->alloc_lock, LW_SHARED);
+	*allocated = area->allocated_bytes;
+	LWLockRelease(area->alloc_lock);
+	*total = area->size_bytes;
+}
+
+/*
+ * imsg_send(payload bytea|text, recipient integer DEFAULT NULL,
+ *			 msgtype integer DEFAULT 0) RETURNS bigint
+ */
+Datum
+imsg_send(PG_FUNCTION_ARGS)
+{
+	struct varlena *payload;
+	int			recipient;
+	int32		msgtype;
+	uint64		msg_id = 0;
+	ImsgResult	result;
+
+	imsg_check_available();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("imessages payload must not be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("imessages message type must not be null")));
+	msgtype = PG_GETARG_INT32(2);
+	if (msgtype < IMSG_FIRST_USER_TYPE)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid imessages message type %d", msgtype),
+				 errdetail("Message types below %d are reserved for imessages itself.",
+						   IMSG_FIRST_USER_TYPE)));
+	if (PG_ARGISNULL(1))
+		recipient = IMSG_MANAGER;
+	else
+	{
+		recipient = PG_GETARG_INT32(1);
+		if (recipient <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid recipient process ID %d", recipient),
+					 errhint("Pass the process ID of a PostgreSQL process, or NULL for the replication manager.")));
+	}
+
+	payload = PG_GETARG_VARLENA_PP(0);
+	result = ImsgSend(recipient, msgtype, VARDATA_ANY(payload),
+					  VARSIZE_ANY_EXHDR(payload), imsg_send_timeout_ms, &msg_id);
+
+	switch (result)
+	{
+		case IMSG_OK:
+			break;
+		case IMSG_TOO_LARGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("imessages message is too large"),
+					 errdetail("The payload has %zu bytes; the limit is %zu bytes.",
+							   (Size) VARSIZE_ANY_EXHDR(payload),
+							   Min((Size) imsg_max_message_size, imsg_largest_message())),
+					 errhint("The limit is imessages.max_message_size, at most what fits in imessages.buffer_size.")));
+			break;
+		case IMSG_NO_RECIPIENT:
+			if (recipient == IMSG_MANAGER)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("imessages manager is not running"),
+						 errhint("The postmaster restarts it; check the server log.")));
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("process %d has no imessages mailbox", recipient),
+					 errdetail("The process does not exist, has exited, or has not used imessages yet."),
+					 errhint("A process opens its mailbox the first time it calls an imessages function, for example imsg_receive().")));
+			break;
+		case IMSG_WOULD_BLOCK:
+		case IMSG_TIMEOUT:
+			{
+				uint64		allocated,
+							total;
+
+				imsg_area_usage(&allocated, &total);
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+						 errmsg("imessages area is full"),
+						 errdetail("%llu of %llu bytes are in use; waited %d ms for space.",
+								   (unsigned long long) allocated,
+								   (unsigned long long) total,
+								   result == IMSG_TIMEOUT ? imsg_send_timeout_ms : 0),
+						 errhint("Recipients must take their messages out with imsg_receive(), or raise imessages.buffer_size or imessages.send_timeout.")));
+			}
+			break;
+		case IMSG_NOT_LOADED:
+			imsg_check_available();
+			break;
+	}
+	PG_RETURN_INT64((int64) msg_id);
+}
+
+typedef struct ReceiveState
+{
+	int			timeout_ms;
+	int64		max_messages;	/* -1: no limit */
+} ReceiveState;
+
+/*
+ * imsg_receive_internal(timeout_ms integer, max_messages integer)
+ *	  RETURNS SETOF record, value per call: one message per call.
+ */
+Datum
+imsg_receive_internal(PG_FUNCTION_ARGS)
+{
+	FuncCallContext *funcctx;
+	ReceiveState *state;
+	ImsgMessage *msg;
+	ImsgResult	result;
+	Datum		values[5];
+	bool		nulls[5] = {0};
+	bytea	   *payload;
+	uint32		len;
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		MemoryContext oldcontext;
+		TupleDesc	tupdesc;
+
+		imsg_check_available();
+		if (PG_ARGISNULL(0))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("imessages timeout must not be null")));
+		if (PG_GETARG_INT32(0) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid imessages timeout %d", PG_GETARG_INT32(0)),
+					 errdetail("The timeout is in milliseconds and must be 0 or more.")));
+		if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid max_messages %d", PG_GETARG_INT32(1)),
+					 errdetail("max_messages must be 0 or more, or NULL for no limit.")));
+
+		funcctx = SRF_FIRSTCALL_INIT();
+		oldcontext = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
+		state = palloc(sizeof(ReceiveState));
+		state->timeout_ms = PG_GETARG_INT32(0);
+		state->max_messages = PG_ARGISNULL(1) ? -1 : PG_GETARG_INT32(1);
+		funcctx->user_fctx = state;
+		MemoryContextSwitchTo(oldcontext);
+	}
+
+	funcctx = SRF_PERCALL_SETUP();
+	state = funcctx->user_fctx;
+	if (state->max_messages >= 0 && funcctx->call_cntr >= state->max_messages)
+		SRF_RETURN_DONE(funcctx);
+
+	/* only the first message is waited for */
+	ImsgOpenMailbox();
+	imsg_remember_receive_start();
+	result = ImsgReceive(funcctx->call_cntr == 0 ? state->timeout_ms : 0, &msg);
+	if (result != IMSG_OK)
+		SRF_RETURN_DONE(funcctx);
+
+	len = ImsgMessageLength(msg);
+	payload = palloc(VARHDRSZ + len);
+	SET_VARSIZE(payload, VARHDRSZ + len);
+	memcpy(VARDATA(payload), ImsgMessageData(msg), len);
+
+	values[0] = Int64GetDatum((int64) ImsgMessageId(msg));
+	values[1] = Int32GetDatum(ImsgMessageSender(msg));
+	values[2] = Int32GetDatum(ImsgMessageType(msg));
+	values[3] = PointerGetDatum(payload);
+	values[4] = TimestampTzGetDatum(ImsgMessageSentAt(msg));
+	SRF_RETURN_NEXT(funcctx,
+					HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc, values, nulls)));
+}
+
+/* imsg_manager_pid() RETURNS integer: NULL while no manager runs. */
+Datum
+imsg_manager_pid(PG_FUNCTION_ARGS)
+{
+	int			pid;
+
+	imsg_check_available();
+	if (imsg_resolve_manager(&pid) != IMSG_OK)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(pid);
+}
+
+/* imsg_area_stats(): the one row behind view imsg_area. */
+Datum
+imsg_area_stats(PG_FUNCTION_ARGS)
+{
+	ImsgArea   *area;
+	TupleDesc	tupdesc;
+	Datum		values[9];
+	bool		nulls[9] = {0};
+	uint64		used = 0,
+				queued = 0,
+				sent,
+				received;
+	uint64		allocated,
+				peak;
+	int			i;
+
+	imsg_check_available();
+	area = ImsgAreaPtr;
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	sent = pg_atomic_read_u64(&area->retired_sent);
+	received = pg_atomic_read_u64(&area->retired_received);
+	for (i = 0; i < area->num_mailboxes; i++)
+	{
+		ImsgMailbox *mb = &area->mailboxes[i].mb;
+
+		SpinLockAcquire(&mb->mutex);
+		if (mb->open)
+		{
+			used += mb->enqueued_bytes - mb->dequeued_bytes;
+			queued += mb->enqueued_msgs - mb->dequeued_msgs;
+		}
+		SpinLockRelease(&mb->mutex);
+		sent += pg_atomic_read_u64(&mb->sent);
+		received += pg_atomic_read_u64(&mb->received);
+	}
+	LWLockAcquire(area->alloc_lock, LW_SHARED);
+	allocated = area->allocated_bytes;
+	peak = area->peak_bytes;
+	LWLockRelease(area->alloc_lock);
+
+	values[0] = Int64GetDatum((int64) area->size_bytes);
+	values[1] = Int64GetDatum((int64) used);
+	values[2] = Int64GetDatum((int64) peak);
+	values[3] = Int64GetDatum((int64) queued);
+	values[4] = Int64GetDatum((int64) sent);
+	values[5] = Int64GetDatum((int64) received);
+	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&area->send_waits));
+	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&area->send_failures));
+	values[8] = Int64GetDatum((int64) allocated);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* imsg_mailbox_stats(): the rows behind view imsg_mailboxes. */
+Datum
+imsg_mailbox_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ImsgArea   *area;
+	int			i;
+
+	imsg_check_available();
+	area = ImsgAreaPtr;
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (i = 0; i < area->num_mailboxes; i++)
+	{
+		ImsgMailbox *mb = &area->mailboxes[i].mb;
+		Datum		values[7];
+		bool		nulls[7] = {0};
+		bool		open;
+		int			pid;
+		char		backend_type[64];
+		uint64		queued_msgs,
+					queued_bytes;
+		TimestampTz oldest = 0;
+
+		SpinLockAcquire(&mb->mutex);
+		open = mb->open;
+		pid = mb->owner_pid;
+		memcpy(backend_type, mb->backend_type, sizeof(backend_type));
+		queued_msgs = mb->enqueued_msgs - mb->dequeued_msgs;
+		queued_bytes = mb->enqueued_bytes - mb->dequeued_bytes;
+
+		/*
+		 * The head segment cannot be freed while we hold the mutex.  Show
+		 * the first message's time once it is READY (the barrier pairs with
+		 * the one in imsg_finish_pending).
+		 */
+		if (open && queued_msgs > 0 && mb->head != NULL &&
+			mb->head_off < pg_atomic_read_u32(&mb->head->end))
+		{
+			ImsgMessage *msg = (ImsgMessage *) ((char *) mb->head + mb->head_off);
+
+			if (pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY)
+			{
+				pg_read_barrier();
+				oldest = msg->sent_at;
+			}
+		}
+		SpinLockRelease(&mb->mutex);
+		if (!open)
+			continue;
+
+		backend_type[sizeof(backend_type) - 1] = '\0';
+		values[0] = Int32GetDatum(pid);
+		values[1] = CStringGetTextDatum(backend_type);
+		values[2] = Int64GetDatum((int64) queued_msgs);
+		values[3] = Int64GetDatum((int64) queued_bytes);
+		if (oldest != 0)
+			values[4] = TimestampTzGetDatum(oldest);
+		else
+			nulls[4] = true;
+		values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&mb->sent));
+		values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&mb->received));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
