@@ -7,7 +7,7 @@ DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
 PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
 
-REGRESS = setup send_receive errors not_preloaded_guards
+REGRESS = setup send_receive errors
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait
 ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf
