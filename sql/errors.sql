@@ -1,5 +1,7 @@
 -- Every error path of the SQL API, with its SQLSTATE.
 \set SHOW_CONTEXT never
+-- the tests assume this limit; the area may be of any size from 1MB up
+SET imessages.max_message_size = '256kB';
 
 -- null and out-of-range arguments
 SELECT imsg_send(NULL::bytea, pg_backend_pid());
@@ -37,7 +39,9 @@ SELECT imsg_send(repeat('a', 256 * 1024 + 1)::bytea, pg_backend_pid());
 SELECT length(payload) FROM imsg_receive();
 
 -- max_message_size cannot exceed the area
-SET imessages.max_message_size = '2MB';
+\set VERBOSITY terse
+SET imessages.max_message_size = '2147483647B';
+\set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 
 -- a full area: fail at once with send_timeout = 0, after waiting otherwise;
@@ -58,9 +62,10 @@ BEGIN
 EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
   INSERT INTO full_area
-  VALUES (n, state, detail ~ '^\d+ of 1048576 bytes are in use; waited 0 ms for space\.$');
+  VALUES (n, state, detail ~ ('^\d+ of ' || (SELECT size_bytes FROM imsg_area)
+                              || ' bytes are in use; waited 0 ms for space\.$'));
 END $$;
-SELECT sent BETWEEN 3 AND 5 AS filled, sqlstate, detail_ok FROM full_area;
+SELECT sent >= 3 AS filled, sqlstate, detail_ok FROM full_area;
 -- with a timeout the sender waits, then fails the same way
 SET imessages.send_timeout = '100ms';
 \set VERBOSITY terse

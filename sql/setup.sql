@@ -13,8 +13,9 @@ SELECT imsg_manager_pid() IS NOT NULL AS manager_running,
        imsg_manager_pid() = (SELECT pid FROM pg_stat_activity
                               WHERE backend_type = 'imessages manager') AS same_pid;
 
--- the area as configured by imessages.conf (1MB)
-SELECT size_bytes, used_bytes, queued_messages FROM imsg_area;
+-- the area has the configured size and starts empty
+SELECT size_bytes = pg_size_bytes(current_setting('imessages.buffer_size')) AS size_ok,
+       used_bytes, queued_messages FROM imsg_area;
 
 -- everything is revoked from PUBLIC
 SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec
