@@ -237,10 +237,13 @@ imsg_close_mailbox(int code, Datum arg)
 	if (spare != NULL)
 		imsg_segment_free(spare);
 
+	/* fold our counts into the area's totals; the views skip closed boxes */
 	pg_atomic_fetch_add_u64(&ImsgAreaPtr->retired_sent,
 							pg_atomic_read_u64(&mb->sent));
 	pg_atomic_fetch_add_u64(&ImsgAreaPtr->retired_received,
 							pg_atomic_read_u64(&mb->received) + unpublished_received);
+	pg_atomic_write_u64(&mb->sent, 0);
+	pg_atomic_write_u64(&mb->received, 0);
 	MyMailbox = NULL;
 }
 

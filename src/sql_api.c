@@ -367,15 +367,22 @@ imsg_area_stats(PG_FUNCTION_ARGS)
 	{
 		ImsgMailbox *mb = &area->mailboxes[i].mb;
 
+		bool		open;
+
 		SpinLockAcquire(&mb->mutex);
-		if (mb->open)
+		open = mb->open;
+		if (open)
 		{
 			used += mb->enqueued_bytes - mb->dequeued_bytes;
 			queued += mb->enqueued_msgs - mb->dequeued_msgs;
 		}
 		SpinLockRelease(&mb->mutex);
-		sent += pg_atomic_read_u64(&mb->sent);
-		received += pg_atomic_read_u64(&mb->received);
+		/* a closed mailbox's counts are in the retired totals already */
+		if (open)
+		{
+			sent += pg_atomic_read_u64(&mb->sent);
+			received += pg_atomic_read_u64(&mb->received);
+		}
 	}
 	LWLockAcquire(area->alloc_lock, LW_SHARED);
 	allocated = area->allocated_bytes;

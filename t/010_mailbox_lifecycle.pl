@@ -28,6 +28,9 @@ is( $node->safe_psql(
 my $baseline = $node->safe_psql('postgres',
 	'SELECT allocated_bytes FROM imsg_area');
 
+my ($sent0, $received0) = split /\|/,
+  $node->safe_psql('postgres', 'SELECT sent_total, received_total FROM imsg_area');
+
 # A process that exits with messages queued returns all their memory.
 my $keeper = $node->background_psql('postgres');
 my $keeper_pid = $keeper->query_safe(
@@ -72,6 +75,11 @@ $node->poll_query_until('postgres',
   or die 'area not empty';
 is($node->safe_psql('postgres', 'SELECT allocated_bytes FROM imsg_area'),
 	$baseline, 'all segments returned to the allocator');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT sent_total - $sent0, received_total - $received0 FROM imsg_area"),
+	'70|10',
+	'area totals count the messages of exited processes exactly once');
 
 # A sender that cached a recipient must not reach a later owner of the
 # same slot: the mailbox generation changes.
