@@ -56,3 +56,12 @@ as_user() {
 		"$@" </dev/null
 	fi
 }
+
+# Same, keeping stdin (for scripts fed to psql).
+as_user_stdin() {
+	if is_root; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
