@@ -53,7 +53,8 @@ LANGUAGE C VOLATILE PARALLEL SAFE;
 CREATE FUNCTION imsg_area_stats(
     OUT size_bytes bigint, OUT used_bytes bigint, OUT peak_bytes bigint,
     OUT queued_messages bigint, OUT sent_total bigint, OUT received_total bigint,
-    OUT send_waits bigint, OUT send_failures bigint, OUT allocated_bytes bigint)
+    OUT send_waits bigint, OUT send_failures bigint, OUT allocated_bytes bigint,
+    OUT segments_allocated bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'imsg_area_stats'
 LANGUAGE C VOLATILE PARALLEL SAFE;

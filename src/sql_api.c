@@ -346,8 +346,9 @@ imsg_area_stats(PG_FUNCTION_ARGS)
 {
 	ImsgArea   *area;
 	TupleDesc	tupdesc;
-	Datum		values[9];
-	bool		nulls[9] = {0};
+	Datum		values[10];
+	bool		nulls[10] = {0};
+	uint64		segments;
 	uint64		used = 0,
 				queued = 0,
 				sent,
@@ -387,6 +388,7 @@ imsg_area_stats(PG_FUNCTION_ARGS)
 	LWLockAcquire(area->alloc_lock, LW_SHARED);
 	allocated = area->allocated_bytes;
 	peak = area->peak_bytes;
+	segments = area->segments_allocated;
 	LWLockRelease(area->alloc_lock);
 
 	values[0] = Int64GetDatum((int64) area->size_bytes);
@@ -398,6 +400,7 @@ imsg_area_stats(PG_FUNCTION_ARGS)
 	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&area->send_waits));
 	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&area->send_failures));
 	values[8] = Int64GetDatum((int64) allocated);
+	values[9] = Int64GetDatum((int64) segments);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
