@@ -28,9 +28,13 @@ ensure_packages() {
 # Build with -Werror and install into the PostgreSQL 15 tree.
 build_and_install() {
 	make -C "$top" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror clean >/dev/null 2>&1
+	make -C "$top/src/test/modules/imessages_test" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null 2>&1
 	make -C "$top" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror || return 1
+	make -C "$top/src/test/modules/imessages_test" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror || return 1
 	if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
 		make -C "$top" -s PG_CONFIG="$PG_CONFIG" install >/dev/null || return 1
+		# test-only extension used by t/020_c_api.pl
+		make -C "$top/src/test/modules/imessages_test" -s PG_CONFIG="$PG_CONFIG" install >/dev/null || return 1
 	else
 		echo "cannot write $($PG_CONFIG --pkglibdir): run as root to install" >&2
 		return 1

@@ -1,0 +1,24 @@
+\echo Use "CREATE EXTENSION imessages_test" to load this file. \quit
+
+CREATE FUNCTION imsg_test_build_in_place(recipient integer, n integer, label text)
+RETURNS bigint AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_reserve_cancel(recipient integer)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_reserve_then_error(recipient integer)
+RETURNS void AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_overfill(recipient integer)
+RETURNS void AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_decode(payload bytea)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_receive_all(timeout_ms integer)
+RETURNS TABLE(msg_id bigint, sender integer, recipient integer, msgtype integer,
+              len integer, role regrole, decoded text)
+AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_send_result(recipient integer, len integer, timeout_ms integer)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;

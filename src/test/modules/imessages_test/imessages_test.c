@@ -1,0 +1,173 @@
+/*-------------------------------------------------------------------------
+ *
+ * imessages_test.c
+ *	  Test functions for the imessages C API, written as a separate
+ *	  extension would write them: only include/imessages.h.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "imessages.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(imsg_test_build_in_place);
+PG_FUNCTION_INFO_V1(imsg_test_reserve_cancel);
+PG_FUNCTION_INFO_V1(imsg_test_reserve_then_error);
+PG_FUNCTION_INFO_V1(imsg_test_overfill);
+PG_FUNCTION_INFO_V1(imsg_test_decode);
+PG_FUNCTION_INFO_V1(imsg_test_receive_all);
+PG_FUNCTION_INFO_V1(imsg_test_send_result);
+
+#define TEST_MSGTYPE 4711
+
+/* int32 n, string label, int64 -n, int16 7, int8 -1: built in the area */
+Datum
+imsg_test_build_in_place(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	int32		n = PG_GETARG_INT32(1);
+	text	   *label = PG_GETARG_TEXT_PP(2);
+	uint32		label_len = VARSIZE_ANY_EXHDR(label);
+	ImsgBuffer	buf;
+	ImsgResult	r;
+
+	r = ImsgReserve(recipient, TEST_MSGTYPE, 4 + 4 + label_len + 8 + 2 + 1, 0, &buf);
+	if (r != IMSG_OK)
+		elog(ERROR, "ImsgReserve: %s", ImsgResultString(r));
+	ImsgBufferPutInt32(&buf, n);
+	ImsgBufferPutString(&buf, VARDATA_ANY(label), label_len);
+	ImsgBufferPutInt64(&buf, -(int64) n);
+	ImsgBufferPutInt16(&buf, 7);
+	ImsgBufferPutInt8(&buf, -1);
+	PG_RETURN_INT64((int64) ImsgCommit(&buf));
+}
+
+/* Reserve and cancel, then send a plain message: only that one arrives. */
+Datum
+imsg_test_reserve_cancel(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	ImsgBuffer	buf;
+	ImsgResult	r;
+
+	r = ImsgReserve(recipient, TEST_MSGTYPE, 100, 0, &buf);
+	if (r != IMSG_OK)
+		elog(ERROR, "ImsgReserve: %s", ImsgResultString(r));
+	ImsgBufferPutInt32(&buf, 12345);
+	ImsgCancel(&buf);
+	r = ImsgSend(recipient, TEST_MSGTYPE, "\0\0\0\1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 4 + 4 + 8 + 2 + 1, 0, NULL);
+	PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+}
+
+/* Reserve, write a little, then fail: the abort must withdraw it. */
+Datum
+imsg_test_reserve_then_error(PG_FUNCTION_ARGS)
+{
+	ImsgBuffer	buf;
+
+	if (ImsgReserve(PG_GETARG_INT32(0), TEST_MSGTYPE, 64, 0, &buf) != IMSG_OK)
+		elog(ERROR, "ImsgReserve failed");
+	ImsgBufferPutInt32(&buf, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg("failing while a message is reserved")));
+	PG_RETURN_VOID();
+}
+
+/* Write more than reserved: ERROR, nothing past the reservation. */
+Datum
+imsg_test_overfill(PG_FUNCTION_ARGS)
+{
+	ImsgBuffer	buf;
+
+	if (ImsgReserve(PG_GETARG_INT32(0), TEST_MSGTYPE, 8, 0, &buf) != IMSG_OK)
+		elog(ERROR, "ImsgReserve failed");
+	ImsgBufferPutInt64(&buf, 1);
+	ImsgBufferPutInt8(&buf, 2);
+	PG_RETURN_VOID();
+}
+
+static char *
+decode_payload(const char *data, uint32 len)
+{
+	ImsgBuffer	in;
+	int32		n;
+	const char *s;
+	uint32		slen;
+	int64		neg;
+	int16		seven;
+	int8		minus_one;
+
+	ImsgBufferInitReader(&in, data, len);
+	n = ImsgBufferGetInt32(&in);
+	s = ImsgBufferGetString(&in, &slen);
+	neg = ImsgBufferGetInt64(&in);
+	seven = ImsgBufferGetInt16(&in);
+	minus_one = ImsgBufferGetInt8(&in);
+	ImsgBufferCheckEnd(&in);
+	return psprintf("%d %.*s " INT64_FORMAT " %d %d", n, (int) slen, s, neg,
+					seven, minus_one);
+}
+
+Datum
+imsg_test_decode(PG_FUNCTION_ARGS)
+{
+	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
+
+	PG_RETURN_TEXT_P(cstring_to_text(decode_payload(VARDATA_ANY(payload),
+													VARSIZE_ANY_EXHDR(payload))));
+}
+
+/* Receive everything through the C API, release as we go. */
+Datum
+imsg_test_receive_all(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	long		timeout = PG_GETARG_INT32(0);
+	ImsgMessage *msg;
+
+	InitMaterializedSRF(fcinfo, 0);
+	while (ImsgReceive(timeout, &msg) == IMSG_OK)
+	{
+		Datum		values[7];
+		bool		nulls[7] = {0};
+
+		values[0] = Int64GetDatum((int64) ImsgMessageId(msg));
+		values[1] = Int32GetDatum(ImsgMessageSender(msg));
+		values[2] = Int32GetDatum(ImsgMessageRecipient(msg));
+		values[3] = Int32GetDatum(ImsgMessageType(msg));
+		values[4] = Int32GetDatum((int32) ImsgMessageLength(msg));
+		values[5] = ObjectIdGetDatum(ImsgMessageSenderRole(msg));
+		if (ImsgMessageType(msg) == TEST_MSGTYPE)
+			values[6] = CStringGetTextDatum(decode_payload(ImsgMessageData(msg),
+														   ImsgMessageLength(msg)));
+		else
+			nulls[6] = true;
+		ImsgRelease(msg);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		timeout = 0;
+	}
+	return (Datum) 0;
+}
+
+/* The raw ImsgResult of a send, without the SQL layer's errors. */
+Datum
+imsg_test_send_result(PG_FUNCTION_ARGS)
+{
+	int			len = PG_GETARG_INT32(1);
+	char	   *data = palloc0(Max(len, 1));
+	ImsgResult	r;
+
+	r = ImsgSend(PG_GETARG_INT32(0), 1, data, len, PG_GETARG_INT32(2), NULL);
+	PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+}

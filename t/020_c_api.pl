@@ -1,0 +1,108 @@
+# The public C API, used from a separate extension (imessages_test):
+# messages built in place in the area, cancelled reservations, a sender that
+# fails while holding a reservation, writer and reader bounds, result codes.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('c_api');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+imessages.buffer_size = 1MB
+imessages.max_message_size = 64kB
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION imessages CASCADE; CREATE EXTENSION imessages_test');
+$node->poll_query_until('postgres', 'SELECT imsg_manager_pid() IS NOT NULL');
+
+my $r = $node->background_psql('postgres', on_error_stop => 0);
+my $rpid = $r->query_safe(
+	'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
+
+# built in place with the buffer writers, read back with the readers
+my $id = $node->safe_psql('postgres',
+	"SELECT imsg_test_build_in_place($rpid, 5, 'hello')");
+is( $r->query_safe(
+		"SELECT msg_id = $id, msgtype, imsg_test_decode(payload) FROM imsg_receive()"),
+	't|4711|5 hello -5 7 -1',
+	'a message built in place arrives whole');
+
+# the same through the C receive API, with release
+$node->safe_psql('postgres',
+	"SELECT imsg_test_build_in_place($rpid, i, 'n' || i) FROM generate_series(1, 3) i");
+is( $r->query_safe(
+		"SELECT string_agg(format('%s>%s %s %s %s', sender <> 0, recipient = pg_backend_pid(),
+		                          msgtype, role, decoded), ',' ORDER BY msg_id)
+		   FROM imsg_test_receive_all(1000)"),
+	't>t 4711 postgres 1 n1 -1 7 -1,t>t 4711 postgres 2 n2 -2 7 -1,t>t 4711 postgres 3 n3 -3 7 -1',
+	'ImsgReceive returns every field, ImsgRelease frees them');
+is( $r->query_safe(
+		'SELECT queued_messages, queued_bytes FROM imsg_mailboxes WHERE pid = pg_backend_pid()'),
+	'0|0',
+	'released messages left the mailbox');
+
+# a cancelled reservation is skipped, the next message arrives
+is($node->safe_psql('postgres', "SELECT imsg_test_reserve_cancel($rpid)"),
+	'ok', 'reserve, cancel, then send');
+is($r->query_safe('SELECT count(*), min(imsg_test_decode(payload)) FROM imsg_receive()'),
+	'1|1  0 0 0', 'only the committed message arrives');
+
+# a sender failing while it holds a reservation in our mailbox must not
+# block it: the abort withdraws the reservation
+my ($ret, $out, $err) = $node->psql('postgres',
+	"SELECT imsg_test_reserve_then_error($rpid)");
+like($err, qr/failing while a message is reserved/, 'sender failed mid-build');
+$node->safe_psql('postgres', "SELECT imsg_send('after the failure', $rpid)");
+is( $r->query_safe(
+		"SELECT string_agg(convert_from(payload, 'UTF8'), ',') FROM imsg_receive(2000)"),
+	'after the failure',
+	'mailbox not blocked by the failed reservation');
+
+# writing past the reservation is an error and nothing is published
+($ret, $out, $err) = $node->psql('postgres',
+	"SELECT imsg_test_overfill($rpid)",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  54000: imessages buffer is full/, 'overfilling a reservation: 54000');
+like($err, qr/Writing 1 bytes after 8 of 8 bytes/, 'with the numbers in DETAIL');
+$node->safe_psql('postgres', "SELECT imsg_send('next', $rpid)");
+is($r->query_safe("SELECT string_agg(convert_from(payload, 'UTF8'), ',') FROM imsg_receive(2000)"),
+	'next', 'only the next message arrives');
+
+# reading past the end of a payload
+($ret, $out, $err) = $node->psql('postgres',
+	"SELECT imsg_test_decode('\\x0000000100000009616263'::bytea)",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  22P03: imessages payload is too short/, 'short payload: 22P03');
+($ret, $out, $err) = $node->psql('postgres',
+	"SELECT imsg_test_decode('\\x00000001000000016100000000000000000007ff00'::bytea)",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/ERROR:  22P03: imessages payload has trailing data/, 'trailing bytes: 22P03');
+
+# result codes of the queue layer
+is($node->safe_psql('postgres', 'SELECT imsg_test_send_result(2147483647, 10, 0)'),
+	'no recipient', 'unknown pid: IMSG_NO_RECIPIENT');
+is($node->safe_psql('postgres', "SELECT imsg_test_send_result($rpid, 65 * 1024, 0)"),
+	'too large', 'over max_message_size: IMSG_TOO_LARGE');
+is($node->safe_psql('postgres', 'SELECT imsg_test_send_result(0, 10, 0)'),
+	'ok', 'to the manager (IMSG_MANAGER)');
+is( $node->safe_psql(
+		'postgres',
+		"SET imessages.send_timeout = 0;
+		 DO \$\$ BEGIN
+		   FOR i IN 1..100 LOOP PERFORM imsg_send(repeat('x', 60000), $rpid); END LOOP;
+		 EXCEPTION WHEN insufficient_resources THEN NULL; END \$\$;
+		 SELECT imsg_test_send_result($rpid, 60000, 0)"),
+	'would block', 'full area, no wait: IMSG_WOULD_BLOCK');
+is($node->safe_psql('postgres', "SELECT imsg_test_send_result($rpid, 60000, 100)"),
+	'timeout', 'full area, 100 ms: IMSG_TIMEOUT');
+$r->query_safe('SELECT count(*) FROM imsg_receive()');
+$r->quit;
+$node->poll_query_until('postgres',
+	'SELECT used_bytes = 0 AND queued_messages = 0 FROM imsg_area')
+  or die 'area not empty';
+pass('area empty at the end');
+$node->stop;
+done_testing();
