@@ -59,6 +59,14 @@ SELECT 1 / 0;
 ROLLBACK;
 SELECT msgtype, convert_from(payload, 'UTF8') FROM imsg_receive();
 
+-- a transaction that received messages cannot be prepared: its outcome
+-- would be decided in another session; the messages stay queued
+SELECT imsg_send('prepared?', pg_backend_pid()) IS NOT NULL AS sent;
+BEGIN;
+SELECT convert_from(payload, 'UTF8') FROM imsg_receive();
+PREPARE TRANSACTION 'imsg_p1';
+SELECT convert_from(payload, 'UTF8') FROM imsg_receive();
+
 -- the same message is never handed out twice within a transaction
 SELECT count(imsg_send('x' || i, pg_backend_pid())) FROM generate_series(1, 3) i;
 BEGIN;

@@ -347,6 +347,7 @@ ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
 	TimestampTz deadline;
 	ImsgResult	result;
 	bool		retried_lookup = false;
+	int			owner_pid = 0;
 
 	if (ImsgAreaPtr == NULL)
 		return IMSG_NOT_LOADED;
@@ -429,6 +430,8 @@ lookup:
 			end = IMSG_SEGMENT_HEADER;
 		}
 
+		owner_pid = mb->owner_pid;
+
 		/* initialize the state before the owner can see it (below 'end') */
 		msg = (ImsgMessage *) ((char *) seg + end);
 		pg_atomic_init_u32(&msg->state, IMSG_STATE_RESERVED);
@@ -460,7 +463,7 @@ lookup:
 	msg->reserved_len = len;
 	msg->msgtype = msgtype;
 	msg->sender_pid = MyProcPid;
-	msg->recipient_pid = mb->owner_pid;
+	msg->recipient_pid = owner_pid;
 	msg->sender_role = GetUserId();
 	msg->msg_id = imsg_next_message_id();
 	msg->sent_at = GetCurrentTimestamp();
@@ -629,6 +632,8 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 	if (ImsgAreaPtr == NULL)
 		return IMSG_NOT_LOADED;
 	ImsgOpenMailbox();
+	if (pending_msg != NULL && pending_mailbox == MyMailbox)
+		elog(ERROR, "imessages: cannot receive while a message to oneself is reserved");
 	deadline = imsg_deadline(timeout_ms);
 
 	for (;;)
@@ -765,8 +770,13 @@ imsg_set_cursor(const ImsgCursorMark *mark)
 {
 	if (MyMailbox == NULL)
 		return;
-	/* never rewind past what was released already */
-	if (mark->seg == NULL || mark->count < release.count)
+	/*
+	 * Never rewind past what was released already.  A mark at the release
+	 * position is also replaced by it: publishing may have rewound or freed
+	 * the segment the mark points into since (only an empty mailbox is
+	 * rewound, so nothing between the two is lost).
+	 */
+	if (mark->seg == NULL || mark->count <= release.count)
 		cursor = release;
 	else
 	{
