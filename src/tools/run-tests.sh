@@ -18,12 +18,10 @@ build_and_install || { echo "0 passed, 1 failed"; exit 1; }
 work=$(make_workdir)
 trap 'rm -rf "$work"' EXIT
 
-# Count "name ... ok|FAILED" lines of pg_regress-style output.
-count_regress() {
-	local log=$1 ok bad
-	ok=$(grep -cE '^(test | +)?[[:alnum:]_]+ +\.\.\. ok' "$log")
-	bad=$(grep -cE '^(test | +)?[[:alnum:]_]+ +\.\.\. FAILED' "$log")
-	grep -E '\.\.\. (ok|FAILED)' "$log" | sed 's/^test /  /'
+# Add a suite's ok/failed counts to the totals; a suite that ran nothing
+# counts as a failure.  Returns non-zero if the suite failed.
+tally() {
+	local ok=$1 bad=$2
 	if [ $((ok + bad)) -eq 0 ]; then
 		echo "  suite ran no test"
 		bad=1
@@ -31,6 +29,14 @@ count_regress() {
 	passed=$((passed + ok))
 	failed=$((failed + bad))
 	return $((bad > 0))
+}
+
+# Tally "name ... ok|FAILED" lines of pg_regress-style output.
+count_regress() {
+	local log=$1
+	grep -E '\.\.\. (ok|FAILED)' "$log" | sed 's/^test /  /'
+	tally "$(grep -cE '^(test | +)?[[:alnum:]_]+ +\.\.\. ok' "$log")" \
+		"$(grep -cE '^(test | +)?[[:alnum:]_]+ +\.\.\. FAILED' "$log")"
 }
 
 run_make() {
@@ -51,16 +57,9 @@ for suite in $suites; do
 			;;
 		tap)
 			run_make REGRESS= ISOLATION= PROVE_FLAGS="--timer" >"$log" 2>&1
-			ok=$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ok' "$log")
-			bad=$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ?($|Dubious|Failed|[0-9]+/)' "$log")
 			grep -E '^(\[[0-9:]+\] )?t/' "$log" | sed 's/^/  /'
-			if [ $((ok + bad)) -eq 0 ]; then
-				echo "  suite ran no test"
-				bad=1
-			fi
-			passed=$((passed + ok))
-			failed=$((failed + bad))
-			if [ "$bad" -gt 0 ]; then
+			if ! tally "$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ok' "$log")" \
+				"$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ?($|Dubious|Failed|[0-9]+/)' "$log")"; then
 				grep -hE 'not ok|^#' "$log" | head -50
 				for f in "$work"/tmp_check/log/regress_log_*; do
 					grep -q "not ok" "$f" 2>/dev/null && { echo "--- $f"; grep -B5 -A20 "not ok" "$f" | head -80; }
