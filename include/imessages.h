@@ -138,6 +138,21 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
 extern PGDLLEXPORT ImsgResult ImsgReceive(long timeout_ms, ImsgMessage **msg);
 extern PGDLLEXPORT void ImsgRelease(ImsgMessage *msg);
 
+/*
+ * Selective receive.  ImsgReceiveMatching waits up to timeout_ms for the
+ * first message, in FIFO order, for which match(msg, arg) returns true,
+ * leaving all others where they are (match is called on each READY message
+ * it passes; it must not raise an ERROR or wait).  The caller reads it, then
+ * calls ImsgConsume(msg), after which ImsgReceive skips it; its memory is
+ * freed when the messages before it are released.  Meant for replies the
+ * caller is waiting for while other traffic is queued.
+ */
+typedef bool (*ImsgMatchFunc) (const ImsgMessage *msg, void *arg);
+
+extern PGDLLEXPORT ImsgResult ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match,
+												  void *arg, ImsgMessage **msg);
+extern PGDLLEXPORT void ImsgConsume(ImsgMessage *msg);
+
 /* Message accessors: valid until the message is released */
 extern PGDLLEXPORT uint64 ImsgMessageId(const ImsgMessage *msg);
 extern PGDLLEXPORT int32 ImsgMessageType(const ImsgMessage *msg);

@@ -51,6 +51,32 @@ COMMIT;
 SELECT msgtype FROM imsg_receive();
 SELECT queued_messages, queued_bytes FROM imsg_mailboxes WHERE pid = pg_backend_pid();
 
+-- receiving in more nested subtransactions than imessages can track is an
+-- error, not a silent loss: the messages stay queued
+CREATE FUNCTION receive_nested(depth integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE n integer;
+BEGIN
+  IF depth = 0 THEN
+    RETURN 0;
+  END IF;
+  BEGIN
+    SELECT count(*) INTO n FROM imsg_receive(0, 1);
+    RETURN n + receive_nested(depth - 1);
+  EXCEPTION WHEN division_by_zero THEN
+    RETURN -1;
+  END;
+END $$;
+SELECT count(imsg_send('n' || i, pg_backend_pid())) FROM generate_series(1, 70) i;
+\set VERBOSITY terse
+SELECT receive_nested(70);
+\set VERBOSITY default
+\echo :LAST_ERROR_SQLSTATE
+SELECT queued_messages FROM imsg_mailboxes WHERE pid = pg_backend_pid();
+SELECT receive_nested(10) AS received_nested;
+SELECT count(*) FROM imsg_receive();
+DROP FUNCTION receive_nested(integer);
+
 -- an error after receiving aborts the transaction: the message comes back
 SELECT imsg_send('again', pg_backend_pid(), 99) IS NOT NULL AS sent;
 BEGIN;

@@ -30,11 +30,31 @@
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 #include "utils/freepage.h"
+#include "utils/guc.h"
 
 /* GUCs (imessages.c) */
 extern int	imsg_buffer_size_kb;
 extern int	imsg_max_message_size;
 extern int	imsg_send_timeout_ms;
+extern int	imsg_min_helpers;
+extern int	imsg_max_helpers;
+extern char *imsg_database;
+extern int	imsg_gcs;
+
+/*
+ * imessages' own message types (negative: imsg_send() refuses them, and
+ * imsg_receive() skips any that a timed-out wait left behind).
+ */
+#define IMSG_T_PING				(-1)	/* backend -> manager: int64 id, int8 target */
+#define IMSG_T_PONG				(-2)	/* manager -> backend: int64 id, int8 status */
+#define IMSG_T_HELPER_READY		(-3)	/* helper -> manager: int32 slot */
+#define IMSG_T_JOB_PING			(-4)	/* manager -> helper: int32 origin, int64 id */
+#define IMSG_T_JOB_DONE			(-5)	/* helper -> manager: int32 slot, int32 origin, int64 id */
+
+#define IMSG_PING_MANAGER		0
+#define IMSG_PING_HELPER		1
+#define IMSG_PONG_OK			0
+#define IMSG_PONG_NO_HELPER		1
 
 /*
  * A message as it sits in a segment.
@@ -46,8 +66,9 @@ extern int	imsg_send_timeout_ms;
  * message only at an offset below the segment's end (so state is
  * initialized), and reads the other fields only after seeing READY and
  * issuing a read barrier: the pair is the write barrier in
- * imsg_publish_message and the read barrier in imsg_next_message.  Nothing
- * changes after READY until the owner releases the message.
+ * imsg_finish_pending and the read barrier in imsg_next_message.  After
+ * READY only the owner writes the message: it may set state to CONSUMED
+ * (ImsgConsume) until it releases it.
  */
 struct ImsgMessage
 {
@@ -67,6 +88,7 @@ struct ImsgMessage
 #define IMSG_STATE_RESERVED		1
 #define IMSG_STATE_READY		2
 #define IMSG_STATE_CANCELLED	3
+#define IMSG_STATE_CONSUMED		4	/* taken out of order by its owner */
 
 #define IMSG_HEADER_SIZE		MAXALIGN(sizeof(ImsgMessage))
 #define IMSG_MESSAGE_SPACE(len) (IMSG_HEADER_SIZE + MAXALIGN(len))
@@ -205,10 +227,116 @@ typedef struct ImsgArea
 	pg_atomic_uint64 manager_received;
 } ImsgArea;
 
+/*
+ * One slot per helper the manager may run (max_worker_processes of them).
+ *
+ * The manager owns the slot's lifecycle: it fills 'generation' and sets
+ * state STARTING before registering the worker, and frees the slot
+ * (state FREE) once the postmaster reports the worker stopped.  The helper
+ * writes 'pid', 'started_at', state IDLE/BUSY, 'jobs_done' while it runs,
+ * and 'exit_code' (from its on_shmem_exit callback) as it exits.  Every
+ * field is protected by 'mutex'; readers are the manager and the SQL
+ * functions.  A helper whose generation does not match its slot's (the
+ * manager gave up on it) exits at once.
+ */
+typedef enum ImsgHelperState
+{
+	IMSG_HELPER_FREE = 0,
+	IMSG_HELPER_STARTING,
+	IMSG_HELPER_IDLE,
+	IMSG_HELPER_BUSY
+} ImsgHelperState;
+
+typedef struct ImsgHelperSlot
+{
+	slock_t		mutex;
+	ImsgHelperState state;
+	uint32		generation;
+	int			pid;
+	TimestampTz started_at;
+	uint64		jobs_done;
+	bool		exit_recorded;
+	int			exit_code;
+} ImsgHelperSlot;
+
+/*
+ * The manager's status, for imsg_manager_status().  Written by the manager
+ * under 'mutex'; survives manager restarts (not server restarts), so that
+ * 'last_error' tells why the previous manager exited.
+ */
+typedef struct ImsgManagerShared
+{
+	slock_t		mutex;
+	int			pid;
+	TimestampTz started_at;
+	char		gcs[NAMEDATALEN];
+	int			group_members;
+	uint64		messages_received;
+	uint64		messages_delivered;
+	uint64		helpers_started;
+	uint64		helpers_exited;
+	uint64		helpers_crashed;
+	char		last_error[256];
+	int			num_helper_slots;
+	ImsgHelperSlot helpers[FLEXIBLE_ARRAY_MEMBER];
+} ImsgManagerShared;
+
+extern ImsgManagerShared *ImsgManagerState;
+
+/*
+ * A group communication system, as the manager sees it.  Exactly one runs,
+ * chosen by imessages.gcs; adding one is a new file and an entry in
+ * gcs.c's table.  Every callback runs in the manager.
+ *
+ * connect		join the group; false if it failed (the manager retries later)
+ * wait_fds		fill fds[] with sockets to wait on (readable), return how many
+ * multicast	send a message to the whole group; false if it could not be sent
+ *				now (the manager retries it)
+ * dispatch		deliver what has arrived, in the group's total order, by
+ *				calling imsg_gcs_deliver(); report membership changes by
+ *				calling imsg_gcs_membership(); false if the connection failed
+ * pending		true if dispatch would deliver something without waiting
+ *				(for a GCS without sockets)
+ * disconnect	leave the group
+ */
+typedef struct ImsgGcsOps
+{
+	const char *name;
+	bool		(*connect) (void);
+	int			(*wait_fds) (pgsocket *fds, int max_fds);
+	bool		(*multicast) (const void *data, Size len);
+	bool		(*dispatch) (void);
+	bool		(*pending) (void);
+	void		(*disconnect) (void);
+} ImsgGcsOps;
+
+#define IMSG_GCS_MAX_FDS 4
+
+/* gcs.c */
+extern const struct config_enum_entry imsg_gcs_options[];
+extern const ImsgGcsOps *imsg_gcs_ops(void);
+extern void imsg_gcs_deliver(const char *origin, const void *data, Size len);
+extern void imsg_gcs_membership(int members);
+
+/* gcs_local.c */
+extern const ImsgGcsOps imsg_gcs_local_ops;
+
+/* helpers.c */
+extern void imsg_helpers_init(void);
+extern void imsg_helpers_check(void);
+extern long imsg_helpers_next_timeout(void);
+extern void imsg_helpers_stop_all(void);
+extern int	imsg_helper_pick(void);
+extern void imsg_helper_ready(int slot, int pid);
+extern void imsg_helper_job_done(int slot);
+extern int	imsg_helpers_running(void);
+extern PGDLLEXPORT void imsg_helper_main(Datum main_arg);
+
 /* area.c */
 extern ImsgArea *ImsgAreaPtr;
 extern void imsg_area_request(void);
 extern void imsg_area_startup(void);
+extern Size imsg_manager_shmem_size(void);
 extern Size imsg_area_shmem_size(void);
 extern ImsgSegment *imsg_segment_alloc(Size min_bytes, Size want_bytes,
 									   TimestampTz deadline, bool nowait,
@@ -238,6 +366,8 @@ extern ImsgResult imsg_resolve_manager(int *pid);
 /* manager.c */
 extern void imsg_register_manager(void);
 extern PGDLLEXPORT void imsg_manager_main(Datum main_arg);
+extern void imsg_manager_send(int pid, int32 msgtype, const void *data, Size len);
+extern void imsg_manager_set_error(const char *msg);
 
 /* sql_api.c */
 extern void imsg_sql_init(void);

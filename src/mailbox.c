@@ -81,6 +81,8 @@ static uint32 cached_generation = 0;
 
 static void imsg_close_mailbox(int code, Datum arg);
 static void imsg_publish_release(void);
+static bool imsg_cursor_at_end(void);
+static ImsgMessage *imsg_release_one(bool *passed_segment);
 
 /* ERROR (SQLSTATE 55000) unless the area exists. */
 void
@@ -129,6 +131,14 @@ ImsgOpenMailbox(void)
 	mb = imsg_mailbox(MyProc->pgprocno);
 
 	/*
+	 * Registered after InitProcess's ProcKill, so it runs before the slot is
+	 * given away; and before the mailbox opens, so that a failure to
+	 * register cannot leave an open mailbox behind (the callback does
+	 * nothing while MyMailbox is NULL).
+	 */
+	on_shmem_exit(imsg_close_mailbox, (Datum) 0);
+
+	/*
 	 * The previous owner of this slot closed the mailbox in its
 	 * on_shmem_exit callback, before ProcKill released the slot to us, so it
 	 * is empty and nobody is writing into it.
@@ -150,12 +160,6 @@ ImsgOpenMailbox(void)
 	memset(&cursor, 0, sizeof(cursor));
 	memset(&release, 0, sizeof(release));
 	unpublished_msgs = unpublished_bytes = unpublished_received = 0;
-
-	/*
-	 * Registered after InitProcess's ProcKill, so it runs before the slot is
-	 * given away.
-	 */
-	on_shmem_exit(imsg_close_mailbox, (Datum) 0);
 	MyMailbox = mb;
 }
 
@@ -211,6 +215,11 @@ imsg_close_mailbox(int code, Datum arg)
 		{
 			elog(LOG, "imessages: a sender to process %d did not finish within 10 s; its mailbox memory is not freed",
 				 MyProcPid);
+			/* leak the chain, but leave the slot clean for its next owner */
+			SpinLockAcquire(&mb->mutex);
+			mb->head = mb->tail = mb->spare = NULL;
+			mb->head_off = 0;
+			SpinLockRelease(&mb->mutex);
 			MyMailbox = NULL;
 			return;
 		}
@@ -363,7 +372,12 @@ ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
 lookup:
 	result = imsg_lookup(recipient_pid, &procno, &generation);
 	if (result != IMSG_OK)
+	{
+		/* a segment taken before the recipient went away goes back */
+		if (new_seg)
+			imsg_segment_free(new_seg);
 		return result;
+	}
 	mb = imsg_mailbox(procno);
 
 	for (;;)
@@ -419,6 +433,14 @@ lookup:
 			}
 			ns->next = NULL;
 			pg_atomic_write_u32(&ns->end, IMSG_SEGMENT_HEADER);
+
+			/*
+			 * A spare was used before: its reset 'end' and 'next' must be
+			 * visible before the owner can reach it through seg->next.
+			 * Pairs with the read barrier after reading 'next' in
+			 * imsg_next_message.
+			 */
+			pg_write_barrier();
 			if (seg)
 				seg->next = ns;
 			else
@@ -442,6 +464,11 @@ lookup:
 		mb->enqueued_msgs++;
 		mb->enqueued_bytes += space;
 		SpinLockRelease(&mb->mutex);
+
+		/* from here on, an ERROR or exit must cancel it */
+		pending_msg = msg;
+		pending_mailbox = mb;
+		pending_procno = procno;
 		break;
 	}
 
@@ -467,10 +494,6 @@ lookup:
 	msg->sender_role = GetUserId();
 	msg->msg_id = imsg_next_message_id();
 	msg->sent_at = GetCurrentTimestamp();
-
-	pending_msg = msg;
-	pending_mailbox = mb;
-	pending_procno = procno;
 
 	ImsgBufferInitWriter(buf, (char *) msg + IMSG_HEADER_SIZE, len);
 	buf->reservation = msg;
@@ -565,24 +588,34 @@ typedef enum
 	NEXT_BLOCKED
 } NextResult;
 
-static NextResult
-imsg_next_message(ImsgMessage **msgp)
+/*
+ * Make sure the cursor points into a segment; false if the mailbox has none
+ * yet (or its last one was freed): senders may have added one since.
+ */
+static bool
+imsg_cursor_start(void)
 {
 	ImsgMailbox *mb = MyMailbox;
 
+	if (cursor.seg != NULL)
+		return true;
+	SpinLockAcquire(&mb->mutex);
+	cursor.seg = mb->head;
+	cursor.off = mb->head_off;
+	SpinLockRelease(&mb->mutex);
 	if (cursor.seg == NULL)
-	{
-		/* no segment yet, or the last one was freed: senders may add one */
-		SpinLockAcquire(&mb->mutex);
-		cursor.seg = mb->head;
-		cursor.off = mb->head_off;
-		SpinLockRelease(&mb->mutex);
-		if (cursor.seg == NULL)
-			return NEXT_EMPTY;
-		release.seg = cursor.seg;
-		release.off = cursor.off;
-		release.count = cursor.count;
-	}
+		return false;
+	release.seg = cursor.seg;
+	release.off = cursor.off;
+	release.count = cursor.count;
+	return true;
+}
+
+static NextResult
+imsg_next_message(ImsgMessage **msgp)
+{
+	if (!imsg_cursor_start())
+		return NEXT_EMPTY;
 
 	for (;;)
 	{
@@ -600,9 +633,22 @@ imsg_next_message(ImsgMessage **msgp)
 				return NEXT_BLOCKED;
 			/* pairs with the write barrier in imsg_finish_pending */
 			pg_read_barrier();
+			if (state != IMSG_STATE_READY && release.count == cursor.count)
+			{
+				/*
+				 * Cancelled, or consumed out of order, and nothing before it
+				 * is held back: release it along with the cursor, so that it
+				 * does not wait for the next ImsgRelease.
+				 */
+				bool		passed_segment = false;
+
+				(void) imsg_release_one(&passed_segment);
+				cursor = release;
+				continue;
+			}
 			cursor.off += msg->space;
 			cursor.count++;
-			if (state == IMSG_STATE_CANCELLED)
+			if (state != IMSG_STATE_READY)
 				continue;
 			*msgp = msg;
 			return NEXT_MESSAGE;
@@ -622,6 +668,117 @@ imsg_next_message(ImsgMessage **msgp)
 		cursor.seg = next;
 		cursor.off = IMSG_SEGMENT_HEADER;
 	}
+}
+
+/*
+ * The first READY message at or after the cursor for which match() is
+ * true, or NULL.  The cursor does not move.  A message still being written
+ * is stepped over: its 'space' was set under the mutex before 'end' moved
+ * past it.
+ */
+static ImsgMessage *
+imsg_find_matching(ImsgMatchFunc match, void *arg)
+{
+	ImsgSegment *seg;
+	uint32		off;
+
+	if (!imsg_cursor_start())
+		return NULL;
+	seg = cursor.seg;
+	off = cursor.off;
+	for (;;)
+	{
+		uint32		end = pg_atomic_read_u32(&seg->end);
+		ImsgSegment *next;
+
+		pg_read_barrier();		/* as in imsg_next_message */
+		if (off < end)
+		{
+			ImsgMessage *msg = (ImsgMessage *) ((char *) seg + off);
+
+			if (pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY)
+			{
+				pg_read_barrier();
+				if (match(msg, arg))
+					return msg;
+			}
+			off += msg->space;
+			continue;
+		}
+		next = ((volatile ImsgSegment *) seg)->next;
+		if (next == NULL)
+			return NULL;
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&seg->end) != off)
+			continue;
+		seg = next;
+		off = IMSG_SEGMENT_HEADER;
+	}
+}
+
+/*
+ * Selective receive: wait up to timeout_ms for a message for which match()
+ * is true, leaving every other message where it is.  See imessages.h.
+ */
+ImsgResult
+ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
+					ImsgMessage **msgp)
+{
+	TimestampTz deadline;
+
+	if (ImsgAreaPtr == NULL)
+		return IMSG_NOT_LOADED;
+	ImsgOpenMailbox();
+	deadline = imsg_deadline(timeout_ms);
+
+	for (;;)
+	{
+		long		remaining = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+		*msgp = imsg_find_matching(match, arg);
+		if (*msgp != NULL)
+			return IMSG_OK;
+		imsg_publish_release();
+		if (timeout_ms == 0)
+			return IMSG_WOULD_BLOCK;
+		if (deadline != 0)
+		{
+			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														deadline);
+			if (remaining <= 0)
+				return IMSG_TIMEOUT;
+			events |= WL_TIMEOUT;
+		}
+		(void) WaitLatch(MyLatch, events, remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Done with a message found by ImsgReceiveMatching: ImsgReceive will skip
+ * it, and its memory is freed once the messages before it are released.
+ * Only the owner reads or writes a READY message's state, so a plain
+ * atomic write is enough.
+ */
+void
+ImsgConsume(ImsgMessage *msg)
+{
+	ImsgMessage *next;
+
+	Assert(pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY);
+	pg_atomic_write_u32(&msg->state, IMSG_STATE_CONSUMED);
+
+	/* if it was at the head, let the cursor step over it (and release it) */
+	if (imsg_next_message(&next) == NEXT_MESSAGE)
+	{
+		/* one too far: step back before that READY message (same segment) */
+		cursor.off -= next->space;
+		cursor.count--;
+	}
+	if (unpublished_msgs > 0)
+		imsg_publish_release();
 }
 
 ImsgResult
@@ -696,7 +853,7 @@ imsg_release_one(bool *passed_segment)
 	release.count++;
 	unpublished_msgs++;
 	unpublished_bytes += m->space;
-	if (pg_atomic_read_u32(&m->state) == IMSG_STATE_READY)
+	if (pg_atomic_read_u32(&m->state) != IMSG_STATE_CANCELLED)
 		unpublished_received++;
 	return m;
 }
@@ -812,7 +969,12 @@ imsg_publish_release(void)
 
 		mb->head = seg->next;
 		if (mb->spare == NULL && seg->size <= IMSG_MAX_SEGMENT)
+		{
+			/* no stale 'end' or 'next' may survive into its next use */
+			seg->next = NULL;
+			pg_atomic_write_u32(&seg->end, IMSG_SEGMENT_HEADER);
 			mb->spare = seg;
+		}
 		else
 		{
 			seg->next = to_free;

@@ -66,10 +66,11 @@ imsg_remember_receive_start(void)
 		receive_marks[num_receive_marks - 1].nest_level >= level)
 		return;
 	if (num_receive_marks == MAX_RECEIVE_MARKS)
-	{
-		/* absurdly deep: fold into the level below (rewinds a bit more) */
-		return;
-	}
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("imsg_receive is nested in too many subtransactions"),
+				 errdetail("At most %d nested subtransactions may receive messages.",
+						   MAX_RECEIVE_MARKS)));
 	receive_marks[num_receive_marks].nest_level = level;
 	imsg_get_cursor(&receive_marks[num_receive_marks].position);
 	num_receive_marks++;
@@ -317,9 +318,15 @@ imsg_receive_internal(PG_FUNCTION_ARGS)
 	/* only the first message is waited for */
 	ImsgOpenMailbox();
 	imsg_remember_receive_start();
-	result = ImsgReceive(funcctx->call_cntr == 0 ? state->timeout_ms : 0, &msg);
-	if (result != IMSG_OK)
-		SRF_RETURN_DONE(funcctx);
+	for (;;)
+	{
+		result = ImsgReceive(funcctx->call_cntr == 0 ? state->timeout_ms : 0, &msg);
+		if (result != IMSG_OK)
+			SRF_RETURN_DONE(funcctx);
+		/* skip imessages' own replies left by a wait that timed out */
+		if (ImsgMessageType(msg) >= IMSG_FIRST_USER_TYPE)
+			break;
+	}
 
 	len = ImsgMessageLength(msg);
 	payload = palloc(VARHDRSZ + len);

@@ -81,6 +81,40 @@ is( $node->safe_psql(
 	'70|10',
 	'area totals count the messages of exited processes exactly once');
 
+# A sender waiting for room to a recipient that exits meanwhile fails, and
+# the segment it got once room was freed goes back to the allocator.
+{
+	my $full = $node->background_psql('postgres');
+	my $full_pid = $full->query_safe(
+		'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
+	$node->safe_psql('postgres', qq{
+SET imessages.send_timeout = 0;
+DO \$\$ BEGIN
+  LOOP PERFORM imsg_send(repeat('f', 100 * 1024), $full_pid); END LOOP;
+EXCEPTION WHEN insufficient_resources THEN NULL; END \$\$;
+});
+	my $waits = $node->safe_psql('postgres', 'SELECT send_waits FROM imsg_area');
+	my $waiter = $node->background_psql('postgres', on_error_stop => 0);
+	$waiter->query_until(qr/waiting/,
+		"\\echo waiting\nSET imessages.send_timeout = '60s';\n"
+		  . "SELECT imsg_send(repeat('w', 100 * 1024), $full_pid);\n");
+	$node->poll_query_until('postgres',
+		"SELECT send_waits > $waits FROM imsg_area")
+	  or die 'sender never waited';
+	$full->quit;
+	$waiter->{stderr} = '';
+	$waiter->query("SELECT 'after'");
+	like($waiter->{stderr}, qr/process $full_pid has no imessages mailbox/,
+		'a sender waiting for room fails when its recipient exits');
+	$waiter->quit;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM imsg_mailboxes WHERE pid = $full_pid");
+	is( $node->safe_psql('postgres',
+			'SELECT allocated_bytes, used_bytes FROM imsg_area'),
+		"$baseline|0",
+		'no segment leaked by the sender that lost its recipient');
+}
+
 # A sender that cached a recipient must not reach a later owner of the
 # same slot: the mailbox generation changes.
 my $sender = $node->background_psql('postgres', on_error_stop => 0);
