@@ -1,13 +1,13 @@
 # imessages: PGXS build
 MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
-       src/manager.o
+       src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o
 EXTENSION = imessages
 DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
 PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
 
-REGRESS = setup send_receive errors
+REGRESS = setup send_receive errors manager
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait
 ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf

@@ -67,6 +67,28 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'imsg_mailbox_stats'
 LANGUAGE C VOLATILE PARALLEL SAFE;
 
+--
+-- The replication manager and its helpers
+--
+CREATE FUNCTION imsg_manager_status()
+RETURNS TABLE(pid integer, gcs text, group_members integer,
+              messages_received bigint, messages_delivered bigint,
+              helpers_running integer, helpers_started bigint,
+              helpers_exited bigint, helpers_crashed bigint,
+              last_error text, started_at timestamptz)
+AS 'MODULE_PATHNAME', 'imsg_manager_status'
+LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
+
+CREATE FUNCTION imsg_helpers()
+RETURNS TABLE(pid integer, state text, started_at timestamptz, jobs_done bigint)
+AS 'MODULE_PATHNAME', 'imsg_helpers'
+LANGUAGE C VOLATILE PARALLEL SAFE ROWS 4;
+
+CREATE FUNCTION imsg_ping(target text DEFAULT 'manager', timeout_ms integer DEFAULT 1000)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'imsg_ping'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
 CREATE VIEW imsg_area AS
   SELECT * FROM @extschema@.imsg_area_stats();
 
@@ -83,5 +105,8 @@ REVOKE ALL ON FUNCTION imsg_receive(integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_manager_pid() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_area_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_mailbox_stats() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_manager_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_helpers() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_ping(text, integer) FROM PUBLIC;
 REVOKE ALL ON imsg_area FROM PUBLIC;
 REVOKE ALL ON imsg_mailboxes FROM PUBLIC;

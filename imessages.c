@@ -24,6 +24,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "postmaster/postmaster.h"
 #include "utils/guc.h"
 
 #include "src/imessages_int.h"
@@ -36,6 +37,10 @@ void		_PG_init(void);
 int			imsg_buffer_size_kb = 8192;
 int			imsg_max_message_size = 1024 * 1024;
 int			imsg_send_timeout_ms = 5000;
+int			imsg_min_helpers = 1;
+int			imsg_max_helpers = 4;
+char	   *imsg_database = NULL;
+int			imsg_gcs = 0;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -91,6 +96,43 @@ _PG_init(void)
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
 							imsg_check_max_message_size, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.min_helpers",
+							"Helper backends the manager keeps running.",
+							NULL,
+							&imsg_min_helpers,
+							1, 0, MAX_BACKENDS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.max_helpers",
+							"Most helper backends the manager runs.",
+							"Also bounded by max_worker_processes, less one for the manager.",
+							&imsg_max_helpers,
+							4, 0, MAX_BACKENDS,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("imessages.database",
+							   "Database the helper backends connect to.",
+							   NULL,
+							   &imsg_database,
+							   "postgres",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("imessages.gcs",
+							 "Group communication system the manager uses.",
+							 NULL,
+							 &imsg_gcs,
+							 0,
+							 imsg_gcs_options,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("imessages");
 

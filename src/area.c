@@ -32,6 +32,7 @@
 #include "imessages_int.h"
 
 ImsgArea   *ImsgAreaPtr = NULL;
+ImsgManagerShared *ImsgManagerState = NULL;
 
 /*
  * Bumped each time the postmaster (re)creates the area, so that message ids
@@ -70,10 +71,19 @@ imsg_area_shmem_size(void)
 	return add_size(imsg_metadata_size(), mul_size(pages + 1, FPM_PAGE_SIZE));
 }
 
+/* The manager's status and one helper slot per possible worker. */
+Size
+imsg_manager_shmem_size(void)
+{
+	return add_size(offsetof(ImsgManagerShared, helpers),
+					mul_size(max_worker_processes, sizeof(ImsgHelperSlot)));
+}
+
 void
 imsg_area_request(void)
 {
 	RequestAddinShmemSpace(imsg_area_shmem_size());
+	RequestAddinShmemSpace(imsg_manager_shmem_size());
 	RequestNamedLWLockTranche("imessages", 1);
 }
 
@@ -90,6 +100,17 @@ imsg_area_startup(void)
 	Size		meta;
 	Size		first_page;
 	int			i;
+
+	ImsgManagerState = ShmemInitStruct("imessages manager",
+									   imsg_manager_shmem_size(), &found);
+	if (!found)
+	{
+		memset(ImsgManagerState, 0, imsg_manager_shmem_size());
+		SpinLockInit(&ImsgManagerState->mutex);
+		ImsgManagerState->num_helper_slots = max_worker_processes;
+		for (i = 0; i < max_worker_processes; i++)
+			SpinLockInit(&ImsgManagerState->helpers[i].mutex);
+	}
 
 	area = ShmemInitStruct("imessages area", imsg_area_shmem_size(), &found);
 	ImsgAreaPtr = area;

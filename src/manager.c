@@ -1,14 +1,23 @@
 /*-------------------------------------------------------------------------
  *
  * manager.c
- *	  The replication manager: a background worker that owns the mailbox
- *	  messages sent "to the manager" (recipient NULL / IMSG_MANAGER) go to.
+ *	  The replication manager: one background worker per server that owns
+ *	  the mailbox "to the manager" (recipient NULL / IMSG_MANAGER), talks to
+ *	  the group communication system and runs the helper pool.
  *
- * It registers itself in the area (pid, slot, mailbox generation) so that
- * senders can find it, drains its mailbox in batches, and sleeps on its
- * latch.  SIGHUP reloads the configuration; SIGTERM ends it with exit
- * status 1, so the postmaster starts a new one after bgw_restart_time
- * (during a server shutdown the postmaster does not restart it).
+ * Its loop is the modern form of the seed's select(): one WaitEventSet over
+ * its latch (set by senders, by the postmaster's notifications about
+ * helpers, and by signals), postmaster death and the GCS's sockets.  Each
+ * iteration runs in a memory context that is reset, drains the mailbox in
+ * batches and hands every message to the handler its type maps to in
+ * 'handlers'; user messages (type >= 0) are multicast to the group, and
+ * counted as delivered when the GCS delivers them back in total order.
+ *
+ * SIGHUP reloads the configuration.  SIGTERM ends the loop; the manager
+ * then stops its helpers and exits with status 1, like any ERROR, so that
+ * the postmaster starts a new one after bgw_restart_time (during a server
+ * shutdown the postmaster does not restart it).  The reason for an ERROR
+ * exit is kept in shared memory for imsg_manager_status().last_error.
  *
  * Copyright (c) 2026, imessages developers
  *
@@ -20,6 +29,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -27,11 +37,54 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "imessages_int.h"
 
 #define IMSG_MANAGER_BATCH		256
 #define IMSG_MANAGER_RESTART_S	1
+#define IMSG_GCS_RETRY_MS		1000
+#define IMSG_JOB_MAX_AGE_MS		60000
+#define IMSG_MAX_PENDING_JOBS	1024
+
+/* A ping for a helper, waiting until one is ready. */
+typedef struct PendingJob
+{
+	int			origin;
+	int64		ping_id;
+	TimestampTz queued_at;
+} PendingJob;
+
+static MemoryContext loop_context = NULL;
+static MemoryContext jobs_context = NULL;
+static List *pending_jobs = NIL;
+static const ImsgGcsOps *gcs = NULL;
+static bool gcs_connected = false;
+static TimestampTz gcs_retry_at = 0;
+static bool wait_set_stale = true;
+
+typedef void (*ImsgHandler) (ImsgMessage *msg);
+
+static void handle_ping(ImsgMessage *msg);
+static void handle_helper_ready(ImsgMessage *msg);
+static void handle_job_done(ImsgMessage *msg);
+static void handle_user_message(ImsgMessage *msg);
+
+/*
+ * Message type -> handler.  A new message type is one line here.  Types
+ * >= 0 are the users' and all go to handle_user_message.
+ */
+static const struct
+{
+	int32		msgtype;
+	ImsgHandler handler;
+}			handlers[] =
+{
+	{IMSG_T_PING, handle_ping},
+	{IMSG_T_HELPER_READY, handle_helper_ready},
+	{IMSG_T_JOB_DONE, handle_job_done},
+};
 
 void
 imsg_register_manager(void)
@@ -49,11 +102,43 @@ imsg_register_manager(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* on_shmem_exit: stop being the manager before the mailbox closes. */
+/* Keep the reason the manager failed, for imsg_manager_status(). */
+void
+imsg_manager_set_error(const char *msg)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	strlcpy(ImsgManagerState->last_error, msg,
+			sizeof(ImsgManagerState->last_error));
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+/*
+ * Send without waiting: the manager must never block on a full area.  A
+ * recipient that has gone away is normal (a backend that stopped waiting);
+ * anything else is logged and the message dropped, and its sender's wait
+ * times out.
+ */
+void
+imsg_manager_send(int pid, int32 msgtype, const void *data, Size len)
+{
+	ImsgResult	r = ImsgSend(pid, msgtype, data, len, 0, NULL);
+
+	if (r != IMSG_OK && r != IMSG_NO_RECIPIENT)
+		ereport(LOG,
+				(errmsg("imessages manager could not send a message of type %d to process %d: %s",
+						msgtype, pid, ImsgResultString(r))));
+}
+
+/* on_shmem_exit: stop being the manager (before the mailbox closes). */
 static void
 imsg_manager_unregister(int code, Datum arg)
 {
 	ImsgArea   *area = ImsgAreaPtr;
+
+	imsg_helpers_stop_all();
+	if (gcs_connected)
+		gcs->disconnect();
+	gcs_connected = false;
 
 	SpinLockAcquire(&area->manager_lock);
 	if (area->manager_pid == MyProcPid)
@@ -62,11 +147,163 @@ imsg_manager_unregister(int code, Datum arg)
 		area->manager_procno = -1;
 	}
 	SpinLockRelease(&area->manager_lock);
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	if (ImsgManagerState->pid == MyProcPid)
+		ImsgManagerState->pid = 0;
+	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
-/* Take out and count up to one batch of messages; true if it was full. */
+static void
+reply_pong(int origin, int64 ping_id, int8 status)
+{
+	char		data[9];
+	ImsgBuffer	buf;
+
+	ImsgBufferInitWriter(&buf, data, sizeof(data));
+	ImsgBufferPutInt64(&buf, ping_id);
+	ImsgBufferPutInt8(&buf, status);
+	imsg_manager_send(origin, IMSG_T_PONG, buf.data, buf.len);
+}
+
+/* Give a helper ping to a ready helper; false if none is ready. */
 static bool
-imsg_manager_drain(void)
+dispatch_helper_ping(int origin, int64 ping_id)
+{
+	int			slot = imsg_helper_pick();
+	int			pid;
+	char		data[12];
+	ImsgBuffer	buf;
+
+	if (slot < 0)
+		return false;
+	SpinLockAcquire(&ImsgManagerState->helpers[slot].mutex);
+	pid = ImsgManagerState->helpers[slot].pid;
+	SpinLockRelease(&ImsgManagerState->helpers[slot].mutex);
+
+	ImsgBufferInitWriter(&buf, data, sizeof(data));
+	ImsgBufferPutInt32(&buf, origin);
+	ImsgBufferPutInt64(&buf, ping_id);
+	imsg_manager_send(pid, IMSG_T_JOB_PING, buf.data, buf.len);
+	return true;
+}
+
+static void
+handle_ping(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	int64		ping_id;
+	int8		target;
+	int			origin = ImsgMessageSender(msg);
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	ping_id = ImsgBufferGetInt64(&in);
+	target = ImsgBufferGetInt8(&in);
+
+	if (target == IMSG_PING_MANAGER)
+		reply_pong(origin, ping_id, IMSG_PONG_OK);
+	else if (imsg_max_helpers == 0)
+		reply_pong(origin, ping_id, IMSG_PONG_NO_HELPER);
+	else if (!dispatch_helper_ping(origin, ping_id))
+	{
+		MemoryContext old = MemoryContextSwitchTo(jobs_context);
+		PendingJob *job = palloc(sizeof(PendingJob));
+
+		job->origin = origin;
+		job->ping_id = ping_id;
+		job->queued_at = GetCurrentTimestamp();
+		pending_jobs = lappend(pending_jobs, job);
+		if (list_length(pending_jobs) > IMSG_MAX_PENDING_JOBS)
+		{
+			pfree(linitial(pending_jobs));
+			pending_jobs = list_delete_first(pending_jobs);
+		}
+		MemoryContextSwitchTo(old);
+	}
+}
+
+static void
+handle_helper_ready(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	imsg_helper_ready(ImsgBufferGetInt32(&in), ImsgMessageSender(msg));
+}
+
+static void
+handle_job_done(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	int			slot;
+	int			origin;
+	int64		ping_id;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	slot = ImsgBufferGetInt32(&in);
+	origin = ImsgBufferGetInt32(&in);
+	ping_id = ImsgBufferGetInt64(&in);
+	imsg_helper_job_done(slot);
+	reply_pong(origin, ping_id, IMSG_PONG_OK);
+}
+
+/* A user message: hand it to the group; it counts once delivered. */
+static void
+handle_user_message(ImsgMessage *msg)
+{
+	if (!gcs_connected ||
+		!gcs->multicast(ImsgMessageData(msg), ImsgMessageLength(msg)))
+		ereport(LOG,
+				(errmsg("imessages manager dropped message %llu: the group communication system \"%s\" is not connected",
+						(unsigned long long) ImsgMessageId(msg), gcs->name)));
+}
+
+/* Called by the GCS for each message it delivers, in total order. */
+void
+imsg_gcs_deliver(const char *origin, const void *data, Size len)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->messages_delivered++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+/* Called by the GCS when the group's membership changes. */
+void
+imsg_gcs_membership(int members)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->group_members = members;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+static void
+dispatch_message(ImsgMessage *msg)
+{
+	int32		msgtype = ImsgMessageType(msg);
+	int			i;
+
+	if (msgtype >= IMSG_FIRST_USER_TYPE)
+	{
+		handle_user_message(msg);
+		return;
+	}
+	for (i = 0; i < lengthof(handlers); i++)
+	{
+		if (handlers[i].msgtype == msgtype)
+		{
+			handlers[i].handler(msg);
+			return;
+		}
+	}
+	ereport(LOG,
+			(errmsg("imessages manager ignored message %llu of unknown type %d from process %d",
+					(unsigned long long) ImsgMessageId(msg), msgtype,
+					ImsgMessageSender(msg))));
+}
+
+/* Handle up to one batch of messages; true if the batch was full. */
+static bool
+drain_mailbox(void)
 {
 	ImsgMessage *msg;
 	ImsgMessage *last = NULL;
@@ -76,14 +313,161 @@ imsg_manager_drain(void)
 	{
 		if (ImsgReceive(0, &msg) != IMSG_OK)
 			break;
+		dispatch_message(msg);
 		last = msg;
 	}
 	if (last != NULL)
 	{
 		ImsgRelease(last);
 		pg_atomic_fetch_add_u64(&ImsgAreaPtr->manager_received, n);
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		ImsgManagerState->messages_received += n;
+		SpinLockRelease(&ImsgManagerState->mutex);
 	}
 	return n == IMSG_MANAGER_BATCH;
+}
+
+/* Give waiting helper pings to ready helpers; drop those nobody wants. */
+static void
+run_pending_jobs(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	while (pending_jobs != NIL)
+	{
+		PendingJob *job = linitial(pending_jobs);
+
+		if (!TimestampDifferenceExceeds(job->queued_at, now, IMSG_JOB_MAX_AGE_MS) &&
+			!dispatch_helper_ping(job->origin, job->ping_id))
+			break;
+		pfree(job);
+		pending_jobs = list_delete_first(pending_jobs);
+	}
+}
+
+static void
+gcs_try_connect(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (gcs_connected || now < gcs_retry_at)
+		return;
+	gcs_connected = gcs->connect();
+	wait_set_stale = true;
+	if (!gcs_connected)
+	{
+		gcs_retry_at = TimestampTzPlusMilliseconds(now, IMSG_GCS_RETRY_MS);
+		ereport(LOG,
+				(errmsg("imessages manager could not join the group through \"%s\"; retrying",
+						gcs->name)));
+	}
+}
+
+static void
+gcs_lost(void)
+{
+	ereport(LOG,
+			(errmsg("imessages manager lost its connection to \"%s\"; reconnecting",
+					gcs->name)));
+	gcs->disconnect();
+	gcs_connected = false;
+	wait_set_stale = true;
+	imsg_gcs_membership(0);
+	gcs_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IMSG_GCS_RETRY_MS);
+}
+
+/* The set of events to sleep on: latch, postmaster death, GCS sockets. */
+static WaitEventSet *
+build_wait_set(WaitEventSet *old)
+{
+	WaitEventSet *set;
+	pgsocket	fds[IMSG_GCS_MAX_FDS];
+	int			nfds = 0;
+	int			i;
+
+	if (old != NULL)
+		FreeWaitEventSet(old);
+	if (gcs_connected)
+		nfds = gcs->wait_fds(fds, IMSG_GCS_MAX_FDS);
+	set = CreateWaitEventSet(TopMemoryContext, 2 + nfds);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < nfds; i++)
+		AddWaitEventToSet(set, WL_SOCKET_READABLE, fds[i], NULL, NULL);
+	wait_set_stale = false;
+	return set;
+}
+
+static long
+min_timeout(long a, long b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}
+
+static void
+manager_loop(void)
+{
+	WaitEventSet *set = NULL;
+	bool		gcs_readable = false;
+
+	while (!ShutdownRequestPending)
+	{
+		MemoryContext old;
+		bool		more;
+		long		timeout = -1;
+		WaitEvent	events[1 + IMSG_GCS_MAX_FDS];
+		int			nevents;
+		int			i;
+
+		MemoryContextReset(loop_context);
+		old = MemoryContextSwitchTo(loop_context);
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		gcs_try_connect();
+		more = drain_mailbox();
+		if (gcs_connected && (gcs_readable || gcs->pending()))
+		{
+			gcs_readable = false;
+			if (!gcs->dispatch())
+				gcs_lost();
+		}
+		imsg_helpers_check();
+		run_pending_jobs();
+		MemoryContextSwitchTo(old);
+
+		if (more || (gcs_connected && gcs->pending()))
+			continue;
+
+		if (wait_set_stale)
+			set = build_wait_set(set);
+		timeout = imsg_helpers_next_timeout();
+		if (pending_jobs != NIL)
+			timeout = min_timeout(timeout, 1000);
+		if (!gcs_connected)
+			timeout = min_timeout(timeout, IMSG_GCS_RETRY_MS);
+
+		nevents = WaitEventSetWait(set, timeout, events, lengthof(events),
+								   PG_WAIT_EXTENSION);
+		for (i = 0; i < nevents; i++)
+		{
+			if (events[i].events & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+			if (events[i].events & WL_SOCKET_READABLE)
+				gcs_readable = true;
+		}
+	}
+	if (set != NULL)
+		FreeWaitEventSet(set);
 }
 
 void
@@ -99,40 +483,54 @@ imsg_manager_main(Datum main_arg)
 	/* no database: this makes it visible in pg_stat_activity */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
+	loop_context = AllocSetContextCreate(TopMemoryContext,
+										 "imessages manager loop",
+										 ALLOCSET_DEFAULT_SIZES);
+	jobs_context = AllocSetContextCreate(TopMemoryContext,
+										 "imessages manager jobs",
+										 ALLOCSET_SMALL_SIZES);
+	gcs = imsg_gcs_ops();
+
 	ImsgOpenMailbox();
 	mb = imsg_my_mailbox();
+	imsg_helpers_init();
 
 	/* registered after the mailbox's callback, so it runs before it */
 	on_shmem_exit(imsg_manager_unregister, (Datum) 0);
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->pid = MyProcPid;
+	ImsgManagerState->started_at = GetCurrentTimestamp();
+	strlcpy(ImsgManagerState->gcs, gcs->name, sizeof(ImsgManagerState->gcs));
+	ImsgManagerState->group_members = 0;
+	SpinLockRelease(&ImsgManagerState->mutex);
+
 	SpinLockAcquire(&area->manager_lock);
 	area->manager_pid = MyProcPid;
 	area->manager_procno = MyProc->pgprocno;
 	area->manager_generation = mb->generation;
 	SpinLockRelease(&area->manager_lock);
 
-	elog(LOG, "imessages manager started");
+	ereport(LOG,
+			(errmsg("imessages manager started (group communication: %s)", gcs->name)));
 
-	while (!ShutdownRequestPending)
+	PG_TRY();
 	{
-		if (imsg_manager_drain())
-		{
-			CHECK_FOR_INTERRUPTS();
-			continue;
-		}
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		manager_loop();
 	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
 
-	elog(LOG, "imessages manager shutting down");
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		imsg_manager_set_error(edata->message);
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	ereport(LOG, (errmsg("imessages manager shutting down")));
 	/* status 1: the postmaster starts a new manager unless it is shutting down */
 	proc_exit(1);
 }

@@ -1,0 +1,544 @@
+/*-------------------------------------------------------------------------
+ *
+ * helpers.c
+ *	  Helper backends: a pool of dynamic background workers run by the
+ *	  manager, and the helpers' own main loop.
+ *
+ * The seed's manager asked the postmaster for helper backends through
+ * imessages and so made the postmaster touch shared memory.  Here the
+ * manager registers each helper with RegisterDynamicBackgroundWorker and
+ * bgw_notify_pid = its own pid: the postmaster signals it when a helper
+ * starts or exits, which sets its latch, and GetBackgroundWorkerPid tells
+ * which.  The exit status comes from the helper itself: its on_shmem_exit
+ * callback records proc_exit's code in its slot (a helper killed by a
+ * signal makes the postmaster reinitialize everything anyway).  A helper
+ * that exits with 0 (SIGTERM, or told to stop) has "exited"; anything else
+ * has "crashed", and is replaced after a back-off that doubles with each
+ * consecutive crash.
+ *
+ * The pool is kept between imessages.min_helpers and imessages.max_helpers,
+ * and never beyond what max_worker_processes leaves besides the manager.
+ * Manager and helpers talk only through imessages: jobs go to a helper's
+ * mailbox, results come back to the manager's.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/helpers.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "imessages_int.h"
+
+#define HELPER_RESTART_DELAY_MS		100		/* after a clean exit */
+#define HELPER_BACKOFF_MIN_MS		1000	/* after the first crash */
+#define HELPER_BACKOFF_MAX_MS		30000
+#define HELPER_REFUSED_RETRY_MS		5000
+#define HELPER_STABLE_MS			10000	/* running this long resets back-off */
+
+/* The manager's private view of each slot. */
+typedef struct HelperLocal
+{
+	BackgroundWorkerHandle *handle; /* NULL: slot not ours */
+	bool		started;		/* postmaster reported it running */
+	bool		ready;			/* sent IMSG_T_HELPER_READY */
+	int			pid;
+	TimestampTz registered_at;
+} HelperLocal;
+
+static HelperLocal *helpers = NULL;
+static int	num_slots = 0;
+static int	consecutive_crashes = 0;
+static TimestampTz next_start_at = 0;
+static bool refusal_logged = false;
+static int	logged_min_helpers = -1;
+static int	next_pick = 0;
+
+static inline ImsgHelperSlot *
+helper_slot(int i)
+{
+	return &ImsgManagerState->helpers[i];
+}
+
+/* How many helpers may run: imessages.max_helpers, if the workers exist. */
+static int
+helpers_allowed(void)
+{
+	return Max(0, Min(Min(imsg_max_helpers, max_worker_processes - 1), num_slots));
+}
+
+static int
+helpers_active(void)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < num_slots; i++)
+		if (helpers[i].handle != NULL)
+			n++;
+	return n;
+}
+
+/*
+ * Called once by the manager.  Helpers of a previous manager are disowned:
+ * bumping their slot's generation makes them exit.
+ */
+void
+imsg_helpers_init(void)
+{
+	int			i;
+
+	num_slots = ImsgManagerState->num_helper_slots;
+	helpers = MemoryContextAllocZero(TopMemoryContext, num_slots * sizeof(HelperLocal));
+	for (i = 0; i < num_slots; i++)
+	{
+		ImsgHelperSlot *slot = helper_slot(i);
+
+		SpinLockAcquire(&slot->mutex);
+		slot->generation++;
+		slot->state = IMSG_HELPER_FREE;
+		slot->pid = 0;
+		SpinLockRelease(&slot->mutex);
+	}
+}
+
+static long
+backoff_ms(int crashes)
+{
+	long		ms = HELPER_BACKOFF_MIN_MS;
+
+	while (--crashes > 0 && ms < HELPER_BACKOFF_MAX_MS)
+		ms *= 2;
+	return Min(ms, HELPER_BACKOFF_MAX_MS);
+}
+
+/* Register one helper with the postmaster. */
+static void
+start_helper(void)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	ImsgHelperSlot *slot;
+	uint32		generation;
+	int			i;
+
+	for (i = 0; i < num_slots; i++)
+		if (helpers[i].handle == NULL)
+			break;
+	if (i == num_slots)
+		return;
+	slot = helper_slot(i);
+
+	SpinLockAcquire(&slot->mutex);
+	generation = ++slot->generation;
+	slot->state = IMSG_HELPER_STARTING;
+	slot->pid = 0;
+	slot->started_at = 0;
+	slot->jobs_done = 0;
+	slot->exit_recorded = false;
+	slot->exit_code = 0;
+	SpinLockRelease(&slot->mutex);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker.bgw_library_name, "imessages", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "imsg_helper_main", BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "imessages helper %d", i);
+	strlcpy(worker.bgw_type, "imessages helper", BGW_MAXLEN);
+	worker.bgw_main_arg = Int64GetDatum(((int64) generation << 32) | i);
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		SpinLockAcquire(&slot->mutex);
+		slot->state = IMSG_HELPER_FREE;
+		SpinLockRelease(&slot->mutex);
+		if (!refusal_logged)
+			ereport(LOG,
+					(errmsg("imessages manager could not start a helper: no background worker slot is free"),
+					 errdetail("%d helpers are running; imessages.min_helpers is %d.",
+							   helpers_active(), imsg_min_helpers),
+					 errhint("Raise max_worker_processes (now %d), or lower imessages.min_helpers.",
+							 max_worker_processes)));
+		refusal_logged = true;
+		next_start_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													HELPER_REFUSED_RETRY_MS);
+		return;
+	}
+	refusal_logged = false;
+	helpers[i].handle = handle;
+	helpers[i].started = false;
+	helpers[i].ready = false;
+	helpers[i].pid = 0;
+	helpers[i].registered_at = GetCurrentTimestamp();
+}
+
+/* The postmaster says helper i is gone: count it, log it, free the slot. */
+static void
+reap_helper(int i)
+{
+	ImsgHelperSlot *slot = helper_slot(i);
+	HelperLocal *h = &helpers[i];
+	bool		recorded;
+	int			code;
+	int			pid;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		crashed;
+
+	SpinLockAcquire(&slot->mutex);
+	recorded = slot->exit_recorded;
+	code = slot->exit_code;
+	pid = slot->pid ? slot->pid : h->pid;
+	slot->generation++;
+	slot->state = IMSG_HELPER_FREE;
+	slot->pid = 0;
+	SpinLockRelease(&slot->mutex);
+
+	crashed = !(recorded && code == 0);
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	if (crashed)
+		ImsgManagerState->helpers_crashed++;
+	else
+		ImsgManagerState->helpers_exited++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+
+	if (!crashed)
+	{
+		ereport(LOG,
+				(errmsg("imessages helper (PID %d) exited", pid)));
+		next_start_at = TimestampTzPlusMilliseconds(now, HELPER_RESTART_DELAY_MS);
+	}
+	else
+	{
+		if (h->started && TimestampDifferenceExceeds(h->registered_at, now, HELPER_STABLE_MS))
+			consecutive_crashes = 0;
+		consecutive_crashes++;
+		if (recorded)
+			ereport(LOG,
+					(errmsg("imessages helper (PID %d) crashed with exit status %d", pid, code),
+					 errdetail("Restarting it in %ld ms.", backoff_ms(consecutive_crashes))));
+		else
+			ereport(LOG,
+					(errmsg("imessages helper (PID %d) exited without reporting a status", pid),
+					 errdetail("Restarting it in %ld ms.", backoff_ms(consecutive_crashes))));
+		next_start_at = TimestampTzPlusMilliseconds(now, backoff_ms(consecutive_crashes));
+	}
+
+	pfree(h->handle);
+	memset(h, 0, sizeof(HelperLocal));
+}
+
+/*
+ * Look at every helper (the postmaster's notification set our latch, or
+ * the timeout passed), then start or stop helpers to keep the pool within
+ * bounds.  Called once per iteration of the manager's loop.
+ */
+void
+imsg_helpers_check(void)
+{
+	int			allowed = helpers_allowed();
+	int			active;
+	int			i;
+
+	for (i = 0; i < num_slots; i++)
+	{
+		HelperLocal *h = &helpers[i];
+		pid_t		pid;
+
+		if (h->handle == NULL)
+			continue;
+		switch (GetBackgroundWorkerPid(h->handle, &pid))
+		{
+			case BGWH_STARTED:
+				if (!h->started)
+				{
+					h->started = true;
+					h->pid = pid;
+					SpinLockAcquire(&ImsgManagerState->mutex);
+					ImsgManagerState->helpers_started++;
+					SpinLockRelease(&ImsgManagerState->mutex);
+				}
+				break;
+			case BGWH_NOT_YET_STARTED:
+				break;
+			case BGWH_STOPPED:
+				reap_helper(i);
+				break;
+			case BGWH_POSTMASTER_DIED:
+				proc_exit(1);
+				break;
+		}
+	}
+
+	if (imsg_min_helpers > allowed && imsg_min_helpers != logged_min_helpers)
+	{
+		ereport(LOG,
+				(errmsg("imessages.min_helpers (%d) is more than the %d helpers allowed",
+						imsg_min_helpers, allowed),
+				 errhint("Raise imessages.max_helpers and max_worker_processes (now %d, and the manager needs one).",
+						 max_worker_processes)));
+		logged_min_helpers = imsg_min_helpers;
+	}
+
+	/* too many (max_helpers was lowered): stop the extra ones */
+	active = 0;
+	for (i = 0; i < num_slots; i++)
+		if (helpers[i].ready)
+			active++;
+	for (i = num_slots - 1; i >= 0 && active > allowed; i--)
+	{
+		if (!helpers[i].ready)
+			continue;
+		TerminateBackgroundWorker(helpers[i].handle);
+		helpers[i].ready = false;	/* no more jobs; reaped when it exits */
+		active--;
+	}
+
+	/* too few: start one at a time, paced by next_start_at */
+	if (helpers_active() < Min(imsg_min_helpers, allowed) &&
+		GetCurrentTimestamp() >= next_start_at)
+		start_helper();
+}
+
+/* Milliseconds until imsg_helpers_check has something to do; -1: never. */
+long
+imsg_helpers_next_timeout(void)
+{
+	long		ms;
+
+	if (helpers_active() >= Min(imsg_min_helpers, helpers_allowed()))
+		return -1;
+	ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_start_at);
+	return Max(ms, 0) + 1;
+}
+
+/*
+ * A ready helper for the next job, round robin; -1 if none.  Starts one
+ * more (if allowed) when every helper is busy or none runs.
+ */
+int
+imsg_helper_pick(void)
+{
+	int			i;
+
+	for (i = 0; i < num_slots; i++)
+	{
+		int			k = (next_pick + i) % num_slots;
+
+		if (helpers[k].handle != NULL && helpers[k].ready)
+		{
+			next_pick = k + 1;
+			return k;
+		}
+	}
+	if (helpers_active() < helpers_allowed() &&
+		GetCurrentTimestamp() >= next_start_at)
+		start_helper();
+	return -1;
+}
+
+/* Helper 'slot' has opened its mailbox and takes jobs. */
+void
+imsg_helper_ready(int slot, int pid)
+{
+	if (slot < 0 || slot >= num_slots || helpers[slot].handle == NULL)
+		return;
+	helpers[slot].ready = true;
+	helpers[slot].pid = pid;
+}
+
+void
+imsg_helper_job_done(int slot)
+{
+	if (slot >= 0 && slot < num_slots && helpers[slot].handle != NULL &&
+		helpers[slot].started)
+		consecutive_crashes = 0;
+}
+
+/* Ask the postmaster to stop every helper (manager exit). */
+void
+imsg_helpers_stop_all(void)
+{
+	int			i;
+
+	for (i = 0; i < num_slots && helpers != NULL; i++)
+		if (helpers[i].handle != NULL)
+			TerminateBackgroundWorker(helpers[i].handle);
+}
+
+/* Helpers running now, for imsg_manager_status(). */
+int
+imsg_helpers_running(void)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < ImsgManagerState->num_helper_slots; i++)
+	{
+		ImsgHelperSlot *slot = helper_slot(i);
+
+		SpinLockAcquire(&slot->mutex);
+		if (slot->state == IMSG_HELPER_IDLE || slot->state == IMSG_HELPER_BUSY)
+			n++;
+		SpinLockRelease(&slot->mutex);
+	}
+	return n;
+}
+
+/* ---------------------------------------------------------------------
+ * The helper process
+ * ---------------------------------------------------------------------
+ */
+
+static int	my_slot = -1;
+static uint32 my_generation = 0;
+
+/* Is our slot still ours (the manager did not give up on us)? */
+static bool
+helper_slot_is_mine(void)
+{
+	ImsgHelperSlot *slot = helper_slot(my_slot);
+	bool		mine;
+
+	SpinLockAcquire(&slot->mutex);
+	mine = slot->generation == my_generation;
+	SpinLockRelease(&slot->mutex);
+	return mine;
+}
+
+static void
+helper_set_state(ImsgHelperState state, bool job_done)
+{
+	ImsgHelperSlot *slot = helper_slot(my_slot);
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->generation == my_generation)
+	{
+		slot->state = state;
+		if (job_done)
+			slot->jobs_done++;
+	}
+	SpinLockRelease(&slot->mutex);
+}
+
+/* on_shmem_exit: tell the manager how we ended. */
+static void
+helper_record_exit(int code, Datum arg)
+{
+	ImsgHelperSlot *slot = helper_slot(my_slot);
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->generation == my_generation)
+	{
+		slot->exit_recorded = true;
+		slot->exit_code = code;
+	}
+	SpinLockRelease(&slot->mutex);
+}
+
+typedef void (*HelperJob) (ImsgMessage *msg);
+
+static void
+job_ping(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	ImsgBuffer	out;
+	char		data[16];
+	int32		origin;
+	int64		ping_id;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	origin = ImsgBufferGetInt32(&in);
+	ping_id = ImsgBufferGetInt64(&in);
+
+	ImsgBufferInitWriter(&out, data, sizeof(data));
+	ImsgBufferPutInt32(&out, my_slot);
+	ImsgBufferPutInt32(&out, origin);
+	ImsgBufferPutInt64(&out, ping_id);
+	(void) ImsgSend(IMSG_MANAGER, IMSG_T_JOB_DONE, out.data, out.len, 0, NULL);
+}
+
+/* Job type -> handler; a new kind of job is one line here. */
+static const struct
+{
+	int32		msgtype;
+	HelperJob	run;
+}			helper_jobs[] =
+{
+	{IMSG_T_JOB_PING, job_ping},
+};
+
+void
+imsg_helper_main(Datum main_arg)
+{
+	int64		arg = DatumGetInt64(main_arg);
+	int			manager_pid;
+	char		data[4];
+	ImsgBuffer	buf;
+
+	my_slot = (int) (arg & 0xFFFFFFFF);
+	my_generation = (uint32) (arg >> 32);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	/* registered first, so that a FATAL while connecting is recorded too */
+	on_shmem_exit(helper_record_exit, (Datum) 0);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(imsg_database, NULL, 0);
+
+	if (!helper_slot_is_mine())
+		proc_exit(0);
+	SpinLockAcquire(&helper_slot(my_slot)->mutex);
+	helper_slot(my_slot)->pid = MyProcPid;
+	helper_slot(my_slot)->started_at = GetCurrentTimestamp();
+	helper_slot(my_slot)->state = IMSG_HELPER_IDLE;
+	SpinLockRelease(&helper_slot(my_slot)->mutex);
+
+	ImsgOpenMailbox();
+	manager_pid = ImsgManagerPid();
+	ImsgBufferInitWriter(&buf, data, sizeof(data));
+	ImsgBufferPutInt32(&buf, my_slot);
+	if (ImsgSend(IMSG_MANAGER, IMSG_T_HELPER_READY, buf.data, buf.len, 0, NULL) != IMSG_OK)
+		proc_exit(0);
+
+	while (!ShutdownRequestPending)
+	{
+		ImsgMessage *msg;
+		int			i;
+
+		/* wake up once a second to notice a manager that went away */
+		if (ImsgReceive(1000, &msg) == IMSG_OK)
+		{
+			helper_set_state(IMSG_HELPER_BUSY, false);
+			for (i = 0; i < lengthof(helper_jobs); i++)
+				if (helper_jobs[i].msgtype == ImsgMessageType(msg))
+					helper_jobs[i].run(msg);
+			ImsgRelease(msg);
+			helper_set_state(IMSG_HELPER_IDLE, true);
+		}
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (ImsgManagerPid() != manager_pid || !helper_slot_is_mine())
+			break;
+	}
+	proc_exit(0);
+}

@@ -1,0 +1,244 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_manager.c
+ *	  SQL functions about the replication manager: imsg_ping,
+ *	  imsg_manager_status, imsg_helpers.
+ *
+ * imsg_ping is the health check of the whole path: a message to the
+ * manager (and through it to a helper and back), answered into the
+ * caller's mailbox.  It waits with a selective receive, so messages queued
+ * for the caller stay where they are, and it rechecks every 100 ms that the
+ * manager it asked is still the one running, so a manager that exits ends
+ * the wait at once with an error instead of leaving it to the timeout.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/sql_manager.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "imessages_int.h"
+
+PG_FUNCTION_INFO_V1(imsg_ping);
+PG_FUNCTION_INFO_V1(imsg_manager_status);
+PG_FUNCTION_INFO_V1(imsg_helpers);
+
+#define PING_LIVENESS_MS 100
+
+/* Any pong: one that does not answer this ping is stale and consumed. */
+static bool
+match_pong(const ImsgMessage *msg, void *arg)
+{
+	return ImsgMessageType(msg) == IMSG_T_PONG;
+}
+
+/* imsg_ping(target text DEFAULT 'manager', timeout_ms integer DEFAULT 1000) */
+Datum
+imsg_ping(PG_FUNCTION_ARGS)
+{
+	static int64 last_ping_id = 0;
+	char	   *target;
+	int8		target_code;
+	int			timeout_ms;
+	int			manager_pid;
+	int64		ping_id;
+	char		data[9];
+	ImsgBuffer	buf;
+	ImsgResult	r;
+	TimestampTz start;
+	TimestampTz deadline;
+	Interval   *result;
+
+	imsg_check_available();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("imsg_ping arguments must not be null")));
+	target = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	timeout_ms = PG_GETARG_INT32(1);
+	if (strcmp(target, "manager") == 0)
+		target_code = IMSG_PING_MANAGER;
+	else if (strcmp(target, "helper") == 0)
+		target_code = IMSG_PING_HELPER;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid imsg_ping target \"%s\"", target),
+				 errhint("The target is 'manager' or 'helper'.")));
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid imsg_ping timeout %d", timeout_ms),
+				 errdetail("The timeout is in milliseconds and must be 0 or more.")));
+
+	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imessages manager is not running"),
+				 errhint("The postmaster restarts it; check the server log.")));
+
+	ping_id = ++last_ping_id;
+	ImsgBufferInitWriter(&buf, data, sizeof(data));
+	ImsgBufferPutInt64(&buf, ping_id);
+	ImsgBufferPutInt8(&buf, target_code);
+
+	start = GetCurrentTimestamp();
+	r = ImsgSend(IMSG_MANAGER, IMSG_T_PING, buf.data, buf.len,
+				 Min(imsg_send_timeout_ms, timeout_ms), NULL);
+	if (r == IMSG_NO_RECIPIENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imessages manager is not running"),
+				 errhint("The postmaster restarts it; check the server log.")));
+	if (r != IMSG_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("imessages ping could not be sent: %s", ImsgResultString(r))));
+	deadline = TimestampTzPlusMilliseconds(start, timeout_ms);
+
+	for (;;)
+	{
+		ImsgMessage *msg;
+		long		remaining;
+		ImsgBuffer	in;
+		int64		id;
+		int8		status;
+		int			now_pid;
+
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		/* 0 means look once without waiting; never pass a negative wait */
+		r = ImsgReceiveMatching(Max(0, Min(remaining, PING_LIVENESS_MS)),
+								match_pong, NULL, &msg);
+		if (r == IMSG_OK)
+		{
+			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+			id = ImsgBufferGetInt64(&in);
+			status = ImsgBufferGetInt8(&in);
+			ImsgConsume(msg);
+			if (id != ping_id)
+				continue;		/* the answer to a ping that timed out */
+			if (status == IMSG_PONG_NO_HELPER)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("imessages has no helper to answer the ping"),
+						 errhint("imessages.max_helpers is 0.")));
+			break;
+		}
+
+		(void) imsg_resolve_manager(&now_pid);
+		if (now_pid != manager_pid)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("imessages manager exited while waiting for its reply"),
+					 errdetail("Manager process %d is gone.", manager_pid)));
+		if (remaining <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("imessages ping to the %s timed out", target),
+					 errdetail("No reply within %d ms.", timeout_ms),
+					 errhint("Check imsg_manager_status(), imsg_helpers() and the server log.")));
+	}
+
+	result = palloc0(sizeof(Interval));
+	result->time = GetCurrentTimestamp() - start;
+	PG_RETURN_INTERVAL_P(result);
+}
+
+/* imsg_manager_status(): one row. */
+Datum
+imsg_manager_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ImsgManagerShared *st;
+	ImsgManagerShared copy;
+	Datum		values[11];
+	bool		nulls[11] = {0};
+	int			running;
+
+	imsg_check_available();
+	InitMaterializedSRF(fcinfo, 0);
+	st = ImsgManagerState;
+
+	SpinLockAcquire(&st->mutex);
+	memcpy(&copy, st, offsetof(ImsgManagerShared, helpers));
+	SpinLockRelease(&st->mutex);
+	running = imsg_helpers_running();
+
+	if (copy.pid != 0)
+		values[0] = Int32GetDatum(copy.pid);
+	else
+		nulls[0] = true;
+	copy.gcs[sizeof(copy.gcs) - 1] = '\0';
+	values[1] = CStringGetTextDatum(copy.gcs[0] ? copy.gcs : "");
+	values[2] = Int32GetDatum(copy.group_members);
+	values[3] = Int64GetDatum((int64) copy.messages_received);
+	values[4] = Int64GetDatum((int64) copy.messages_delivered);
+	values[5] = Int32GetDatum(running);
+	values[6] = Int64GetDatum((int64) copy.helpers_started);
+	values[7] = Int64GetDatum((int64) copy.helpers_exited);
+	values[8] = Int64GetDatum((int64) copy.helpers_crashed);
+	copy.last_error[sizeof(copy.last_error) - 1] = '\0';
+	if (copy.last_error[0])
+		values[9] = CStringGetTextDatum(copy.last_error);
+	else
+		nulls[9] = true;
+	if (copy.started_at != 0)
+		values[10] = TimestampTzGetDatum(copy.started_at);
+	else
+		nulls[10] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+/* imsg_helpers(): one row per helper slot in use. */
+Datum
+imsg_helpers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	imsg_check_available();
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (i = 0; i < ImsgManagerState->num_helper_slots; i++)
+	{
+		ImsgHelperSlot *slot = &ImsgManagerState->helpers[i];
+		ImsgHelperState state;
+		int			pid;
+		TimestampTz started_at;
+		uint64		jobs_done;
+		Datum		values[4];
+		bool		nulls[4] = {0};
+		static const char *const state_names[] = {"free", "starting", "idle", "busy"};
+
+		SpinLockAcquire(&slot->mutex);
+		state = slot->state;
+		pid = slot->pid;
+		started_at = slot->started_at;
+		jobs_done = slot->jobs_done;
+		SpinLockRelease(&slot->mutex);
+		if (state == IMSG_HELPER_FREE)
+			continue;
+
+		if (pid != 0)
+			values[0] = Int32GetDatum(pid);
+		else
+			nulls[0] = true;
+		values[1] = CStringGetTextDatum(state_names[state]);
+		if (started_at != 0)
+			values[2] = TimestampTzGetDatum(started_at);
+		else
+			nulls[2] = true;
+		values[3] = Int64GetDatum((int64) jobs_done);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
