@@ -132,6 +132,8 @@ start_helper(void)
 	BackgroundWorkerHandle *handle;
 	ImsgHelperSlot *slot;
 	uint32		generation;
+	MemoryContext old_context;
+	bool		registered;
 	int			i;
 
 	for (i = 0; i < num_slots; i++)
@@ -162,7 +164,14 @@ start_helper(void)
 	worker.bgw_main_arg = Int64GetDatum(((int64) generation << 32) | i);
 	worker.bgw_notify_pid = MyProcPid;
 
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	/*
+	 * The handle is palloc'd in the current context, and the manager's loop
+	 * runs in one that is reset every iteration: keep it in TopMemoryContext.
+	 */
+	old_context = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(old_context);
+	if (!registered)
 	{
 		SpinLockAcquire(&slot->mutex);
 		slot->state = IMSG_HELPER_FREE;

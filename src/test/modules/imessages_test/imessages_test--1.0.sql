@@ -22,3 +22,6 @@ AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
 CREATE FUNCTION imsg_test_send_result(recipient integer, len integer, timeout_ms integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_send_raw(recipient integer, msgtype integer, payload bytea)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;

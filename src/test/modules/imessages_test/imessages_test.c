@@ -171,3 +171,17 @@ imsg_test_send_result(PG_FUNCTION_ARGS)
 	r = ImsgSend(PG_GETARG_INT32(0), 1, data, len, PG_GETARG_INT32(2), NULL);
 	PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
 }
+
+PG_FUNCTION_INFO_V1(imsg_test_send_raw);
+
+/* Any message type, any payload: to feed imessages' own protocol. */
+Datum
+imsg_test_send_raw(PG_FUNCTION_ARGS)
+{
+	bytea	   *payload = PG_GETARG_BYTEA_PP(2);
+	ImsgResult	r;
+
+	r = ImsgSend(PG_GETARG_INT32(0), PG_GETARG_INT32(1), VARDATA_ANY(payload),
+				 VARSIZE_ANY_EXHDR(payload), 0, NULL);
+	PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+}
