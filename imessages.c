@@ -129,7 +129,7 @@ _PG_init(void)
 							 NULL,
 							 &imsg_gcs,
 							 0,
-							 imsg_gcs_options,
+							 imsg_gcs_options(),
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);

@@ -4,8 +4,8 @@
  *	  The table of group communication systems, chosen by imessages.gcs.
  *
  * A GCS is an ImsgGcsOps (see imessages_int.h).  To add one, write its
- * file, then add a line to imsg_gcs_options and to gcs_table below, in the
- * same position.
+ * file and add it to gcs_table below: the values imessages.gcs accepts are
+ * made from this table.
  *
  * Copyright (c) 2026, imessages developers
  *
@@ -18,17 +18,26 @@
 
 #include "imessages_int.h"
 
-const struct config_enum_entry imsg_gcs_options[] = {
-	{"local", 0, false},
-	{NULL, 0, false}
-};
-
 static const ImsgGcsOps *const gcs_table[] = {
 	&imsg_gcs_local_ops,
 };
 
-StaticAssertDecl(lengthof(gcs_table) == lengthof(imsg_gcs_options) - 1,
-				 "every imessages.gcs option needs a GCS");
+/* imessages.gcs's options, one per table entry; the GUC keeps the pointer. */
+const struct config_enum_entry *
+imsg_gcs_options(void)
+{
+	static struct config_enum_entry options[lengthof(gcs_table) + 1];
+	int			i;
+
+	for (i = 0; i < lengthof(gcs_table); i++)
+	{
+		options[i].name = gcs_table[i]->name;
+		options[i].val = i;
+		options[i].hidden = false;
+	}
+	options[i].name = NULL;
+	return options;
+}
 
 const ImsgGcsOps *
 imsg_gcs_ops(void)

@@ -313,7 +313,7 @@ typedef struct ImsgGcsOps
 #define IMSG_GCS_MAX_FDS 4
 
 /* gcs.c */
-extern const struct config_enum_entry imsg_gcs_options[];
+extern const struct config_enum_entry *imsg_gcs_options(void);
 extern const ImsgGcsOps *imsg_gcs_ops(void);
 extern void imsg_gcs_deliver(const char *origin, const void *data, Size len);
 extern void imsg_gcs_membership(int members);

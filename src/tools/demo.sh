@@ -80,6 +80,14 @@ cat "$dir/receiver.out"
 
 psql_demo -q <<'SQL'
 \pset footer off
+\echo '== the manager and its helper backends'
+DO $$ BEGIN
+  FOR i IN 1..500 LOOP EXIT WHEN (SELECT count(*) FROM imsg_helpers() WHERE state = 'idle') > 0; PERFORM pg_sleep(0.01); END LOOP;
+END $$;
+SELECT imsg_ping() AS ping_manager, imsg_ping('helper') AS ping_helper;
+SELECT pid, gcs, group_members, messages_received, messages_delivered, helpers_running,
+       helpers_started, helpers_crashed, last_error FROM imsg_manager_status();
+SELECT pid, state, jobs_done FROM imsg_helpers();
 \echo '== monitoring views'
 SELECT * FROM imsg_area;
 SELECT pid, backend_type, queued_messages, queued_bytes, oldest_sent_at, sent, received FROM imsg_mailboxes;
