@@ -1,13 +1,14 @@
 # imessages: PGXS build
 MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
-       src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o
+       src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
+       src/changeset.o src/changeset_decode.o
 EXTENSION = imessages
 DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
 PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
 
-REGRESS = setup send_receive errors manager
+REGRESS = setup send_receive errors manager changeset
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait
 ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf
@@ -16,3 +17,6 @@ TAP_TESTS = 1
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track header dependencies: every object depends on ours.
+$(OBJS): src/imessages_int.h include/imessages.h

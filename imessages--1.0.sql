@@ -75,7 +75,8 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               messages_received bigint, messages_delivered bigint,
               helpers_running integer, helpers_started bigint,
               helpers_exited bigint, helpers_crashed bigint,
-              last_error text, started_at timestamptz)
+              last_error text, started_at timestamptz,
+              change_sets_delivered bigint, change_set_bytes bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 
@@ -88,6 +89,77 @@ CREATE FUNCTION imsg_ping(target text DEFAULT 'manager', timeout_ms integer DEFA
 RETURNS interval
 AS 'MODULE_PATHNAME', 'imsg_ping'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+--
+-- Change sets: capture of row changes, sent to the manager at commit
+--
+CREATE FUNCTION imsg_capture()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'imsg_capture'
+LANGUAGE C;
+
+CREATE FUNCTION imsg_refuse_truncate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'imsg_refuse_truncate'
+LANGUAGE C;
+
+CREATE FUNCTION imsg_replicate(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF (SELECT relkind FROM pg_class WHERE oid = tbl) NOT IN ('r', 'p') THEN
+    RAISE EXCEPTION 'cannot replicate "%": not a table', tbl
+      USING ERRCODE = 'wrong_object_type';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_index
+                  WHERE indrelid = tbl AND indisprimary AND indimmediate) THEN
+    RAISE EXCEPTION 'table "%" has no primary key', tbl
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'imessages identifies rows by an immediate (not deferrable) primary key; add one.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'imsg_capture') THEN
+    RETURN;
+  END IF;
+  EXECUTE format('CREATE TRIGGER imsg_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+                 'FOR EACH ROW EXECUTE FUNCTION @extschema@.imsg_capture()', tbl);
+  EXECUTE format('CREATE TRIGGER imsg_refuse_truncate BEFORE TRUNCATE ON %s '
+                 'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.imsg_refuse_truncate()', tbl);
+END $$;
+
+CREATE FUNCTION imsg_unreplicate(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'imsg_capture') THEN
+    RAISE EXCEPTION 'table "%" is not replicated', tbl
+      USING ERRCODE = 'undefined_object';
+  END IF;
+  EXECUTE format('DROP TRIGGER imsg_capture ON %s', tbl);
+  EXECUTE format('DROP TRIGGER IF EXISTS imsg_refuse_truncate ON %s', tbl);
+END $$;
+
+CREATE VIEW imsg_replicated_tables AS
+  SELECT c.oid::regclass AS relation, n.nspname AS schema_name, c.relname AS table_name
+    FROM pg_catalog.pg_trigger t
+    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE t.tgname = 'imsg_capture'
+     AND t.tgfoid = '@extschema@.imsg_capture()'::pg_catalog.regprocedure;
+
+CREATE FUNCTION imsg_changeset_decode(payload bytea)
+RETURNS TABLE(ord integer, relation text, op text, key jsonb, new_row jsonb)
+AS 'MODULE_PATHNAME', 'imsg_changeset_decode'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+CREATE FUNCTION imsg_recent_changesets(n integer DEFAULT 10)
+RETURNS TABLE(seq bigint, origin_pid integer, xid xid8, changes integer,
+              bytes integer, delivered_at timestamptz, payload bytea)
+AS 'MODULE_PATHNAME', 'imsg_recent_changesets'
+LANGUAGE C VOLATILE PARALLEL SAFE;
 
 CREATE VIEW imsg_area AS
   SELECT * FROM @extschema@.imsg_area_stats();
@@ -108,5 +180,12 @@ REVOKE ALL ON FUNCTION imsg_mailbox_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_manager_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_helpers() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_ping(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_refuse_truncate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_replicate(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_unreplicate(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_changeset_decode(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_recent_changesets(integer) FROM PUBLIC;
+REVOKE ALL ON imsg_replicated_tables FROM PUBLIC;
 REVOKE ALL ON imsg_area FROM PUBLIC;
 REVOKE ALL ON imsg_mailboxes FROM PUBLIC;

@@ -41,6 +41,14 @@ int			imsg_min_helpers = 1;
 int			imsg_max_helpers = 4;
 char	   *imsg_database = NULL;
 int			imsg_gcs = 0;
+int			imsg_commit_mode = IMSG_COMMIT_ASYNC;
+int			imsg_commit_timeout_ms = 10000;
+
+static const struct config_enum_entry commit_mode_options[] = {
+	{"async", IMSG_COMMIT_ASYNC, false},
+	{"sync", IMSG_COMMIT_SYNC, false},
+	{NULL, 0, false}
+};
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -69,6 +77,25 @@ _PG_init(void)
 							"0 means fail at once.",
 							&imsg_send_timeout_ms,
 							5000, 0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("imessages.commit_mode",
+							 "Whether commit waits until the group has ordered the change set.",
+							 "async: commit does not wait; sync: it waits up to imessages.commit_timeout.",
+							 &imsg_commit_mode,
+							 IMSG_COMMIT_ASYNC,
+							 commit_mode_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.commit_timeout",
+							"Longest a sync commit waits for its change set to be ordered.",
+							"The transaction is rolled back when it expires.",
+							&imsg_commit_timeout_ms,
+							10000, 1, INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
@@ -142,6 +169,7 @@ _PG_init(void)
 	shmem_startup_hook = imsg_shmem_startup;
 
 	imsg_sql_init();
+	imsg_changeset_init();
 	imsg_register_manager();
 }
 

@@ -33,6 +33,7 @@
 
 ImsgArea   *ImsgAreaPtr = NULL;
 ImsgManagerShared *ImsgManagerState = NULL;
+ImsgRecentRing *ImsgRecent = NULL;
 
 /*
  * Bumped each time the postmaster (re)creates the area, so that message ids
@@ -84,7 +85,9 @@ imsg_area_request(void)
 {
 	RequestAddinShmemSpace(imsg_area_shmem_size());
 	RequestAddinShmemSpace(imsg_manager_shmem_size());
-	RequestNamedLWLockTranche("imessages", 1);
+	RequestAddinShmemSpace(sizeof(ImsgRecentRing));
+	/* the page allocator's lock and the recent change sets' lock */
+	RequestNamedLWLockTranche("imessages", 2);
 }
 
 /*
@@ -110,6 +113,14 @@ imsg_area_startup(void)
 		ImsgManagerState->num_helper_slots = max_worker_processes;
 		for (i = 0; i < max_worker_processes; i++)
 			SpinLockInit(&ImsgManagerState->helpers[i].mutex);
+	}
+
+	ImsgRecent = ShmemInitStruct("imessages recent change sets",
+								 sizeof(ImsgRecentRing), &found);
+	if (!found)
+	{
+		memset(ImsgRecent, 0, sizeof(ImsgRecentRing));
+		ImsgRecent->lock = &(GetNamedLWLockTranche("imessages"))[1].lock;
 	}
 
 	area = ShmemInitStruct("imessages area", imsg_area_shmem_size(), &found);

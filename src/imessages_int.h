@@ -40,6 +40,11 @@ extern int	imsg_min_helpers;
 extern int	imsg_max_helpers;
 extern char *imsg_database;
 extern int	imsg_gcs;
+extern int	imsg_commit_mode;
+extern int	imsg_commit_timeout_ms;
+
+#define IMSG_COMMIT_ASYNC		0
+#define IMSG_COMMIT_SYNC		1
 
 /*
  * imessages' own message types (negative: imsg_send() refuses them, and
@@ -50,6 +55,9 @@ extern int	imsg_gcs;
 #define IMSG_T_HELPER_READY		(-3)	/* helper -> manager: int32 slot */
 #define IMSG_T_JOB_PING			(-4)	/* manager -> helper: int32 origin, int64 id */
 #define IMSG_T_JOB_DONE			(-5)	/* helper -> manager: int32 slot, int32 origin, int64 id */
+
+#define IMSG_T_CS_CHUNK			(-10)	/* backend -> manager: a change-set chunk */
+#define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq */
 
 #define IMSG_PING_MANAGER		0
 #define IMSG_PING_HELPER		1
@@ -228,6 +236,72 @@ typedef struct ImsgArea
 } ImsgArea;
 
 /*
+ * Change-set format, written by changeset.c and read by changeset_decode.c
+ * (and, across nodes, by the helpers that apply it).  All integers in
+ * network order through the ImsgBuffer helpers; "string" is a uint32
+ * length and bytes.
+ *
+ *	 header:   int32 IMSG_CS_MAGIC, int8 IMSG_CS_VERSION
+ *	 then records, each starting with an int8 tag:
+ *	 'R' relation: int32 id, string schema, string name, int16 ncols,
+ *				   ncols x (string column, string type, int8 IMSG_CS_COL_* flags)
+ *	 'I' insert:   int32 relation id, values of every column
+ *	 'U' update:   int32 relation id, values of the old key, values of every column
+ *	 'D' delete:   int32 relation id, values of the old key
+ *	 values:       int16 n, n x (int8 'n' null | 'b' binary string | 't' text string)
+ *
+ * A relation's 'R' record comes before its first change in each change set.
+ *
+ * A chunk message (IMSG_T_CS_CHUNK) carries: int64 xid (full), int32 chunk
+ * number from 0, int8 IMSG_CS_FINAL/IMSG_CS_SYNC flags, int32 number of
+ * changes (of the whole change set), then the next bytes of the change set.
+ */
+#define IMSG_CS_MAGIC			0x49435331	/* "ICS1" */
+#define IMSG_CS_VERSION			1
+#define IMSG_CS_RELATION		'R'
+#define IMSG_CS_INSERT			'I'
+#define IMSG_CS_UPDATE			'U'
+#define IMSG_CS_DELETE			'D'
+#define IMSG_CS_NULL			'n'
+#define IMSG_CS_BINARY			'b'
+#define IMSG_CS_TEXT			't'
+#define IMSG_CS_COL_KEY			0x01
+#define IMSG_CS_COL_BINARY		0x02
+#define IMSG_CS_FINAL			0x01
+#define IMSG_CS_SYNC			0x02
+#define IMSG_CS_CHUNK_HEADER	(8 + 4 + 1 + 4)
+
+/*
+ * The last change sets the manager delivered, for imsg_recent_changesets():
+ * a ring written by the manager only, under 'lock' (an LWLock: readers copy
+ * up to IMSG_RECENT_PAYLOAD bytes).  A bigger change set is kept without
+ * its payload.
+ */
+#define IMSG_RECENT_SLOTS		64
+#define IMSG_RECENT_PAYLOAD		8192
+
+typedef struct ImsgRecentChangeset
+{
+	uint64		seq;
+	int			origin_pid;
+	uint64		xid;
+	int32		changes;
+	uint32		bytes;
+	TimestampTz delivered_at;
+	bool		has_payload;
+	char		payload[IMSG_RECENT_PAYLOAD];
+} ImsgRecentChangeset;
+
+typedef struct ImsgRecentRing
+{
+	LWLock	   *lock;
+	uint64		count;			/* entries ever written */
+	ImsgRecentChangeset slots[IMSG_RECENT_SLOTS];
+} ImsgRecentRing;
+
+extern ImsgRecentRing *ImsgRecent;
+
+/*
  * One slot per helper the manager may run (max_worker_processes of them).
  *
  * The manager owns the slot's lifecycle: it fills 'generation' and sets
@@ -276,6 +350,10 @@ typedef struct ImsgManagerShared
 	uint64		helpers_started;
 	uint64		helpers_exited;
 	uint64		helpers_crashed;
+	uint64		change_sets_delivered;
+	uint64		change_set_bytes;
+	uint64		change_sets_discarded;	/* their transaction did not commit */
+	uint64		last_seq;		/* global sequence number, per server life */
 	char		last_error[256];
 	int			num_helper_slots;
 	ImsgHelperSlot helpers[FLEXIBLE_ARRAY_MEMBER];
@@ -311,6 +389,10 @@ typedef struct ImsgGcsOps
 } ImsgGcsOps;
 
 #define IMSG_GCS_MAX_FDS 4
+
+/* changeset.c, changeset_decode.c */
+extern void imsg_changeset_init(void);
+extern int64 imsg_changeset_count(const char *data, Size len);
 
 /* gcs.c */
 extern const struct config_enum_entry *imsg_gcs_options(void);

@@ -28,6 +28,8 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "pgstat.h"
@@ -36,6 +38,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -56,7 +59,33 @@ typedef struct PendingJob
 	TimestampTz queued_at;
 } PendingJob;
 
+/*
+ * A change set on its way: reassembled from chunks, then held until the
+ * commit log says how its transaction ended.  'buf' starts with the GCS
+ * header (GCS_CHANGESET ...) so that it can be multicast as it is.
+ */
+typedef struct Inflight
+{
+	int			origin_pid;
+	uint64		xid;
+	bool		sync;
+	bool		complete;
+	bool		multicast;		/* handed to the GCS */
+	bool		ordered;		/* delivered back in total order (sync) */
+	uint64		seq;
+	int32		next_chunk;
+	int32		nchanges;
+	StringInfoData buf;
+} Inflight;
+
+/* What the manager multicasts: a kind byte, then the kind's payload. */
+#define GCS_USER_MESSAGE	'U'
+#define GCS_CHANGESET		'C' /* int32 origin pid, int64 xid, int32 changes, int8 sync */
+#define GCS_CS_HEADER		(1 + 4 + 8 + 4 + 1)
+
 static MemoryContext loop_context = NULL;
+static MemoryContext cs_context = NULL;
+static List *inflight = NIL;
 static MemoryContext jobs_context = NULL;
 static List *pending_jobs = NIL;
 static const ImsgGcsOps *gcs = NULL;
@@ -70,6 +99,7 @@ static void handle_ping(ImsgMessage *msg);
 static void handle_helper_ready(ImsgMessage *msg);
 static void handle_job_done(ImsgMessage *msg);
 static void handle_user_message(ImsgMessage *msg);
+static void handle_cs_chunk(ImsgMessage *msg);
 
 /*
  * Message type -> handler.  A new message type is one line here.  Types
@@ -84,6 +114,7 @@ static const struct
 	{IMSG_T_PING, handle_ping},
 	{IMSG_T_HELPER_READY, handle_helper_ready},
 	{IMSG_T_JOB_DONE, handle_job_done},
+	{IMSG_T_CS_CHUNK, handle_cs_chunk},
 };
 
 void
@@ -247,24 +278,283 @@ handle_job_done(ImsgMessage *msg)
 	reply_pong(origin, ping_id, IMSG_PONG_OK);
 }
 
+static bool
+multicast(const char *data, Size len)
+{
+	return gcs_connected && gcs->multicast(data, len);
+}
+
 /* A user message: hand it to the group; it counts once delivered. */
 static void
 handle_user_message(ImsgMessage *msg)
 {
-	if (!gcs_connected ||
-		!gcs->multicast(ImsgMessageData(msg), ImsgMessageLength(msg)))
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, GCS_USER_MESSAGE);
+	appendBinaryStringInfo(&buf, ImsgMessageData(msg), ImsgMessageLength(msg));
+	if (!multicast(buf.data, buf.len))
 		ereport(LOG,
 				(errmsg("imessages manager dropped message %llu: the group communication system \"%s\" is not connected",
 						(unsigned long long) ImsgMessageId(msg), gcs->name)));
+}
+
+static Inflight *
+find_inflight(int origin_pid, uint64 xid)
+{
+	ListCell   *lc;
+
+	foreach(lc, inflight)
+	{
+		Inflight   *e = lfirst(lc);
+
+		if (e->origin_pid == origin_pid && e->xid == xid)
+			return e;
+	}
+	return NULL;
+}
+
+static void
+free_inflight(Inflight *e)
+{
+	inflight = list_delete_ptr(inflight, e);
+	pfree(e->buf.data);
+	pfree(e);
+}
+
+/* A chunk of a backend's change set (sent at its PRE_COMMIT). */
+static void
+handle_cs_chunk(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	uint64		xid;
+	int32		chunk_no;
+	int8		flags;
+	int32		nchanges;
+	int			origin = ImsgMessageSender(msg);
+	Inflight   *e;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	xid = (uint64) ImsgBufferGetInt64(&in);
+	chunk_no = ImsgBufferGetInt32(&in);
+	flags = ImsgBufferGetInt8(&in);
+	nchanges = ImsgBufferGetInt32(&in);
+
+	e = find_inflight(origin, xid);
+	if (chunk_no == 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cs_context);
+
+		if (e != NULL)
+			free_inflight(e);
+		e = palloc0(sizeof(Inflight));
+		e->origin_pid = origin;
+		e->xid = xid;
+		initStringInfo(&e->buf);
+		appendStringInfoChar(&e->buf, GCS_CHANGESET);
+		appendStringInfoSpaces(&e->buf, GCS_CS_HEADER - 1);	/* filled when complete */
+		inflight = lappend(inflight, e);
+		MemoryContextSwitchTo(old);
+	}
+	if (e == NULL || e->complete || chunk_no != e->next_chunk)
+	{
+		ereport(LOG,
+				(errmsg("imessages manager dropped chunk %d of the change set of transaction %llu from process %d: out of sequence",
+						chunk_no, (unsigned long long) xid, origin)));
+		if (e != NULL)
+			free_inflight(e);
+		return;
+	}
+	{
+		MemoryContext old = MemoryContextSwitchTo(cs_context);
+		uint32		n = ImsgBufferRemaining(&in);
+
+		appendBinaryStringInfo(&e->buf, ImsgBufferGetBytes(&in, n), n);
+		MemoryContextSwitchTo(old);
+	}
+	e->next_chunk++;
+	if (flags & IMSG_CS_FINAL)
+	{
+		ImsgBuffer	hdr;
+
+		e->complete = true;
+		e->sync = (flags & IMSG_CS_SYNC) != 0;
+		e->nchanges = nchanges;
+		ImsgBufferInitWriter(&hdr, e->buf.data + 1, GCS_CS_HEADER - 1);
+		ImsgBufferPutInt32(&hdr, origin);
+		ImsgBufferPutInt64(&hdr, (int64) xid);
+		ImsgBufferPutInt32(&hdr, nchanges);
+		ImsgBufferPutInt8(&hdr, e->sync ? 1 : 0);
+
+		/* sync: order it now; its transaction waits in PRE_COMMIT for that */
+		if (e->sync)
+		{
+			if (multicast(e->buf.data, e->buf.len))
+				e->multicast = true;
+			else
+				ereport(LOG,
+						(errmsg("imessages manager could not multicast the change set of transaction %llu: \"%s\" is not connected",
+								(unsigned long long) xid, gcs->name)));
+		}
+	}
+}
+
+/*
+ * Count a change set as delivered and keep it in the ring.  The number of
+ * changes recorded is what a walk of the change set finds, so a change set
+ * that lost or garbled a chunk on the way shows up (and is logged).
+ */
+static void
+record_delivered(uint64 seq, int origin_pid, uint64 xid, int32 nchanges,
+				 const char *cs, Size cslen)
+{
+	ImsgRecentChangeset *slot;
+	int64		counted = imsg_changeset_count(cs, cslen);
+
+	if (counted != nchanges)
+		ereport(LOG,
+				(errmsg("imessages change set %llu of transaction %llu is damaged: %lld changes found, %d announced",
+						(unsigned long long) seq, (unsigned long long) xid,
+						(long long) counted, nchanges)));
+	nchanges = (int32) counted;
+
+	LWLockAcquire(ImsgRecent->lock, LW_EXCLUSIVE);
+	slot = &ImsgRecent->slots[ImsgRecent->count % IMSG_RECENT_SLOTS];
+	slot->seq = seq;
+	slot->origin_pid = origin_pid;
+	slot->xid = xid;
+	slot->changes = nchanges;
+	slot->bytes = cslen;
+	slot->delivered_at = GetCurrentTimestamp();
+	slot->has_payload = cslen <= IMSG_RECENT_PAYLOAD;
+	if (slot->has_payload)
+		memcpy(slot->payload, cs, cslen);
+	ImsgRecent->count++;
+	LWLockRelease(ImsgRecent->lock);
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->change_sets_delivered++;
+	ImsgManagerState->change_set_bytes += cslen;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+static void
+count_discarded(Inflight *e)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->change_sets_discarded++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	ereport(DEBUG1,
+			(errmsg("imessages manager discarded the change set of transaction %llu: it did not commit",
+					(unsigned long long) e->xid)));
+}
+
+/*
+ * Settle change sets whose transaction has ended, as the commit log says:
+ * committed ones are multicast (async) or recorded as delivered (sync,
+ * already ordered); the others are discarded, never delivered.  The
+ * backends' COMMIT and ABORT callbacks set our latch so that this runs
+ * promptly; a backend that died is caught here too.
+ */
+static void
+settle_inflight(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, inflight)
+	{
+		Inflight   *e = lfirst(lc);
+		TransactionId xid = XidFromFullTransactionId(FullTransactionIdFromU64(e->xid));
+		bool		committed;
+
+		if (TransactionIdIsInProgress(xid))
+			continue;
+		if (e->sync && e->multicast && !e->ordered)
+			continue;			/* wait for the GCS to deliver it back */
+		committed = e->complete && TransactionIdDidCommit(xid);
+
+		if (committed && e->sync)
+			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges,
+							 e->buf.data + GCS_CS_HEADER, e->buf.len - GCS_CS_HEADER);
+		else if (committed)
+		{
+			if (!multicast(e->buf.data, e->buf.len))
+			{
+				ereport(LOG,
+						(errmsg("imessages manager could not multicast the change set of transaction %llu: \"%s\" is not connected",
+								(unsigned long long) e->xid, gcs->name)));
+				continue;		/* keep it and retry */
+			}
+		}
+		else
+			count_discarded(e);
+
+		inflight = foreach_delete_current(inflight, lc);
+		pfree(e->buf.data);
+		pfree(e);
+	}
+}
+
+/* A change set delivered by the GCS in total order: number it. */
+static void
+deliver_changeset(const char *origin, const char *data, Size len)
+{
+	ImsgBuffer	in;
+	int32		origin_pid;
+	uint64		xid;
+	int32		nchanges;
+	bool		sync;
+	uint64		seq;
+	Inflight   *e;
+
+	ImsgBufferInitReader(&in, data + 1, len - 1);
+	origin_pid = ImsgBufferGetInt32(&in);
+	xid = (uint64) ImsgBufferGetInt64(&in);
+	nchanges = ImsgBufferGetInt32(&in);
+	sync = ImsgBufferGetInt8(&in) != 0;
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	seq = ++ImsgManagerState->last_seq;
+	SpinLockRelease(&ImsgManagerState->mutex);
+
+	if (!sync)
+	{
+		/* multicast only after its commit: delivered now */
+		record_delivered(seq, origin_pid, xid, nchanges, data + GCS_CS_HEADER,
+						 len - GCS_CS_HEADER);
+		return;
+	}
+
+	/* sync: tell the waiting backend; delivered once its commit is seen */
+	e = find_inflight(origin_pid, xid);
+	if (e != NULL && e->sync && !e->ordered)
+	{
+		char		reply[16];
+		ImsgBuffer	out;
+
+		e->ordered = true;
+		e->seq = seq;
+		ImsgBufferInitWriter(&out, reply, sizeof(reply));
+		ImsgBufferPutInt64(&out, (int64) xid);
+		ImsgBufferPutInt64(&out, (int64) seq);
+		imsg_manager_send(origin_pid, IMSG_T_CS_ORDERED, out.data, out.len);
+	}
 }
 
 /* Called by the GCS for each message it delivers, in total order. */
 void
 imsg_gcs_deliver(const char *origin, const void *data, Size len)
 {
-	SpinLockAcquire(&ImsgManagerState->mutex);
-	ImsgManagerState->messages_delivered++;
-	SpinLockRelease(&ImsgManagerState->mutex);
+	const char *p = data;
+
+	if (len >= GCS_CS_HEADER && p[0] == GCS_CHANGESET)
+		deliver_changeset(origin, p, len);
+	else
+	{
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		ImsgManagerState->messages_delivered++;
+		SpinLockRelease(&ImsgManagerState->mutex);
+	}
 }
 
 /* Called by the GCS when the group's membership changes. */
@@ -443,6 +733,7 @@ manager_loop(void)
 		}
 		imsg_helpers_check();
 		run_pending_jobs();
+		settle_inflight();
 		MemoryContextSwitchTo(old);
 
 		if (more || (gcs_connected && gcs->pending()))
@@ -453,6 +744,9 @@ manager_loop(void)
 		timeout = imsg_helpers_next_timeout();
 		if (pending_jobs != NIL)
 			timeout = min_timeout(timeout, 1000);
+		/* backstop for change sets whose backend died: recheck often */
+		if (inflight != NIL)
+			timeout = min_timeout(timeout, 10);
 		if (!gcs_connected)
 			timeout = min_timeout(timeout, IMSG_GCS_RETRY_MS);
 
@@ -489,6 +783,9 @@ imsg_manager_main(Datum main_arg)
 	jobs_context = AllocSetContextCreate(TopMemoryContext,
 										 "imessages manager jobs",
 										 ALLOCSET_SMALL_SIZES);
+	cs_context = AllocSetContextCreate(TopMemoryContext,
+									   "imessages manager change sets",
+									   ALLOCSET_DEFAULT_SIZES);
 	gcs = imsg_gcs_ops();
 
 	ImsgOpenMailbox();

@@ -159,8 +159,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[11];
-	bool		nulls[11] = {0};
+	Datum		values[13];
+	bool		nulls[13] = {0};
 	int			running;
 
 	imsg_check_available();
@@ -194,6 +194,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 		values[10] = TimestampTzGetDatum(copy.started_at);
 	else
 		nulls[10] = true;
+	values[11] = Int64GetDatum((int64) copy.change_sets_delivered);
+	values[12] = Int64GetDatum((int64) copy.change_set_bytes);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

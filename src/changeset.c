@@ -1,0 +1,573 @@
+/*-------------------------------------------------------------------------
+ *
+ * changeset.c
+ *	  Change-set capture: a transaction's row changes on replicated tables,
+ *	  collected by a trigger and sent to the manager at commit.
+ *
+ * imsg_capture() is an AFTER ... FOR EACH ROW trigger.  It appends each
+ * change to a change set kept in this backend's memory for the top-level
+ * transaction (see "Change-set format" in imessages_int.h).  A savepoint
+ * that rolls back truncates the change set back to where it was when the
+ * savepoint first captured something.
+ *
+ * At PRE_COMMIT the change set goes to the manager, split into chunks of
+ * at most imsg_chunk_size() bytes so that any size fits through the area:
+ * the manager reassembles them.  PRE_COMMIT is not the commit: the
+ * transaction can still fail before its commit record is written.  So the
+ * manager never trusts the change set's arrival; it asks the commit log
+ * whether the transaction's xid committed before it counts the change set
+ * as delivered (see manager.c).  Our COMMIT and ABORT callbacks only set
+ * the manager's latch, which cannot fail.
+ *
+ * imessages.commit_mode = 'sync' makes PRE_COMMIT wait, up to
+ * imessages.commit_timeout, until the manager reports that the group
+ * delivered the change set in its total order; an expired wait is an ERROR,
+ * which aborts the transaction.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/changeset.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/sysattr.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/bitmapset.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+
+#include "imessages_int.h"
+
+PG_FUNCTION_INFO_V1(imsg_capture);
+PG_FUNCTION_INFO_V1(imsg_refuse_truncate);
+
+/* How one column's values are written. */
+typedef struct ColumnInfo
+{
+	bool		dropped;
+	bool		is_key;
+	bool		binary;			/* send/recv form, else text */
+	FmgrInfo	out;			/* typsend or typoutput */
+} ColumnInfo;
+
+/* A relation as this transaction's change set knows it. */
+typedef struct RelInfo
+{
+	Oid			relid;			/* hash key */
+	int32		local_id;		/* id inside the change set */
+	bool		described;		/* its 'R' record is in the buffer */
+	uint32		described_at;	/* buffer offset of that record */
+	int			natts;
+	ColumnInfo *cols;
+} RelInfo;
+
+/* Where to truncate the change set if a subtransaction aborts. */
+typedef struct CaptureMark
+{
+	int			nest_level;
+	uint32		len;
+	int32		nchanges;
+} CaptureMark;
+
+#define MAX_CAPTURE_MARKS 64
+
+static MemoryContext cs_context = NULL;	/* child of TopTransactionContext */
+static ImsgBuffer cs_buf;
+static int32 cs_nchanges = 0;
+static HTAB *cs_rels = NULL;
+static int32 cs_next_local_id = 0;
+static CaptureMark cs_marks[MAX_CAPTURE_MARKS];
+static int	cs_num_marks = 0;
+static bool cs_sent = false;	/* sent at PRE_COMMIT: wake the manager at the end */
+
+/*
+ * Types written in binary send/recv form: built-in ones (same OIDs on every
+ * PostgreSQL 15 node), except composites, whose binary form embeds column
+ * type OIDs of their own.  Everything else travels as text.
+ */
+static bool
+imsg_type_is_portable_binary(Oid typid)
+{
+	Oid			elem;
+
+	if (typid >= FirstGenbkiObjectId || type_is_rowtype(typid))
+		return false;
+	elem = get_element_type(typid);
+	return !OidIsValid(elem) || imsg_type_is_portable_binary(elem);
+}
+
+static void
+imsg_cs_reset(void)
+{
+	cs_context = NULL;			/* freed with TopTransactionContext */
+	cs_rels = NULL;
+	cs_nchanges = 0;
+	cs_next_local_id = 0;
+	cs_num_marks = 0;
+	memset(&cs_buf, 0, sizeof(cs_buf));
+}
+
+static void
+imsg_cs_start(void)
+{
+	HASHCTL		ctl;
+	MemoryContext old;
+
+	cs_context = AllocSetContextCreate(TopTransactionContext,
+									   "imessages change set",
+									   ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cs_context);
+	ImsgBufferInitGrowable(&cs_buf, 8192, MaxAllocSize);
+	ImsgBufferPutInt32(&cs_buf, IMSG_CS_MAGIC);
+	ImsgBufferPutInt8(&cs_buf, IMSG_CS_VERSION);
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(RelInfo);
+	ctl.hcxt = cs_context;
+	cs_rels = hash_create("imessages change set relations", 16, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	MemoryContextSwitchTo(old);
+}
+
+/* The relation's entry, with its 'R' record written if not yet. */
+static RelInfo *
+imsg_cs_relation(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	RelInfo    *ri;
+	bool		found;
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			i;
+
+	ri = hash_search(cs_rels, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		Bitmapset  *pk;
+		MemoryContext old = MemoryContextSwitchTo(cs_context);
+
+		if (!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("replicated table \"%s\" has no primary key",
+							RelationGetRelationName(rel)),
+					 errhint("imessages identifies rows by an immediate (not deferrable) primary key; add one, or call imsg_unreplicate().")));
+		pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+		ri->local_id = cs_next_local_id++;
+		ri->described = false;
+		ri->natts = desc->natts;
+		ri->cols = palloc0(sizeof(ColumnInfo) * desc->natts);
+		for (i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			ColumnInfo *col = &ri->cols[i];
+			Oid			fn;
+			bool		isvarlena;
+
+			col->dropped = att->attisdropped;
+			if (col->dropped)
+				continue;
+			col->is_key = bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk);
+			col->binary = imsg_type_is_portable_binary(att->atttypid);
+			if (col->binary)
+				getTypeBinaryOutputInfo(att->atttypid, &fn, &isvarlena);
+			else
+				getTypeOutputInfo(att->atttypid, &fn, &isvarlena);
+			fmgr_info_cxt(fn, &col->out, cs_context);
+		}
+		MemoryContextSwitchTo(old);
+	}
+
+	if (!ri->described)
+	{
+		int			nlive = 0;
+		const char *nsp = get_namespace_name(RelationGetNamespace(rel));
+		const char *name = RelationGetRelationName(rel);
+
+		for (i = 0; i < ri->natts; i++)
+			if (!ri->cols[i].dropped)
+				nlive++;
+		ri->described_at = cs_buf.len;
+		ImsgBufferPutInt8(&cs_buf, IMSG_CS_RELATION);
+		ImsgBufferPutInt32(&cs_buf, ri->local_id);
+		ImsgBufferPutString(&cs_buf, nsp, strlen(nsp));
+		ImsgBufferPutString(&cs_buf, name, strlen(name));
+		ImsgBufferPutInt16(&cs_buf, nlive);
+		for (i = 0; i < ri->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			char	   *typname;
+
+			if (ri->cols[i].dropped)
+				continue;
+			typname = format_type_be_qualified(att->atttypid);
+			ImsgBufferPutString(&cs_buf, NameStr(att->attname), strlen(NameStr(att->attname)));
+			ImsgBufferPutString(&cs_buf, typname, strlen(typname));
+			ImsgBufferPutInt8(&cs_buf, (ri->cols[i].is_key ? IMSG_CS_COL_KEY : 0) |
+							  (ri->cols[i].binary ? IMSG_CS_COL_BINARY : 0));
+		}
+		ri->described = true;
+	}
+	return ri;
+}
+
+/* The columns of 'tuple' (only the key ones if keys_only). */
+static void
+imsg_cs_put_values(RelInfo *ri, TupleDesc desc, HeapTuple tuple, bool keys_only)
+{
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < ri->natts; i++)
+		if (!ri->cols[i].dropped && (!keys_only || ri->cols[i].is_key))
+			n++;
+	ImsgBufferPutInt16(&cs_buf, n);
+
+	for (i = 0; i < ri->natts; i++)
+	{
+		ColumnInfo *col = &ri->cols[i];
+		Datum		value;
+		bool		isnull;
+
+		if (col->dropped || (keys_only && !col->is_key))
+			continue;
+		value = heap_getattr(tuple, i + 1, desc, &isnull);
+		if (isnull)
+			ImsgBufferPutInt8(&cs_buf, IMSG_CS_NULL);
+		else if (col->binary)
+		{
+			bytea	   *b = SendFunctionCall(&col->out, value);
+
+			ImsgBufferPutInt8(&cs_buf, IMSG_CS_BINARY);
+			ImsgBufferPutString(&cs_buf, VARDATA(b), VARSIZE(b) - VARHDRSZ);
+			pfree(b);
+		}
+		else
+		{
+			char	   *s = OutputFunctionCall(&col->out, value);
+
+			ImsgBufferPutInt8(&cs_buf, IMSG_CS_TEXT);
+			ImsgBufferPutString(&cs_buf, s, strlen(s));
+			pfree(s);
+		}
+	}
+}
+
+/* Remember where this subtransaction level started capturing. */
+static void
+imsg_cs_mark(void)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (cs_num_marks > 0 && cs_marks[cs_num_marks - 1].nest_level >= level)
+		return;
+	if (cs_num_marks == MAX_CAPTURE_MARKS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("changes to replicated tables are nested in too many subtransactions"),
+				 errdetail("At most %d nested subtransactions may change replicated tables.",
+						   MAX_CAPTURE_MARKS)));
+	cs_marks[cs_num_marks].nest_level = level;
+	cs_marks[cs_num_marks].len = cs_buf.len;
+	cs_marks[cs_num_marks].nchanges = cs_nchanges;
+	cs_num_marks++;
+}
+
+/*
+ * imsg_capture(): AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW.
+ */
+Datum
+imsg_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	RelInfo    *ri;
+	MemoryContext old;
+	TriggerEvent ev;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("imsg_capture() must be called as a trigger")));
+	ev = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(ev) || !TRIGGER_FIRED_FOR_ROW(ev))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("imsg_capture() must be an AFTER ... FOR EACH ROW trigger")));
+	imsg_check_available();
+
+	rel = trigdata->tg_relation;
+	desc = RelationGetDescr(rel);
+	if (cs_context == NULL)
+		imsg_cs_start();
+	imsg_cs_mark();
+
+	old = MemoryContextSwitchTo(cs_context);
+	ri = imsg_cs_relation(rel);
+	if (TRIGGER_FIRED_BY_INSERT(ev))
+	{
+		ImsgBufferPutInt8(&cs_buf, IMSG_CS_INSERT);
+		ImsgBufferPutInt32(&cs_buf, ri->local_id);
+		imsg_cs_put_values(ri, desc, trigdata->tg_trigtuple, false);
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(ev))
+	{
+		ImsgBufferPutInt8(&cs_buf, IMSG_CS_UPDATE);
+		ImsgBufferPutInt32(&cs_buf, ri->local_id);
+		imsg_cs_put_values(ri, desc, trigdata->tg_trigtuple, true);
+		imsg_cs_put_values(ri, desc, trigdata->tg_newtuple, false);
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(ev))
+	{
+		ImsgBufferPutInt8(&cs_buf, IMSG_CS_DELETE);
+		ImsgBufferPutInt32(&cs_buf, ri->local_id);
+		imsg_cs_put_values(ri, desc, trigdata->tg_trigtuple, true);
+	}
+	else
+		elog(ERROR, "imsg_capture: unexpected trigger event");
+	cs_nchanges++;
+	MemoryContextSwitchTo(old);
+
+	return PointerGetDatum(NULL);
+}
+
+/* BEFORE TRUNCATE ... FOR EACH STATEMENT on replicated tables. */
+Datum
+imsg_refuse_truncate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("imsg_refuse_truncate() must be called as a trigger")));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot truncate replicated table \"%s\"",
+					RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("TRUNCATE fires no row triggers, so its changes could not be replicated."),
+			 errhint("Use DELETE, or call imsg_unreplicate() first.")));
+	PG_RETURN_NULL();
+}
+
+/* The largest chunk of a change set: one message, header included. */
+static Size
+imsg_chunk_size(void)
+{
+	Size		limit = Min((Size) imsg_max_message_size, imsg_largest_message());
+
+	/* at most an eighth of the area, so that chunks stream */
+	limit = Min(limit, ImsgAreaPtr->size_bytes / 8);
+	return limit > IMSG_CS_CHUNK_HEADER + 1024 ? limit - IMSG_CS_CHUNK_HEADER : 1024;
+}
+
+static void
+imsg_cs_send_error(ImsgResult r)
+{
+	if (r == IMSG_NO_RECIPIENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imessages manager is not running; the transaction's change set cannot be sent"),
+				 errhint("The postmaster restarts it; check the server log.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+			 errmsg("the transaction's change set could not be sent to the imessages manager: %s",
+					ImsgResultString(r)),
+			 errhint("Raise imessages.send_timeout or imessages.buffer_size.")));
+}
+
+static bool
+match_ordered(const ImsgMessage *msg, void *arg)
+{
+	return ImsgMessageType(msg) == IMSG_T_CS_ORDERED;
+}
+
+/* sync mode: wait until the manager says the group ordered our change set. */
+static void
+imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   imsg_commit_timeout_ms);
+
+	for (;;)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		ImsgMessage *msg;
+		int			now_pid;
+
+		if (ImsgReceiveMatching(Max(0, Min(remaining, 100)), match_ordered, NULL, &msg) == IMSG_OK)
+		{
+			ImsgBuffer	in;
+			uint64		xid;
+
+			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+			xid = (uint64) ImsgBufferGetInt64(&in);
+			ImsgConsume(msg);
+			if (xid == U64FromFullTransactionId(fxid))
+				return;
+			continue;			/* a reply for a transaction that gave up */
+		}
+		(void) imsg_resolve_manager(&now_pid);
+		if (now_pid != manager_pid)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("imessages manager exited before the change set was ordered"),
+					 errdetail("The transaction is rolled back.")));
+		if (remaining <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the group did not order the transaction's change set within imessages.commit_timeout (%d ms)",
+							imsg_commit_timeout_ms),
+					 errdetail("The transaction is rolled back."),
+					 errhint("Check imsg_manager_status() and the server log, or use imessages.commit_mode = 'async'.")));
+	}
+}
+
+/* PRE_COMMIT: send the change set in chunks; in sync mode, wait. */
+static void
+imsg_cs_send(void)
+{
+	FullTransactionId fxid = GetTopFullTransactionId();
+	bool		sync = imsg_commit_mode == IMSG_COMMIT_SYNC;
+	Size		chunk = imsg_chunk_size();
+	Size		off = 0;
+	int32		chunk_no = 0;
+	int			manager_pid;
+
+	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
+		imsg_cs_send_error(IMSG_NO_RECIPIENT);
+
+	for (;;)
+	{
+		Size		n = Min(chunk, (Size) cs_buf.len - off);
+		bool		final = off + n == cs_buf.len;
+		ImsgBuffer	out;
+		ImsgResult	r;
+
+		r = ImsgReserve(IMSG_MANAGER, IMSG_T_CS_CHUNK, IMSG_CS_CHUNK_HEADER + n,
+						imsg_send_timeout_ms, &out);
+		if (r != IMSG_OK)
+			imsg_cs_send_error(r);
+		ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
+		ImsgBufferPutInt32(&out, chunk_no);
+		ImsgBufferPutInt8(&out, (final ? IMSG_CS_FINAL : 0) | (sync ? IMSG_CS_SYNC : 0));
+		ImsgBufferPutInt32(&out, cs_nchanges);
+		ImsgBufferPutBytes(&out, cs_buf.data + off, n);
+		ImsgCommit(&out);
+		cs_sent = true;
+		off += n;
+		chunk_no++;
+		if (final)
+			break;
+	}
+
+	if (sync)
+		imsg_cs_wait_ordered(fxid, manager_pid);
+}
+
+/* Tell the manager to look at our transaction's outcome now. */
+static void
+imsg_cs_wake_manager(void)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+	int			procno;
+
+	SpinLockAcquire(&area->manager_lock);
+	procno = area->manager_procno;
+	SpinLockRelease(&area->manager_lock);
+	if (procno >= 0)
+		SetLatch(&GetPGProcByNumber(procno)->procLatch);
+}
+
+static void
+imsg_cs_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (cs_nchanges > 0)
+				imsg_cs_send();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (cs_nchanges > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed replicated tables")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* no ERROR here: the outcome is in the commit log already */
+			if (cs_sent)
+				imsg_cs_wake_manager();
+			cs_sent = false;
+			imsg_cs_reset();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+imsg_cs_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	int			first;
+	HASH_SEQ_STATUS seq;
+	RelInfo    *ri;
+
+	if (cs_num_marks == 0)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		first = cs_num_marks;
+		while (first > 0 && cs_marks[first - 1].nest_level >= level)
+			first--;
+		if (first == cs_num_marks)
+			return;
+		/* drop the subtransaction's changes, and descriptions written since */
+		cs_buf.len = cs_marks[first].len;
+		cs_nchanges = cs_marks[first].nchanges;
+		cs_num_marks = first;
+		hash_seq_init(&seq, cs_rels);
+		while ((ri = hash_seq_search(&seq)) != NULL)
+			if (ri->described && ri->described_at >= cs_buf.len)
+				ri->described = false;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		CaptureMark *top = &cs_marks[cs_num_marks - 1];
+
+		if (top->nest_level == level)
+		{
+			if (cs_num_marks > 1 && cs_marks[cs_num_marks - 2].nest_level == level - 1)
+				cs_num_marks--;
+			else
+				top->nest_level = level - 1;
+		}
+	}
+}
+
+void
+imsg_changeset_init(void)
+{
+	RegisterXactCallback(imsg_cs_xact_callback, NULL);
+	RegisterSubXactCallback(imsg_cs_subxact_callback, NULL);
+}

@@ -1,0 +1,516 @@
+/*-------------------------------------------------------------------------
+ *
+ * changeset_decode.c
+ *	  Reading change sets: imsg_changeset_decode() and
+ *	  imsg_recent_changesets().
+ *
+ * The decoder trusts nothing in its input: every length goes through the
+ * bounds-checked buffer readers, relation ids and column counts are
+ * checked against what was declared, types are looked up by name, and
+ * values go through the types' own receive or input functions, which
+ * validate them.  Malformed input is an ERROR with SQLSTATE 22P03.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/changeset_decode.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "parser/parse_type.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "imessages_int.h"
+
+PG_FUNCTION_INFO_V1(imsg_changeset_decode);
+PG_FUNCTION_INFO_V1(imsg_recent_changesets);
+
+#define MAX_DECODE_RELATIONS 65536
+
+typedef struct DecColumn
+{
+	char	   *name;
+	Oid			typid;
+	bool		is_key;
+	FmgrInfo	output;
+	Oid			output_fn;
+} DecColumn;
+
+typedef struct DecRelation
+{
+	bool		defined;
+	char	   *name;			/* schema.name, quoted as needed */
+	int			ncols;
+	int			nkeys;
+	DecColumn  *cols;
+} DecRelation;
+
+static void
+bad_changeset(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+			 errmsg("invalid imessages change set"),
+			 errdetail("%s", what)));
+}
+
+static char *
+get_cstring(ImsgBuffer *in)
+{
+	uint32		len;
+	const char *p = ImsgBufferGetString(in, &len);
+
+	if (memchr(p, '\0', len) != NULL)
+		bad_changeset("A name contains a zero byte.");
+	return pnstrdup(p, len);
+}
+
+/* One value as a JSON value: numbers and booleans as such, else text. */
+static void
+push_value(JsonbParseState **state, DecColumn *col, ImsgBuffer *in)
+{
+	int8		kind = ImsgBufferGetInt8(in);
+	JsonbValue	v;
+	Datum		datum;
+	char	   *text;
+
+	if (kind == IMSG_CS_NULL)
+	{
+		v.type = jbvNull;
+		pushJsonbValue(state, WJB_VALUE, &v);
+		return;
+	}
+	if (kind == IMSG_CS_BINARY)
+	{
+		uint32		len;
+		const char *p = ImsgBufferGetString(in, &len);
+		StringInfoData buf;
+		Oid			recv;
+		Oid			ioparam;
+
+		initStringInfo(&buf);
+		appendBinaryStringInfo(&buf, p, len);
+		getTypeBinaryInputInfo(col->typid, &recv, &ioparam);
+		datum = OidReceiveFunctionCall(recv, &buf, ioparam, -1);
+	}
+	else if (kind == IMSG_CS_TEXT)
+	{
+		char	   *s = get_cstring(in);
+		Oid			input;
+		Oid			ioparam;
+
+		getTypeInputInfo(col->typid, &input, &ioparam);
+		datum = OidInputFunctionCall(input, s, ioparam, -1);
+	}
+	else
+	{
+		bad_changeset("A value has an unknown kind.");
+		return;
+	}
+
+	text = OutputFunctionCall(&col->output, datum);
+	switch (col->typid)
+	{
+		case BOOLOID:
+			v.type = jbvBool;
+			v.val.boolean = DatumGetBool(datum);
+			break;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case NUMERICOID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+			if (strspn(text, "0123456789.-+eE") == strlen(text) && text[0] != '\0')
+			{
+				v.type = jbvNumeric;
+				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	CStringGetDatum(text),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
+				break;
+			}
+			/* NaN, Infinity: JSON has no number for them */
+			/* FALLTHROUGH */
+		default:
+			v.type = jbvString;
+			v.val.string.val = text;
+			v.val.string.len = strlen(text);
+			break;
+	}
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/*
+ * A row's values as a jsonb object, or NULL (not consumed) if 'skip'.
+ * 'keys' reads a key (key columns only).
+ */
+static Jsonb *
+read_row(DecRelation *rel, ImsgBuffer *in, bool keys)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	int16		n = ImsgBufferGetInt16(in);
+	int			i;
+
+	if (n != (keys ? rel->nkeys : rel->ncols))
+		bad_changeset("A row has the wrong number of values.");
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < rel->ncols; i++)
+	{
+		JsonbValue	k;
+
+		if (keys && !rel->cols[i].is_key)
+			continue;
+		k.type = jbvString;
+		k.val.string.val = rel->cols[i].name;
+		k.val.string.len = strlen(rel->cols[i].name);
+		pushJsonbValue(&state, WJB_KEY, &k);
+		push_value(&state, &rel->cols[i], in);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* The key columns of a full row, as a jsonb object. */
+static Jsonb *
+key_of(DecRelation *rel, Jsonb *row)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	int			i;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < rel->ncols; i++)
+	{
+		JsonbValue	k;
+		JsonbValue *v;
+
+		if (!rel->cols[i].is_key)
+			continue;
+		k.type = jbvString;
+		k.val.string.val = rel->cols[i].name;
+		k.val.string.len = strlen(rel->cols[i].name);
+		v = getKeyJsonValueFromContainer(&row->root, k.val.string.val,
+										 k.val.string.len, NULL);
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, v);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* Relations declared so far, indexed by their id in the change set. */
+typedef struct DecRelations
+{
+	DecRelation *rels;
+	int			size;
+} DecRelations;
+
+static void
+read_relation(DecRelations *decl, ImsgBuffer *in)
+{
+	int32		id = ImsgBufferGetInt32(in);
+	char	   *schema;
+	char	   *name;
+	int16		ncols;
+	DecRelation *rel;
+	int			i;
+
+	if (id < 0 || id >= MAX_DECODE_RELATIONS)
+		bad_changeset("A relation id is out of range.");
+	if (id >= decl->size)
+	{
+		int			newsize = Max(id + 1, decl->size * 2);
+
+		decl->rels = repalloc(decl->rels, sizeof(DecRelation) * newsize);
+		memset(decl->rels + decl->size, 0, sizeof(DecRelation) * (newsize - decl->size));
+		decl->size = newsize;
+	}
+	rel = &decl->rels[id];
+	schema = get_cstring(in);
+	name = get_cstring(in);
+	ncols = ImsgBufferGetInt16(in);
+	if (ncols < 0 || ncols > MaxHeapAttributeNumber)
+		bad_changeset("A relation has an invalid number of columns.");
+	rel->defined = true;
+	rel->name = quote_qualified_identifier(schema, name);
+	rel->ncols = ncols;
+	rel->nkeys = 0;
+	rel->cols = palloc0(sizeof(DecColumn) * Max(ncols, 1));
+	for (i = 0; i < ncols; i++)
+	{
+		DecColumn  *col = &rel->cols[i];
+		char	   *typname;
+		int32		typmod;
+		int8		flags;
+		bool		isvarlena;
+
+		col->name = get_cstring(in);
+		typname = get_cstring(in);
+		flags = ImsgBufferGetInt8(in);
+		parseTypeString(typname, &col->typid, &typmod, false);
+		col->is_key = (flags & IMSG_CS_COL_KEY) != 0;
+		if (col->is_key)
+			rel->nkeys++;
+		getTypeOutputInfo(col->typid, &col->output_fn, &isvarlena);
+		fmgr_info(col->output_fn, &col->output);
+	}
+}
+
+/*
+ * Walk a change set's structure without looking anything up: the number of
+ * changes it holds, or -1 if it is malformed (short, unknown records or
+ * value kinds, changes to undeclared relations, wrong value counts).  The
+ * manager uses it to check that a reassembled change set is whole.
+ */
+static bool
+skip_values(ImsgBuffer *in, int expected)
+{
+	int16		n = ImsgBufferGetInt16(in);
+	int			i;
+
+	if (n != expected)
+		return false;
+	for (i = 0; i < n; i++)
+	{
+		int8		kind = ImsgBufferGetInt8(in);
+		uint32		len;
+
+		if (kind == IMSG_CS_NULL)
+			continue;
+		if (kind != IMSG_CS_BINARY && kind != IMSG_CS_TEXT)
+			return false;
+		(void) ImsgBufferGetString(in, &len);
+	}
+	return true;
+}
+
+int64
+imsg_changeset_count(const char *data, Size len)
+{
+	ImsgBuffer	in;
+	/* modified in PG_TRY and used after it */
+	volatile int64 changes = 0;
+	int		   *volatile ncols = NULL;
+	int		   *volatile nkeys = NULL;
+	volatile int size = 0;
+	volatile bool ok = true;
+	MemoryContext context = CurrentMemoryContext;
+
+	if (len < 5 || len > PG_UINT32_MAX)
+		return -1;
+	ImsgBufferInitReader(&in, data, (uint32) len);
+	PG_TRY();
+	{
+		if ((uint32) ImsgBufferGetInt32(&in) != IMSG_CS_MAGIC ||
+			ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)
+			ok = false;
+		while (ok && ImsgBufferRemaining(&in) > 0)
+		{
+			int8		tag = ImsgBufferGetInt8(&in);
+			int32		id = ImsgBufferGetInt32(&in);
+			uint32		l;
+
+			if (id < 0 || id >= MAX_DECODE_RELATIONS)
+				ok = false;
+			else if (tag == IMSG_CS_RELATION)
+			{
+				int16		n;
+				int			i;
+
+				if (id >= size)
+				{
+					int			newsize = Max(id + 1, size * 2);
+
+					ncols = ncols ? repalloc(ncols, sizeof(int) * newsize) : palloc(sizeof(int) * newsize);
+					nkeys = nkeys ? repalloc(nkeys, sizeof(int) * newsize) : palloc(sizeof(int) * newsize);
+					for (i = size; i < newsize; i++)
+						ncols[i] = -1;
+					size = newsize;
+				}
+				(void) ImsgBufferGetString(&in, &l);
+				(void) ImsgBufferGetString(&in, &l);
+				n = ImsgBufferGetInt16(&in);
+				ok = n >= 0;
+				ncols[id] = n;
+				nkeys[id] = 0;
+				for (i = 0; ok && i < n; i++)
+				{
+					(void) ImsgBufferGetString(&in, &l);
+					(void) ImsgBufferGetString(&in, &l);
+					if (ImsgBufferGetInt8(&in) & IMSG_CS_COL_KEY)
+						nkeys[id]++;
+				}
+			}
+			else if (id >= size || ncols[id] < 0)
+				ok = false;
+			else if (tag == IMSG_CS_INSERT)
+				ok = skip_values(&in, ncols[id]);
+			else if (tag == IMSG_CS_UPDATE)
+				ok = skip_values(&in, nkeys[id]) && skip_values(&in, ncols[id]);
+			else if (tag == IMSG_CS_DELETE)
+				ok = skip_values(&in, nkeys[id]);
+			else
+				ok = false;
+			if (ok && tag != IMSG_CS_RELATION)
+				changes++;
+		}
+	}
+	PG_CATCH();
+	{
+		/* a short read: malformed, not an error for the caller */
+		MemoryContextSwitchTo(context);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	if (ncols)
+		pfree(ncols);
+	if (nkeys)
+		pfree(nkeys);
+	return ok ? changes : -1;
+}
+
+/*
+ * imsg_changeset_decode(bytea)
+ *	  RETURNS TABLE(ord integer, relation text, op text, key jsonb, new_row jsonb)
+ */
+Datum
+imsg_changeset_decode(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
+	ImsgBuffer	in;
+	DecRelations decl;
+	int			ord = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	ImsgBufferInitReader(&in, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
+	if (ImsgBufferRemaining(&in) < 5 ||
+		(uint32) ImsgBufferGetInt32(&in) != IMSG_CS_MAGIC)
+		bad_changeset("It does not start with the change-set header.");
+	if (ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)
+		bad_changeset("Its version is not supported.");
+	decl.size = 8;
+	decl.rels = palloc0(sizeof(DecRelation) * decl.size);
+
+	while (ImsgBufferRemaining(&in) > 0)
+	{
+		int8		tag = ImsgBufferGetInt8(&in);
+		int32		id;
+		DecRelation *rel;
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		Jsonb	   *key = NULL;
+		Jsonb	   *row = NULL;
+		const char *op;
+
+		CHECK_FOR_INTERRUPTS();
+		if (tag == IMSG_CS_RELATION)
+		{
+			read_relation(&decl, &in);
+			continue;
+		}
+		if (tag != IMSG_CS_INSERT && tag != IMSG_CS_UPDATE && tag != IMSG_CS_DELETE)
+			bad_changeset("A record has an unknown type.");
+		id = ImsgBufferGetInt32(&in);
+		if (id < 0 || id >= decl.size || !decl.rels[id].defined)
+			bad_changeset("A change refers to an undeclared relation.");
+		rel = &decl.rels[id];
+
+		if (tag == IMSG_CS_INSERT)
+		{
+			op = "INSERT";
+			row = read_row(rel, &in, false);
+			key = key_of(rel, row);
+		}
+		else if (tag == IMSG_CS_UPDATE)
+		{
+			op = "UPDATE";
+			key = read_row(rel, &in, true);
+			row = read_row(rel, &in, false);
+		}
+		else
+		{
+			op = "DELETE";
+			key = read_row(rel, &in, true);
+		}
+
+		values[0] = Int32GetDatum(++ord);
+		values[1] = CStringGetTextDatum(rel->name);
+		values[2] = CStringGetTextDatum(op);
+		values[3] = JsonbPGetDatum(key);
+		if (row != NULL)
+			values[4] = JsonbPGetDatum(row);
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * imsg_recent_changesets(n integer DEFAULT 10)
+ *	  RETURNS TABLE(seq bigint, origin_pid integer, xid xid8, changes integer,
+ *					bytes integer, delivered_at timestamptz, payload bytea)
+ *
+ * The last n change sets delivered, oldest first.
+ */
+Datum
+imsg_recent_changesets(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	uint64		count;
+	uint64		i;
+
+	imsg_check_available();
+	if (PG_ARGISNULL(0) || PG_GETARG_INT32(0) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the number of change sets must be 0 or more")));
+	n = Min(PG_GETARG_INT32(0), IMSG_RECENT_SLOTS);
+	InitMaterializedSRF(fcinfo, 0);
+
+	LWLockAcquire(ImsgRecent->lock, LW_SHARED);
+	count = ImsgRecent->count;
+	for (i = count - Min((uint64) n, count); i < count; i++)
+	{
+		ImsgRecentChangeset *slot = &ImsgRecent->slots[i % IMSG_RECENT_SLOTS];
+		Datum		values[7];
+		bool		nulls[7] = {0};
+
+		values[0] = Int64GetDatum((int64) slot->seq);
+		values[1] = Int32GetDatum(slot->origin_pid);
+		values[2] = FullTransactionIdGetDatum(FullTransactionIdFromU64(slot->xid));
+		values[3] = Int32GetDatum(slot->changes);
+		values[4] = Int32GetDatum((int32) slot->bytes);
+		values[5] = TimestampTzGetDatum(slot->delivered_at);
+		if (slot->has_payload)
+		{
+			bytea	   *b = palloc(VARHDRSZ + slot->bytes);
+
+			SET_VARSIZE(b, VARHDRSZ + slot->bytes);
+			memcpy(VARDATA(b), slot->payload, slot->bytes);
+			values[6] = PointerGetDatum(b);
+		}
+		else
+			nulls[6] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(ImsgRecent->lock);
+	return (Datum) 0;
+}
