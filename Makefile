@@ -10,7 +10,7 @@ PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
 
 REGRESS = setup send_receive errors manager changeset
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
-ISOLATION = fifo_two_senders wake_receiver full_area_wait
+ISOLATION = fifo_two_senders wake_receiver full_area_wait changeset_commits
 ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf
 TAP_TESTS = 1
 

@@ -76,7 +76,8 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               helpers_running integer, helpers_started bigint,
               helpers_exited bigint, helpers_crashed bigint,
               last_error text, started_at timestamptz,
-              change_sets_delivered bigint, change_set_bytes bigint)
+              change_sets_delivered bigint, change_set_bytes bigint,
+              change_sets_discarded bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 

@@ -159,8 +159,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[13];
-	bool		nulls[13] = {0};
+	Datum		values[14];
+	bool		nulls[14] = {0};
 	int			running;
 
 	imsg_check_available();
@@ -196,6 +196,7 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 		nulls[10] = true;
 	values[11] = Int64GetDatum((int64) copy.change_sets_delivered);
 	values[12] = Int64GetDatum((int64) copy.change_set_bytes);
+	values[13] = Int64GetDatum((int64) copy.change_sets_discarded);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -1,0 +1,100 @@
+# Change sets under load and failure: a 50 MB transaction through the
+# default 8 MB area, sync commits while the manager is stopped, and a sync
+# commit that waits without blocking other commits.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('changesets');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+imessages.min_helpers = 0
+});
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION imessages;
+CREATE TABLE big (id integer PRIMARY KEY, pad text);
+CREATE TABLE t (k text PRIMARY KEY, v integer);
+SELECT imsg_replicate('big'), imsg_replicate('t');
+});
+$node->poll_query_until('postgres', 'SELECT imsg_manager_pid() IS NOT NULL');
+is($node->safe_psql('postgres', 'SELECT size_bytes FROM imsg_area'),
+	8 * 1024 * 1024, 'the default 8 MB area');
+
+sub status
+{
+	return $node->safe_psql('postgres',
+		"SELECT $_[0] FROM imsg_manager_status()");
+}
+
+# A 50 MB transaction: streamed to the manager in chunks and delivered whole
+my $delivered = status('change_sets_delivered');
+$node->safe_psql('postgres',
+	"INSERT INTO big SELECT i, repeat(md5(i::text), 320) FROM generate_series(1, 5000) i");
+$node->poll_query_until('postgres',
+	"SELECT change_sets_delivered > $delivered FROM imsg_manager_status()")
+  or die 'the big change set was not delivered';
+my ($changes, $bytes, $payload) = split /\|/, $node->safe_psql('postgres',
+	'SELECT changes, bytes, payload IS NULL FROM imsg_recent_changesets(1)');
+is($changes, 5000, 'all 5,000 changes arrived (counted by walking the reassembled change set)');
+cmp_ok($bytes, '>', 50_000_000, 'the change set is over 50 MB');
+is($payload, 't', 'too big to keep in the ring, so without payload');
+cmp_ok($node->safe_psql('postgres', 'SELECT peak_bytes FROM imsg_area'),
+	'<=', 8 * 1024 * 1024, 'the area never held more than its size');
+ok(!$node->log_contains(qr/is damaged/), 'no damaged change set logged');
+$node->poll_query_until('postgres', 'SELECT used_bytes = 0 FROM imsg_area')
+  or die 'area not empty';
+pass('area empty afterwards');
+
+# A sync commit while the manager is stopped: times out with a clear error
+# and the transaction is not committed
+my $manager = $node->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+my $discarded = status('change_sets_discarded');
+$delivered = status('change_sets_delivered');
+kill 'STOP', $manager;
+my ($ret, $out, $err) = $node->psql('postgres', q{
+SET imessages.commit_mode = 'sync';
+SET imessages.commit_timeout = '500ms';
+INSERT INTO t VALUES ('lost', 1);
+}, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/08006: the group did not order the transaction's change set within imessages\.commit_timeout \(500 ms\)/,
+	'a sync commit times out with a clear error');
+like($err, qr/The transaction is rolled back/, 'saying that it was rolled back');
+is($node->safe_psql('postgres', "SELECT count(*) FROM t WHERE k = 'lost'"),
+	'0', 'the transaction is not committed');
+
+# A sync commit waiting for its delivery does not block other commits
+my $waiter = $node->background_psql('postgres', on_error_stop => 0);
+$waiter->query_until(qr/waiting/, q{
+\echo waiting
+SET imessages.commit_mode = 'sync';
+SET imessages.commit_timeout = '60s';
+INSERT INTO t VALUES ('sync waits', 1);
+});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t VALUES (''sync waits''%' AND state = 'active'")
+  or die 'sync commit not waiting';
+is($node->safe_psql('postgres', "INSERT INTO t VALUES ('async passes', 2); SELECT count(*) FROM t WHERE k = 'async passes'"),
+	'1', 'an async commit completes while a sync commit waits');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t VALUES (''sync waits''%' AND state = 'active'"),
+	'1', 'the sync commit is still waiting');
+kill 'CONT', $manager;
+$waiter->query_safe("SELECT 1");
+$waiter->quit;
+is($node->safe_psql('postgres', "SELECT string_agg(k, ',' ORDER BY k) FROM t"),
+	'async passes,sync waits', 'once the manager runs, the sync commit completes');
+$node->poll_query_until('postgres',
+	"SELECT change_sets_delivered = $delivered + 2 AND change_sets_discarded = $discarded + 1 FROM imsg_manager_status()")
+  or die 'unexpected delivery counts';
+pass('the two committed change sets are delivered, the timed-out one discarded');
+is( $node->safe_psql('postgres', q{
+SELECT string_agg(d.key->>'k', ',' ORDER BY r.seq)
+  FROM imsg_recent_changesets(2) r, imsg_changeset_decode(r.payload) d}),
+	'sync waits,async passes',
+	'the sync change set was ordered first, the lost one never delivered');
+
+$node->stop;
+done_testing();
