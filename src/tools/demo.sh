@@ -80,13 +80,43 @@ cat "$dir/receiver.out"
 
 psql_demo -q <<'SQL'
 \pset footer off
+\echo '== change sets: a short transactional workload on replicated tables'
+CREATE TABLE accounts (id integer PRIMARY KEY, owner text, balance numeric(12,2));
+CREATE TABLE transfers (id bigserial PRIMARY KEY, from_id integer, to_id integer, amount numeric(12,2));
+SELECT imsg_replicate('accounts'), imsg_replicate('transfers');
+SELECT * FROM imsg_replicated_tables;
+INSERT INTO accounts SELECT i, 'owner ' || i, 1000 FROM generate_series(1, 5) i;
+DO $$
+DECLARE a integer; b integer;
+BEGIN
+  FOR i IN 1..20 LOOP
+    a := 1 + i % 5; b := 1 + (i * 3) % 5;
+    UPDATE accounts SET balance = balance - 10 WHERE id = a;
+    UPDATE accounts SET balance = balance + 10 WHERE id = b;
+    INSERT INTO transfers (from_id, to_id, amount) VALUES (a, b, 10);
+  END LOOP;
+END $$;
+BEGIN;
+INSERT INTO transfers (from_id, to_id, amount) VALUES (1, 2, 999);
+ROLLBACK;
+SET imessages.commit_mode = 'sync';
+UPDATE accounts SET owner = 'sync owner' WHERE id = 3;
+RESET imessages.commit_mode;
+DO $$ BEGIN
+  FOR i IN 1..500 LOOP EXIT WHEN (SELECT change_sets_delivered FROM imsg_manager_status()) >= 3; PERFORM pg_sleep(0.01); END LOOP;
+END $$;
+\echo 'the change sets the manager delivered (the rolled-back transaction sent none):'
+SELECT seq, origin_pid, xid, changes, bytes, delivered_at::time(3) FROM imsg_recent_changesets();
+\echo 'the last one, decoded:'
+SELECT d.* FROM imsg_recent_changesets(1) r, imsg_changeset_decode(r.payload) d;
 \echo '== the manager and its helper backends'
 DO $$ BEGIN
   FOR i IN 1..500 LOOP EXIT WHEN (SELECT count(*) FROM imsg_helpers() WHERE state = 'idle') > 0; PERFORM pg_sleep(0.01); END LOOP;
 END $$;
 SELECT imsg_ping() AS ping_manager, imsg_ping('helper') AS ping_helper;
 SELECT pid, gcs, group_members, messages_received, messages_delivered, helpers_running,
-       helpers_started, helpers_crashed, last_error FROM imsg_manager_status();
+       helpers_started, helpers_crashed, change_sets_delivered, change_set_bytes,
+       change_sets_discarded, last_error FROM imsg_manager_status();
 SELECT pid, state, jobs_done FROM imsg_helpers();
 \echo '== monitoring views'
 SELECT * FROM imsg_area;
