@@ -717,6 +717,35 @@ imsg_find_matching(ImsgMatchFunc match, void *arg)
 }
 
 /*
+ * Nothing to take yet: publish what was released (so that the views are
+ * right while we wait), then sleep on our latch until a sender sets it or
+ * the deadline (0: none) passes.  Returns IMSG_OK to look again, else the
+ * result to report.  Runs CHECK_FOR_INTERRUPTS; exits on postmaster death.
+ */
+static ImsgResult
+imsg_wait_for_message(long timeout_ms, TimestampTz deadline)
+{
+	long		remaining = -1;
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+	imsg_publish_release();
+	if (timeout_ms == 0)
+		return IMSG_WOULD_BLOCK;
+	if (deadline != 0)
+	{
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+													deadline);
+		if (remaining <= 0)
+			return IMSG_TIMEOUT;
+		events |= WL_TIMEOUT;
+	}
+	(void) WaitLatch(MyLatch, events, remaining, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	return IMSG_OK;
+}
+
+/*
  * Selective receive: wait up to timeout_ms for a message for which match()
  * is true, leaving every other message where it is.  See imessages.h.
  */
@@ -733,26 +762,14 @@ ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 
 	for (;;)
 	{
-		long		remaining = -1;
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		ImsgResult	r;
 
 		*msgp = imsg_find_matching(match, arg);
 		if (*msgp != NULL)
 			return IMSG_OK;
-		imsg_publish_release();
-		if (timeout_ms == 0)
-			return IMSG_WOULD_BLOCK;
-		if (deadline != 0)
-		{
-			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-														deadline);
-			if (remaining <= 0)
-				return IMSG_TIMEOUT;
-			events |= WL_TIMEOUT;
-		}
-		(void) WaitLatch(MyLatch, events, remaining, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		r = imsg_wait_for_message(timeout_ms, deadline);
+		if (r != IMSG_OK)
+			return r;
 	}
 }
 
@@ -795,30 +812,13 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 
 	for (;;)
 	{
-		NextResult	next = imsg_next_message(msgp);
-		long		remaining = -1;
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		ImsgResult	r;
 
-		if (next == NEXT_MESSAGE)
+		if (imsg_next_message(msgp) == NEXT_MESSAGE)
 			return IMSG_OK;
-
-		/* about to report nothing or sleep: make the views right first */
-		imsg_publish_release();
-
-		if (timeout_ms == 0)
-			return IMSG_WOULD_BLOCK;
-		if (deadline != 0)
-		{
-			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-														deadline);
-			if (remaining <= 0)
-				return IMSG_TIMEOUT;
-			events |= WL_TIMEOUT;
-		}
-
-		(void) WaitLatch(MyLatch, events, remaining, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		r = imsg_wait_for_message(timeout_ms, deadline);
+		if (r != IMSG_OK)
+			return r;
 	}
 }
 
