@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""imessages benchmark: imessages side by side with LISTEN/NOTIFY and shm_mq.
+
+Run through bench/run.sh, which builds and installs what this needs.  Starts
+a throwaway cluster with imessages preloaded, runs every scenario several
+times, and reports medians (min-max) of imessages and its baseline from the
+same run, their ratio, and the target.  Writes bench/out/results.csv (every
+repetition), bench/out/summary.txt and bench/out/throughput.png.
+"""
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PORT = 54331
+IS_ROOT = os.geteuid() == 0
+
+
+def as_user(cmd):
+    return ["runuser", "-u", "postgres", "--"] + cmd if IS_ROOT else cmd
+
+
+class Cluster:
+    def __init__(self, pg_bin):
+        self.pg_bin = pg_bin
+        self.dir = tempfile.mkdtemp(prefix="imessages-bench.")
+        if IS_ROOT:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.conninfo = f"host={self.dir} port={PORT} dbname=postgres user=postgres"
+        self.env = dict(os.environ, PGHOST=self.dir, PGPORT=str(PORT),
+                        PGUSER="postgres", PGDATABASE="postgres")
+
+    def bin(self, name):
+        return os.path.join(self.pg_bin, name)
+
+    def start(self):
+        subprocess.run(as_user([self.bin("initdb"), "-D", self.data, "-A", "trust",
+                                "-U", "postgres"]), check=True, capture_output=True)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"""
+shared_preload_libraries = 'imessages'
+port = {PORT}
+listen_addresses = ''
+unix_socket_directories = '{self.dir}'
+max_connections = 60
+max_worker_processes = 20
+shared_buffers = 256MB
+synchronous_commit = off
+imessages.buffer_size = 8MB
+imessages.min_helpers = 1
+""")
+        subprocess.run(as_user([self.bin("pg_ctl"), "-D", self.data, "-l",
+                                os.path.join(self.dir, "server.log"), "-w", "start"]),
+                       check=True, capture_output=True)
+
+    def stop(self):
+        subprocess.run(as_user([self.bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def psql(self, sql, env=None):
+        r = subprocess.run(as_user([self.bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1",
+                                    "-c", sql]),
+                           env=env or self.env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"psql failed: {sql[:200]}\n{r.stderr}")
+        return r.stdout.strip()
+
+    def psql_bg(self, sql):
+        return subprocess.Popen(as_user([self.bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1",
+                                         "-c", sql]),
+                                env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def pgbench(self, args, env=None):
+        r = subprocess.run(as_user([self.bin("pgbench")] + args), env=env or self.env,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"pgbench failed: {args}\n{r.stderr}")
+        for line in r.stdout.splitlines():
+            if line.startswith("tps = "):
+                return float(line.split()[2])
+        raise RuntimeError(f"no tps in pgbench output: {r.stdout}")
+
+    def wait_for(self, sql, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.psql(sql) == "t":
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"timed out waiting for: {sql}")
+
+
+SETUP_SQL = r"""
+CREATE EXTENSION imessages;
+CREATE EXTENSION imessages_bench;
+CREATE TABLE bench_rx (pid integer, t_end float8, got integer);
+CREATE TABLE bench_sink (idx integer PRIMARY KEY, pid integer);
+CREATE TABLE bench_stop (stop boolean);
+
+-- n messages of size bytes to the manager in one statement; msgs/s until
+-- the manager has taken out the last one
+CREATE FUNCTION bench_sql_to_manager(n integer, size integer) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE
+  p bytea := convert_to(repeat('x', size), 'UTF8');
+  base bigint := (SELECT messages_received FROM imsg_manager_status());
+  t0 timestamptz := clock_timestamp();
+BEGIN
+  PERFORM count(imsg_send(p)) FROM generate_series(1, n);
+  LOOP
+    EXIT WHEN (SELECT messages_received FROM imsg_manager_status()) >= base + n;
+    PERFORM pg_sleep(0.0002);
+  END LOOP;
+  RETURN n / extract(epoch FROM clock_timestamp() - t0);
+END $$;
+
+-- n messages to process pid; returns the send start (epoch seconds)
+CREATE FUNCTION bench_sql_to_pid(n integer, size integer, pid integer) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE
+  p bytea := convert_to(repeat('x', size), 'UTF8');
+  t0 float8 := extract(epoch FROM clock_timestamp());
+BEGIN
+  PERFORM count(imsg_send(p, pid)) FROM generate_series(1, n);
+  RETURN t0;
+END $$;
+
+-- the receiving backend: takes out n messages, committing every batch
+CREATE PROCEDURE bench_recv(n integer) LANGUAGE plpgsql AS $$
+DECLARE total integer := 0; k integer;
+BEGIN
+  DELETE FROM bench_rx;
+  INSERT INTO bench_rx (pid) SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x;
+  COMMIT;
+  WHILE total < n LOOP
+    SELECT count(*) INTO k FROM imsg_receive(20000, 20000);
+    EXIT WHEN k = 0;
+    total := total + k;
+    COMMIT;
+  END LOOP;
+  UPDATE bench_rx SET t_end = extract(epoch FROM clock_timestamp()), got = total;
+  COMMIT;
+END $$;
+
+-- backend-to-backend round trips through SQL: the echo side
+CREATE PROCEDURE bench_echo() LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  DELETE FROM bench_rx;
+  INSERT INTO bench_rx (pid) SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x;
+  COMMIT;
+  LOOP
+    SELECT * INTO r FROM imsg_receive(10000, 1);
+    EXIT WHEN r IS NULL OR r.msgtype = 9;
+    PERFORM imsg_send(r.payload, r.sender_pid, 1);
+  END LOOP;
+END $$;
+
+-- ... and the pinging side: p50 of k round trips, in microseconds
+CREATE FUNCTION bench_sql_pingpong(k integer, pid integer) RETURNS float8[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  t timestamptz;
+  d float8[] := '{}';
+  r record;
+BEGIN
+  FOR i IN 1..k + 20 LOOP
+    t := clock_timestamp();
+    PERFORM imsg_send('\x78'::bytea, pid, 1);
+    SELECT * INTO r FROM imsg_receive(10000, 1);
+    IF r IS NULL THEN RAISE EXCEPTION 'no echo'; END IF;
+    IF i > 20 THEN
+      d := d || (extract(epoch FROM clock_timestamp() - t) * 1e6)::float8;
+    END IF;
+  END LOOP;
+  PERFORM imsg_send('\x00'::bytea, pid, 9);
+  RETURN ARRAY[(SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(d) x),
+               (SELECT min(x) FROM unnest(d) x), (SELECT max(x) FROM unnest(d) x)];
+END $$;
+
+CREATE FUNCTION bench_ping(k integer) RETURNS float8[] LANGUAGE plpgsql AS $$
+DECLARE d float8[] := '{}';
+BEGIN
+  PERFORM imsg_ping() FROM generate_series(1, 20);
+  SELECT array_agg(extract(epoch FROM imsg_ping()) * 1e6) INTO d FROM generate_series(1, k);
+  RETURN ARRAY[(SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(d) x),
+               (SELECT min(x) FROM unnest(d) x), (SELECT max(x) FROM unnest(d) x)];
+END $$;
+
+-- a sink for the 8 senders -> 8 receivers scenario
+CREATE PROCEDURE bench_drain(sink integer) LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM bench_sink WHERE idx = sink;
+  INSERT INTO bench_sink VALUES (sink, pg_backend_pid());
+  PERFORM count(*) FROM imsg_receive();
+  COMMIT;
+  LOOP
+    PERFORM count(*) FROM imsg_receive(100, 5000);
+    COMMIT;
+    EXIT WHEN EXISTS (SELECT 1 FROM bench_stop);
+  END LOOP;
+END $$;
+"""
+
+
+def parse_array(s):
+    return [float(x) for x in s.strip("{}").split(",")]
+
+
+class Bench:
+    def __init__(self, args, cluster):
+        self.args = args
+        self.c = cluster
+        self.rows = []          # (scenario, system, size, value, unit)
+        q = args.quick
+        self.reps = args.reps or (3 if q else 5)
+        self.n_msgs = 20000 if q else 100000
+        self.k_rt = 500 if q else 3000
+        self.duration = 1 if q else 5
+        self.tpcb_duration = 2 if q else 10
+        self.pgclient = os.path.join(args.top, "bench", "pgclient")
+        self.workdir = tempfile.mkdtemp(prefix="imessages-bench-scripts.")
+        os.chmod(self.workdir, 0o755)
+
+    def record(self, scenario, system, size, value, unit):
+        self.rows.append((scenario, system, size, value, unit))
+        print(f"  {scenario:<22} {system:<22} {size:>6} {value:>14.1f} {unit}", flush=True)
+
+    def n_for(self, size):
+        return self.n_msgs if size <= 1024 else self.n_msgs // 4
+
+    # a. SQL path, one sender
+    def sql_to_manager(self, size):
+        n = self.n_for(size)
+        v = float(self.c.psql(f"SELECT bench_sql_to_manager({n}, {size})"))
+        self.record("sql_send", "imessages->manager", size, v, "msg/s")
+
+    def sql_to_backend(self, size):
+        n = self.n_for(size)
+        self.c.psql("DELETE FROM bench_rx")
+        rx = self.c.psql_bg(f"CALL bench_recv({n})")
+        self.c.wait_for("SELECT count(*) = 1 FROM bench_rx")
+        pid = self.c.psql("SELECT pid FROM bench_rx")
+        t0 = float(self.c.psql(f"SELECT bench_sql_to_pid({n}, {size}, {pid})"))
+        out, err = rx.communicate(timeout=300)
+        if rx.returncode != 0:
+            raise RuntimeError(f"receiver failed: {err}")
+        t_end, got = self.c.psql("SELECT t_end, got FROM bench_rx").split("|")
+        if int(got) != n:
+            raise RuntimeError(f"receiver got {got} of {n} messages")
+        self.record("sql_send", "imessages->backend", size, n / (float(t_end) - t0), "msg/s")
+
+    def notify_batch(self, size):
+        n = self.n_for(size)
+        # distinct payloads: NOTIFY folds identical ones within a transaction
+        nsize = min(size, 7999)
+        lst = subprocess.Popen([self.pgclient, "notify-batch", self.c.conninfo, "bench", str(n)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if lst.stdout.readline().strip() != "READY":
+            raise RuntimeError("listener did not start: " + lst.stderr.read())
+        out = self.c.psql(f"""BEGIN;
+SELECT extract(epoch FROM clock_timestamp());
+SELECT count(pg_notify('bench', lpad(g::text, {nsize}, 'x'))) FROM generate_series(1, {n}) g;
+COMMIT;""")
+        t0 = float(out.splitlines()[0])
+        line, err = lst.communicate(timeout=300)
+        if lst.returncode != 0:
+            raise RuntimeError("listener failed: " + err)
+        f = line.split()
+        last = int(f[f.index("LAST_US") + 1]) / 1e6
+        self.record("sql_send", "pg_notify->listener", size, n / (last - t0), "msg/s")
+
+    # b. C path
+    def c_path(self, size):
+        n = self.n_msgs * (5 if size <= 1024 else 2)
+        for transport in ("imessages", "shm_mq"):
+            v = float(self.c.psql(f"SELECT imsg_bench_c('{transport}', {n}, {size})"))
+            self.record("c_path", transport, size, v, "msg/s")
+
+    # c. round trips
+    def round_trips(self):
+        k = self.k_rt
+        p50 = parse_array(self.c.psql(f"SELECT bench_ping({k})"))[0]
+        self.record("round_trip", "imsg_ping manager", 0, p50, "us p50")
+        p50 = parse_array(self.c.psql(f"SELECT imsg_bench_latch_pingpong({k})"))[0]
+        self.record("round_trip", "latch ping-pong", 0, p50, "us p50")
+        p50 = parse_array(self.c.psql(f"SELECT imsg_bench_c_pingpong({k})"))[0]
+        self.record("round_trip", "imessages C ping-pong", 0, p50, "us p50")
+        self.c.psql("DELETE FROM bench_rx")
+        echo = self.c.psql_bg("CALL bench_echo()")
+        self.c.wait_for("SELECT count(*) = 1 FROM bench_rx")
+        pid = self.c.psql("SELECT pid FROM bench_rx")
+        p50 = parse_array(self.c.psql(f"SELECT bench_sql_pingpong({k}, {pid})"))[0]
+        echo.communicate(timeout=60)
+        self.record("round_trip", "imessages SQL b2b", 0, p50, "us p50")
+        r = subprocess.run([self.pgclient, "notify-pingpong", self.c.conninfo, str(k), "1"],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError("notify-pingpong failed: " + r.stderr)
+        f = r.stdout.split()
+        self.record("round_trip", "NOTIFY ping-pong", 0, float(f[f.index("P50_US") + 1]), "us p50")
+
+    # d. contention
+    def write_script(self, name, text):
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+        return path
+
+    def contention(self):
+        payload = "x" * 64
+        to_manager = self.write_script(
+            "to_manager.sql",
+            f"SELECT count(imsg_send('{payload}'::bytea)) FROM generate_series(1, 100);\n")
+        for c in (1, 2, 4, 8):
+            tps = self.c.pgbench(["-n", "-c", str(c), "-j", str(min(c, 4)), "-T",
+                                  str(self.duration), "-f", to_manager])
+            self.record("contention", f"{c} senders->manager", 64, tps * 100, "msg/s")
+        # 8 senders to 8 distinct receivers
+        self.c.psql("DELETE FROM bench_sink; DELETE FROM bench_stop")
+        sinks = [self.c.psql_bg(f"CALL bench_drain({i})") for i in range(8)]
+        self.c.wait_for("SELECT count(*) = 8 FROM bench_sink")
+        to_sink = self.write_script(
+            "to_sink.sql",
+            f"SELECT count(imsg_send('{payload}'::bytea, (SELECT pid FROM bench_sink WHERE idx = :client_id))) "
+            "FROM generate_series(1, 100);\n")
+        tps = self.c.pgbench(["-n", "-c", "8", "-j", "4", "-T", str(self.duration), "-f", to_sink])
+        self.c.psql("INSERT INTO bench_stop VALUES (true)")
+        for s in sinks:
+            s.communicate(timeout=60)
+        self.record("contention", "8 senders->8 receivers", 64, tps * 100, "msg/s")
+
+    # e. change sets on TPC-B
+    def tpcb_setup(self):
+        subprocess.run(as_user([self.c.bin("pgbench"), "-i", "-q", "-s", "1"]),
+                       env=self.c.env, check=True, capture_output=True)
+        self.c.psql("ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY")
+
+    def tpcb(self):
+        tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
+        for mode in ("none", "async", "sync"):
+            if mode == "none":
+                self.c.psql("SELECT imsg_unreplicate(relation) FROM imsg_replicated_tables")
+            else:
+                self.c.psql("; ".join(f"SELECT imsg_replicate('{t}')" for t in tables))
+            env = dict(self.c.env)
+            if mode == "sync":
+                env["PGOPTIONS"] = "-c imessages.commit_mode=sync"
+            tps = self.c.pgbench(["-n", "-c", "2", "-j", "2", "-T", str(self.tpcb_duration),
+                                  "-b", "tpcb-like"], env=env)
+            self.record("changesets_tpcb", f"capture {mode}", 0, tps, "tps")
+
+    def run(self):
+        self.c.psql(SETUP_SQL)
+        self.c.wait_for("SELECT imsg_manager_pid() IS NOT NULL")
+        self.tpcb_setup()
+        sizes = [64, 1024, 8192]
+        for rep in range(self.reps):
+            print(f"== repetition {rep + 1} of {self.reps}", flush=True)
+            for size in sizes:
+                self.sql_to_manager(size)
+                self.sql_to_backend(size)
+                self.notify_batch(size)
+                self.c_path(size)
+            self.round_trips()
+            self.contention()
+            self.tpcb()
+
+
+def summarize(rows):
+    by = {}
+    for scen, system, size, value, unit in rows:
+        by.setdefault((scen, system, size), []).append(value)
+
+    def med(scen, system, size):
+        v = by.get((scen, system, size))
+        return (statistics.median(v), min(v), max(v)) if v else None
+
+    def fmt(m, unit):
+        if m is None:
+            return "-"
+        if unit == "msg/s" and m[0] >= 1e4:
+            return f"{m[0] / 1e3:,.0f}k ({m[1] / 1e3:,.0f}-{m[2] / 1e3:,.0f}k)"
+        return f"{m[0]:,.1f} ({m[1]:,.1f}-{m[2]:,.1f})"
+
+    lines = []
+    out = []
+
+    def row(what, a, b, unit, target, higher_better=True, inverse=False):
+        ratio = None
+        if a and b:
+            ratio = a[0] / b[0]
+        met = "-"
+        if ratio is not None and target is not None:
+            met = "yes" if (ratio >= target if higher_better else ratio <= target) else "NO"
+        tgt = "-" if target is None else (f">= {target:g}x" if higher_better else f"<= {target:g}x")
+        lines.append(f"{what:<44} {fmt(a, unit):>28} {fmt(b, unit):>28} "
+                     f"{('%.2fx' % ratio) if ratio else '-':>8} {tgt:>9} {met:>4}")
+        out.append((what, a[0] if a else "", b[0] if b else "", ratio or "", target or "", met))
+
+    hdr = f"{'scenario (imessages vs baseline)':<44} {'imessages median (min-max)':>28} {'baseline median (min-max)':>28} {'ratio':>8} {'target':>9} {'met':>4}"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    targets = {64: 4, 1024: 15, 8192: 20}
+    for size in (64, 1024, 8192):
+        row(f"a. SQL send->manager vs pg_notify, {size} B", med("sql_send", "imessages->manager", size),
+            med("sql_send", "pg_notify->listener", size), "msg/s", targets[size])
+    for size in (64, 1024, 8192):
+        row(f"a. SQL send->backend vs pg_notify, {size} B", med("sql_send", "imessages->backend", size),
+            med("sql_send", "pg_notify->listener", size), "msg/s", None)
+    for size in (64, 1024, 8192):
+        row(f"b. C path vs shm_mq, {size} B", med("c_path", "imessages", size),
+            med("c_path", "shm_mq", size), "msg/s", 1.0 if size <= 1024 else None)
+    row("c. imsg_ping p50 vs latch ping-pong (us)", med("round_trip", "imsg_ping manager", 0),
+        med("round_trip", "latch ping-pong", 0), "us", 1.5, higher_better=False)
+    row("c. C ping-pong p50 vs latch ping-pong (us)", med("round_trip", "imessages C ping-pong", 0),
+        med("round_trip", "latch ping-pong", 0), "us", None, higher_better=False)
+    row("c. SQL b2b p50 vs NOTIFY ping-pong (us)", med("round_trip", "imessages SQL b2b", 0),
+        med("round_trip", "NOTIFY ping-pong", 0), "us", 1 / 3, higher_better=False)
+    one = med("contention", "1 senders->manager", 64)
+    for c in (2, 4, 8):
+        row(f"d. {c} senders->manager vs 1 sender", med("contention", f"{c} senders->manager", 64),
+            one, "msg/s", 0.8 if c == 8 else None)
+    row("d. 8 senders->8 receivers vs 1 sender", med("contention", "8 senders->8 receivers", 64),
+        one, "msg/s", None)
+    none = med("changesets_tpcb", "capture none", 0)
+    row("e. TPC-B TPS, capture async vs none", med("changesets_tpcb", "capture async", 0), none, "tps", 0.85)
+    row("e. TPC-B TPS, capture sync vs none", med("changesets_tpcb", "capture sync", 0), none, "tps", 0.75)
+    return lines, by
+
+
+def plot(by, outdir):
+    dat = os.path.join(outdir, "throughput.dat")
+    series = [("sql_send", "imessages->manager", "imessages SQL to manager"),
+              ("sql_send", "imessages->backend", "imessages SQL to backend"),
+              ("sql_send", "pg_notify->listener", "pg\\_notify batch"),
+              ("c_path", "imessages", "imessages C path"),
+              ("c_path", "shm_mq", "shm\\_mq C path")]
+    with open(dat, "w") as f:
+        for i, (scen, system, title) in enumerate(series):
+            f.write(f'"{title}"\n')
+            for size in (64, 1024, 8192):
+                v = by.get((scen, system, size))
+                if v:
+                    f.write(f"{size} {statistics.median(v)}\n")
+            f.write("\n\n")
+    if not shutil.which("gnuplot"):
+        print("gnuplot not found: no plot")
+        return
+    png = os.path.join(outdir, "throughput.png")
+    script = f"""
+set terminal png size 900,560 noenhanced
+set output '{png}'
+set title 'Throughput against message size (medians)'
+set logscale x 2
+set logscale y 10
+set xlabel 'payload bytes'
+set ylabel 'messages per second'
+set key outside right
+set grid
+plot for [i=0:{len(series) - 1}] '{dat}' index i using 1:2 with linespoints title columnheader(1)
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small counts, 3 repetitions (< 2 min)")
+    ap.add_argument("--reps", type=int, default=0)
+    ap.add_argument("--pg-bin", required=True)
+    ap.add_argument("--top", required=True)
+    args = ap.parse_args()
+
+    outdir = os.path.join(args.top, "bench", "out")
+    os.makedirs(outdir, exist_ok=True)
+    cluster = Cluster(args.pg_bin)
+    started = time.time()
+    try:
+        cluster.start()
+        b = Bench(args, cluster)
+        b.run()
+    finally:
+        cluster.stop()
+    with open(os.path.join(outdir, "results.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scenario", "system", "size_bytes", "value", "unit"])
+        w.writerows(b.rows)
+    lines, by = summarize(b.rows)
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    header = [f"imessages benchmark, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+              f"{os.cpu_count()} CPUs ({cpu}), {'quick' if args.quick else 'full'} mode, "
+              f"{b.reps} repetitions, {time.time() - started:.0f} s", ""]
+    text = "\n".join(header + lines)
+    print()
+    print(text)
+    with open(os.path.join(outdir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    plot(by, outdir)
+    print(f"\nwrote {outdir}/results.csv, summary.txt, throughput.png")
+
+
+if __name__ == "__main__":
+    main()
