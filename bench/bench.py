@@ -441,9 +441,9 @@ def plot(by, outdir):
     dat = os.path.join(outdir, "throughput.dat")
     series = [("sql_send", "imessages->manager", "imessages SQL to manager"),
               ("sql_send", "imessages->backend", "imessages SQL to backend"),
-              ("sql_send", "pg_notify->listener", "pg\\_notify batch"),
+              ("sql_send", "pg_notify->listener", "pg_notify batch"),
               ("c_path", "imessages", "imessages C path"),
-              ("c_path", "shm_mq", "shm\\_mq C path")]
+              ("c_path", "shm_mq", "shm_mq C path")]
     with open(dat, "w") as f:
         for i, (scen, system, title) in enumerate(series):
             f.write(f'"{title}"\n')

@@ -5,7 +5,10 @@
  *
  * Multicast appends a copy of the message to a queue in the manager's own
  * memory; dispatch delivers the queue back, in send order, which is the
- * total order of a one-member group.  It has no sockets, so the manager
+ * total order of a one-member group.  The queue's buffer is reused from one
+ * dispatch to the next: allocating and freeing a copy per message made the
+ * allocator return memory to the kernel and fault it back in, batch after
+ * batch.  It has no sockets, so the manager
  * asks pending() whether to dispatch without waiting.
  *
  * Copyright (c) 2026, imessages developers
@@ -17,27 +20,37 @@
  */
 #include "postgres.h"
 
-#include "nodes/pg_list.h"
+#include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
 #include "imessages_int.h"
 
-typedef struct LocalMessage
-{
-	Size		len;
-	char		data[FLEXIBLE_ARRAY_MEMBER];
-} LocalMessage;
-
+/*
+ * The queue: one buffer of (uint32 length, bytes) records, emptied by each
+ * dispatch and reused, so that a stream of messages does not allocate.
+ */
 static MemoryContext local_context = NULL;
-static List *local_queue = NIL;
+static StringInfoData local_queue;
+
+#define LOCAL_QUEUE_KEEP	(8 * 1024 * 1024)	/* shrink back beyond this */
 
 static bool
 local_connect(void)
 {
 	if (local_context == NULL)
+	{
 		local_context = AllocSetContextCreate(TopMemoryContext,
 											  "imessages local gcs",
 											  ALLOCSET_DEFAULT_SIZES);
+		local_queue.data = NULL;
+	}
+	if (local_queue.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(local_context);
+
+		initStringInfo(&local_queue);
+		MemoryContextSwitchTo(old);
+	}
 	imsg_gcs_membership(1);
 	return true;
 }
@@ -49,47 +62,57 @@ local_wait_fds(pgsocket *fds, int max_fds)
 }
 
 static bool
-local_multicast(const void *data, Size len)
+local_multicast(const void *head, Size headlen, const void *body, Size bodylen)
 {
-	MemoryContext old = MemoryContextSwitchTo(local_context);
-	LocalMessage *m = palloc(offsetof(LocalMessage, data) + len);
+	uint32		len = headlen + bodylen;
 
-	m->len = len;
-	memcpy(m->data, data, len);
-	local_queue = lappend(local_queue, m);
-	MemoryContextSwitchTo(old);
+	appendBinaryStringInfo(&local_queue, (const char *) &len, sizeof(len));
+	if (headlen > 0)
+		appendBinaryStringInfo(&local_queue, head, headlen);
+	if (bodylen > 0)
+		appendBinaryStringInfo(&local_queue, body, bodylen);
 	return true;
 }
 
 static bool
 local_dispatch(void)
 {
-	List	   *batch = local_queue;
-	ListCell   *lc;
+	int			off = 0;
 
-	local_queue = NIL;
-	foreach(lc, batch)
+	while (off < local_queue.len)
 	{
-		LocalMessage *m = lfirst(lc);
+		uint32		len;
 
-		imsg_gcs_deliver("local", m->data, m->len);
+		memcpy(&len, local_queue.data + off, sizeof(len));
+		off += sizeof(len);
+		imsg_gcs_deliver("local", local_queue.data + off, len);
+		off += len;
 	}
-	list_free_deep(batch);
+	if (local_queue.maxlen > LOCAL_QUEUE_KEEP)
+	{
+		MemoryContext old = MemoryContextSwitchTo(local_context);
+
+		pfree(local_queue.data);
+		initStringInfo(&local_queue);
+		MemoryContextSwitchTo(old);
+	}
+	else
+		resetStringInfo(&local_queue);
 	return true;
 }
 
 static bool
 local_pending(void)
 {
-	return local_queue != NIL;
+	return local_queue.data != NULL && local_queue.len > 0;
 }
 
 static void
 local_disconnect(void)
 {
-	local_queue = NIL;
 	if (local_context != NULL)
 		MemoryContextReset(local_context);
+	local_queue.data = NULL;
 }
 
 const ImsgGcsOps imsg_gcs_local_ops = {

@@ -368,8 +368,8 @@ extern ImsgManagerShared *ImsgManagerState;
  *
  * connect		join the group; false if it failed (the manager retries later)
  * wait_fds		fill fds[] with sockets to wait on (readable), return how many
- * multicast	send a message to the whole group; false if it could not be sent
- *				now (the manager retries it)
+ * multicast	send a message, 'head' then 'body' (either may be empty), to the
+ *				whole group; false if it could not be sent now
  * dispatch		deliver what has arrived, in the group's total order, by
  *				calling imsg_gcs_deliver(); report membership changes by
  *				calling imsg_gcs_membership(); false if the connection failed
@@ -382,7 +382,8 @@ typedef struct ImsgGcsOps
 	const char *name;
 	bool		(*connect) (void);
 	int			(*wait_fds) (pgsocket *fds, int max_fds);
-	bool		(*multicast) (const void *data, Size len);
+	bool		(*multicast) (const void *head, Size headlen,
+							  const void *body, Size bodylen);
 	bool		(*dispatch) (void);
 	bool		(*pending) (void);
 	void		(*disconnect) (void);

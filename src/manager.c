@@ -281,19 +281,18 @@ handle_job_done(ImsgMessage *msg)
 static bool
 multicast(const char *data, Size len)
 {
-	return gcs_connected && gcs->multicast(data, len);
+	return gcs_connected && gcs->multicast(NULL, 0, data, len);
 }
 
 /* A user message: hand it to the group; it counts once delivered. */
 static void
 handle_user_message(ImsgMessage *msg)
 {
-	StringInfoData buf;
+	static const char kind = GCS_USER_MESSAGE;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, GCS_USER_MESSAGE);
-	appendBinaryStringInfo(&buf, ImsgMessageData(msg), ImsgMessageLength(msg));
-	if (!multicast(buf.data, buf.len))
+	/* the kind byte and the payload go out without a copy here */
+	if (!gcs_connected ||
+		!gcs->multicast(&kind, 1, ImsgMessageData(msg), ImsgMessageLength(msg)))
 		ereport(LOG,
 				(errmsg("imessages manager dropped message %llu: the group communication system \"%s\" is not connected",
 						(unsigned long long) ImsgMessageId(msg), gcs->name)));
