@@ -169,7 +169,6 @@ imsg_area_startup(void)
 
 		memset(mb, 0, sizeof(ImsgMailboxPadded));
 		SpinLockInit(&mb->mutex);
-		pg_atomic_init_u32(&mb->writers, 0);
 		pg_atomic_init_u64(&mb->sent, 0);
 		pg_atomic_init_u64(&mb->received, 0);
 	}

@@ -139,11 +139,10 @@ typedef struct ImsgSegment
  * when it closes its mailbox, so a sender can never reach a later owner of
  * the same slot, even one with a reused pid.
  *
- * 'writers' counts reservations in progress: incremented under the mutex
- * by the reserving sender, decremented without the mutex (atomic, full
- * barrier) once the message is READY or CANCELLED.  The closing owner waits
- * for it to drop to zero before it frees the segments, so a sender never
- * writes into freed pages.
+ * A reservation in progress is a message in state RESERVED: the closing
+ * owner waits until none is left (imsg_writes_in_progress) before it frees
+ * the segments, so a sender never writes into freed pages.  (A counter of
+ * writers did this before; it cost two atomic operations per message.)
  *
  * The owner-only fields are written by the owner alone (plain atomic
  * writes, no lock) and read by the monitoring views; they are on their own
@@ -165,8 +164,6 @@ typedef struct ImsgMailbox
 	uint64		dequeued_msgs;	/* released since open (owner side) */
 	uint64		dequeued_bytes;
 	char		backend_type[64];
-	/* atomic: */
-	pg_atomic_uint32 writers;
 
 	/* written only by the owner, read by the views: */
 	char		pad[PG_CACHE_LINE_SIZE];

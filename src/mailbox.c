@@ -170,6 +170,40 @@ imsg_my_mailbox(void)
 }
 
 /*
+ * Is a sender still filling a message in this (closed) mailbox?  No
+ * reservation can start once it is closed, and a sender touches its
+ * message only until it marks it READY or CANCELLED (after a write
+ * barrier), so a message still RESERVED is the only sign of one.
+ */
+static bool
+imsg_writes_in_progress(ImsgMailbox *mb)
+{
+	ImsgSegment *seg;
+	uint32		off;
+
+	SpinLockAcquire(&mb->mutex);
+	seg = mb->head;
+	off = mb->head_off;
+	SpinLockRelease(&mb->mutex);
+
+	for (; seg != NULL; seg = seg->next, off = IMSG_SEGMENT_HEADER)
+	{
+		uint32		end = pg_atomic_read_u32(&seg->end);
+
+		pg_read_barrier();
+		while (off < end)
+		{
+			ImsgMessage *msg = (ImsgMessage *) ((char *) seg + off);
+
+			if (pg_atomic_read_u32(&msg->state) == IMSG_STATE_RESERVED)
+				return true;
+			off += msg->space;
+		}
+	}
+	return false;
+}
+
+/*
  * on_shmem_exit callback: withdraw our own reservation, close the mailbox
  * so that no new message can be reserved in it, wait for senders still
  * writing into it, then free everything it holds.
@@ -209,7 +243,7 @@ imsg_close_mailbox(int code, Datum arg)
 	 * area, so wait; if one is stuck (stopped by a debugger, say), leak the
 	 * segments rather than risk that.
 	 */
-	while (pg_atomic_read_u32(&mb->writers) != 0)
+	while (imsg_writes_in_progress(mb))
 	{
 		if (waited_ms >= 10000)
 		{
@@ -460,7 +494,6 @@ lookup:
 		msg->space = space;
 		pg_write_barrier();
 		pg_atomic_write_u32(&seg->end, end + space);
-		pg_atomic_fetch_add_u32(&mb->writers, 1);
 		mb->enqueued_msgs++;
 		mb->enqueued_bytes += space;
 		SpinLockRelease(&mb->mutex);
@@ -504,7 +537,6 @@ lookup:
 static void
 imsg_finish_pending(ImsgMessage *msg, uint32 state)
 {
-	ImsgMailbox *mb = pending_mailbox;
 	int			procno = pending_procno;
 
 	pending_msg = NULL;
@@ -518,7 +550,6 @@ imsg_finish_pending(ImsgMessage *msg, uint32 state)
 	pg_write_barrier();
 	pg_atomic_write_u32(&msg->state, state);
 	/* from here on the owner may release and reuse the memory: no access */
-	pg_atomic_fetch_sub_u32(&mb->writers, 1);
 	SetLatch(&GetPGProcByNumber(procno)->procLatch);
 }
 
@@ -611,6 +642,21 @@ imsg_cursor_start(void)
 	return true;
 }
 
+/*
+ * The cursor segment's 'end' as last read.  Senders only move 'end'
+ * forward (the owner itself rewinds it, and then forgets this), so while
+ * the cursor is below it the messages there need no new read of the shared
+ * cache line: one read serves a whole batch.
+ */
+static ImsgSegment *end_cache_seg = NULL;
+static uint32 end_cache = 0;
+
+static inline void
+imsg_forget_end_cache(void)
+{
+	end_cache_seg = NULL;
+}
+
 static NextResult
 imsg_next_message(ImsgMessage **msgp)
 {
@@ -619,11 +665,17 @@ imsg_next_message(ImsgMessage **msgp)
 
 	for (;;)
 	{
-		uint32		end = pg_atomic_read_u32(&cursor.seg->end);
+		uint32		end;
 		ImsgSegment *next;
 
-		/* pairs with the write barrier and spinlock release in ImsgReserve */
-		pg_read_barrier();
+		if (end_cache_seg != cursor.seg || cursor.off >= end_cache)
+		{
+			end_cache = pg_atomic_read_u32(&cursor.seg->end);
+			end_cache_seg = cursor.seg;
+			/* pairs with the write barrier and spinlock release in ImsgReserve */
+			pg_read_barrier();
+		}
+		end = end_cache;
 		if (cursor.off < end)
 		{
 			ImsgMessage *msg = (ImsgMessage *) ((char *) cursor.seg + cursor.off);
@@ -963,6 +1015,8 @@ imsg_publish_release(void)
 		return;
 
 	SpinLockAcquire(&mb->mutex);
+	if (mb->head != release.seg)
+		imsg_forget_end_cache();	/* the cached segment may be recycled */
 	while (mb->head != release.seg)
 	{
 		ImsgSegment *seg = mb->head;
@@ -998,11 +1052,13 @@ imsg_publish_release(void)
 			tail->next = to_free;
 			to_free = tail;
 			cursor.seg = release.seg = NULL;
+			imsg_forget_end_cache();
 		}
 		else
 		{
 			/* nobody can reserve while we hold the mutex */
 			pg_atomic_write_u32(&tail->end, IMSG_SEGMENT_HEADER);
+			imsg_forget_end_cache();
 			mb->head_off = IMSG_SEGMENT_HEADER;
 			cursor.off = release.off = IMSG_SEGMENT_HEADER;
 		}
