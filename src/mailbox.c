@@ -800,59 +800,6 @@ imsg_wait_for_message(long timeout_ms, TimestampTz deadline)
 }
 
 /*
- * Selective receive: wait up to timeout_ms for a message for which match()
- * is true, leaving every other message where it is.  See imessages.h.
- */
-ImsgResult
-ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
-					ImsgMessage **msgp)
-{
-	TimestampTz deadline;
-
-	if (ImsgAreaPtr == NULL)
-		return IMSG_NOT_LOADED;
-	ImsgOpenMailbox();
-	deadline = imsg_deadline(timeout_ms);
-
-	for (;;)
-	{
-		ImsgResult	r;
-
-		*msgp = imsg_find_matching(match, arg);
-		if (*msgp != NULL)
-			return IMSG_OK;
-		r = imsg_wait_for_message(timeout_ms, deadline);
-		if (r != IMSG_OK)
-			return r;
-	}
-}
-
-/*
- * Done with a message found by ImsgReceiveMatching: ImsgReceive will skip
- * it, and its memory is freed once the messages before it are released.
- * Only the owner reads or writes a READY message's state, so a plain
- * atomic write is enough.
- */
-void
-ImsgConsume(ImsgMessage *msg)
-{
-	ImsgMessage *next;
-
-	Assert(pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY);
-	pg_atomic_write_u32(&msg->state, IMSG_STATE_CONSUMED);
-
-	/* if it was at the head, let the cursor step over it (and release it) */
-	if (imsg_next_message(&next) == NEXT_MESSAGE)
-	{
-		/* one too far: step back before that READY message (same segment) */
-		cursor.off -= next->space;
-		cursor.count--;
-	}
-	if (unpublished_msgs > 0)
-		imsg_publish_release();
-}
-
-/*
  * A receiver in the middle of a stream (its last receive found a message)
  * polls for up to IMSG_SPIN_US before it sleeps: the next message is then
  * usually microseconds away, and sleeping costs the sender a signal and
@@ -885,6 +832,68 @@ imsg_spin_for_message(void)
 				return false;
 		}
 	}
+}
+
+/*
+ * Selective receive: wait up to timeout_ms for a message for which match()
+ * is true, leaving every other message where it is.  See imessages.h.
+ */
+ImsgResult
+ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
+					ImsgMessage **msgp)
+{
+	TimestampTz deadline;
+	bool		spun;
+
+	if (ImsgAreaPtr == NULL)
+		return IMSG_NOT_LOADED;
+	ImsgOpenMailbox();
+	deadline = imsg_deadline(timeout_ms);
+
+	for (spun = false;; spun = true)
+	{
+		ImsgResult	r;
+
+		*msgp = imsg_find_matching(match, arg);
+		if (*msgp != NULL)
+			return IMSG_OK;
+
+		/*
+		 * A reply (a ping's, a sync commit's) usually comes within tens of
+		 * microseconds: poll for it once, as ImsgReceive does in a stream,
+		 * before paying for a sleep and a signal.
+		 */
+		if (!spun && timeout_ms != 0 && imsg_spin_for_message())
+			continue;
+		r = imsg_wait_for_message(timeout_ms, deadline);
+		if (r != IMSG_OK)
+			return r;
+	}
+}
+
+/*
+ * Done with a message found by ImsgReceiveMatching: ImsgReceive will skip
+ * it, and its memory is freed once the messages before it are released.
+ * Only the owner reads or writes a READY message's state, so a plain
+ * atomic write is enough.
+ */
+void
+ImsgConsume(ImsgMessage *msg)
+{
+	ImsgMessage *next;
+
+	Assert(pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY);
+	pg_atomic_write_u32(&msg->state, IMSG_STATE_CONSUMED);
+
+	/* if it was at the head, let the cursor step over it (and release it) */
+	if (imsg_next_message(&next) == NEXT_MESSAGE)
+	{
+		/* one too far: step back before that READY message (same segment) */
+		cursor.off -= next->space;
+		cursor.count--;
+	}
+	if (unpublished_msgs > 0)
+		imsg_publish_release();
 }
 
 ImsgResult
@@ -921,9 +930,11 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 static inline bool
 imsg_cursor_at_end(void)
 {
-	return cursor.seg == NULL ||
-		(cursor.off >= pg_atomic_read_u32(&cursor.seg->end) &&
-		 ((volatile ImsgSegment *) cursor.seg)->next == NULL);
+	/* no segment yet: an unlocked peek at the head (set under the mutex) */
+	if (cursor.seg == NULL)
+		return ((volatile ImsgMailbox *) MyMailbox)->head == NULL;
+	return cursor.off >= pg_atomic_read_u32(&cursor.seg->end) &&
+		((volatile ImsgSegment *) cursor.seg)->next == NULL;
 }
 
 /*
