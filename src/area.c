@@ -160,7 +160,7 @@ imsg_area_startup(void)
 
 	SpinLockInit(&area->manager_lock);
 	area->manager_pid = 0;
-	area->manager_procno = -1;
+	pg_atomic_init_u64(&area->manager_ident, 0);
 	pg_atomic_init_u64(&area->manager_received, 0);
 
 	for (i = 0; i < area->num_mailboxes; i++)
@@ -251,20 +251,23 @@ imsg_reclaim_spares(void)
  * Allocate a segment of at least min_bytes, preferably want_bytes.
  *
  * If the area is full: with nowait, return NULL and IMSG_WOULD_BLOCK at
- * once; otherwise sleep on space_cv until pages are freed or 'deadline'
- * passes (0 = no deadline), then IMSG_TIMEOUT.  The sleep runs
+ * once; otherwise sleep on space_cv until pages are freed or timeout_ms
+ * passes (< 0: no limit), then IMSG_TIMEOUT.  The clock is read only if it
+ * has to sleep: reading it costs more than the rest of a send.  The sleep runs
  * CHECK_FOR_INTERRUPTS and exits on postmaster death, so cancel and
  * statement_timeout end it with an ERROR; nothing is held across it.
  */
 ImsgSegment *
-imsg_segment_alloc(Size min_bytes, Size want_bytes, TimestampTz deadline,
-				   bool nowait, ImsgResult *result)
+imsg_segment_alloc(Size min_bytes, Size want_bytes, long timeout_ms,
+				   ImsgResult *result)
 {
 	ImsgArea   *area = ImsgAreaPtr;
 	Size		min_pages = fpm_size_to_pages(min_bytes);
 	Size		want_pages = Max(min_pages, fpm_size_to_pages(want_bytes));
 	bool		reclaimed = false;
 	bool		sleeping = false;
+	bool		nowait = timeout_ms == 0;
+	TimestampTz deadline = 0;
 	ImsgSegment *seg;
 
 	if (min_pages > area->total_pages)
@@ -298,6 +301,8 @@ imsg_segment_alloc(Size min_bytes, Size want_bytes, TimestampTz deadline,
 			ConditionVariablePrepareToSleep(&area->space_cv);
 			pg_atomic_fetch_add_u64(&area->send_waits, 1);
 			sleeping = true;
+			if (timeout_ms > 0)
+				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 			continue;
 		}
 		if (deadline != 0)

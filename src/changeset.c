@@ -486,9 +486,7 @@ imsg_cs_wake_manager(void)
 	ImsgArea   *area = ImsgAreaPtr;
 	int			procno;
 
-	SpinLockAcquire(&area->manager_lock);
-	procno = area->manager_procno;
-	SpinLockRelease(&area->manager_lock);
+	procno = IMSG_IDENT_PROCNO(pg_atomic_read_u64(&area->manager_ident));
 	if (procno >= 0)
 		SetLatch(&GetPGProcByNumber(procno)->procLatch);
 }

@@ -191,9 +191,12 @@ StaticAssertDecl(sizeof(ImsgMailbox) <= 3 * PG_CACHE_LINE_SIZE,
  * freed; a sender short of space registers on it (ConditionVariable-
  * PrepareToSleep) before it rechecks the allocator, so no wake-up is lost.
  *
- * The manager's identity (pid, pgprocno, mailbox generation) is written by
- * the manager under manager_lock when it starts and stops, and read by
- * senders under the same spinlock.  The other counters are atomics updated
+ * The manager's identity is written by the manager when it starts and
+ * stops: its pid under manager_lock (for the SQL functions), and its slot
+ * and mailbox generation packed in one atomic, manager_ident, that senders
+ * read without any lock (a spinlock here was one more atomic operation on
+ * a line shared by every sender).  A stale value is harmless: the sender
+ * checks the generation again under the mailbox's mutex.  The other counters are atomics updated
  * on rare paths (waits, failures, mailbox close).
  */
 typedef struct ImsgArea
@@ -227,8 +230,7 @@ typedef struct ImsgArea
 	/* the replication manager */
 	slock_t		manager_lock;
 	int			manager_pid;
-	int			manager_procno;
-	uint32		manager_generation;
+	pg_atomic_uint64 manager_ident; /* see IMSG_MANAGER_IDENT */
 	pg_atomic_uint64 manager_received;
 } ImsgArea;
 
@@ -412,6 +414,11 @@ extern void imsg_helper_job_done(int slot);
 extern int	imsg_helpers_running(void);
 extern PGDLLEXPORT void imsg_helper_main(Datum main_arg);
 
+/* manager_ident: 0 = no manager, else (generation << 32) | (pgprocno + 1) */
+#define IMSG_MANAGER_IDENT(procno, gen) (((uint64) (gen) << 32) | (uint32) ((procno) + 1))
+#define IMSG_IDENT_PROCNO(ident)	((int) ((ident) & 0xFFFFFFFF) - 1)
+#define IMSG_IDENT_GENERATION(ident) ((uint32) ((ident) >> 32))
+
 /* area.c */
 extern ImsgArea *ImsgAreaPtr;
 extern void imsg_area_request(void);
@@ -419,8 +426,7 @@ extern void imsg_area_startup(void);
 extern Size imsg_manager_shmem_size(void);
 extern Size imsg_area_shmem_size(void);
 extern ImsgSegment *imsg_segment_alloc(Size min_bytes, Size want_bytes,
-									   TimestampTz deadline, bool nowait,
-									   ImsgResult *result);
+									   long timeout_ms, ImsgResult *result);
 extern void imsg_segment_free(ImsgSegment *seg);
 extern uint64 imsg_next_message_id(void);
 extern Size imsg_largest_message(void);

@@ -304,11 +304,11 @@ imsg_lookup(int pid, int *procno, uint32 *generation)
 
 	if (pid == IMSG_MANAGER)
 	{
-		SpinLockAcquire(&area->manager_lock);
-		*procno = area->manager_procno;
-		*generation = area->manager_generation;
-		SpinLockRelease(&area->manager_lock);
-		return *procno >= 0 ? IMSG_OK : IMSG_NO_RECIPIENT;
+		uint64		ident = pg_atomic_read_u64(&area->manager_ident);
+
+		*procno = IMSG_IDENT_PROCNO(ident);
+		*generation = IMSG_IDENT_GENERATION(ident);
+		return ident != 0 ? IMSG_OK : IMSG_NO_RECIPIENT;
 	}
 	if (pid < 0)
 		return IMSG_NO_RECIPIENT;
@@ -366,12 +366,16 @@ ImsgManagerPid(void)
 	return pid;
 }
 
+/*
+ * The deadline of a wait of timeout_ms (0 if there is none), computed the
+ * first time the caller actually has to sleep: *deadline is 0 until then.
+ */
 static TimestampTz
-imsg_deadline(long timeout_ms)
+imsg_deadline(long timeout_ms, TimestampTz *deadline)
 {
-	if (timeout_ms <= 0)
-		return 0;
-	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	if (*deadline == 0 && timeout_ms > 0)
+		*deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return *deadline;
 }
 
 /*
@@ -389,7 +393,6 @@ ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
 	ImsgSegment *new_seg = NULL;
 	ImsgSegment *seg;
 	ImsgMessage *msg;
-	TimestampTz deadline;
 	ImsgResult	result;
 	bool		retried_lookup = false;
 	int			owner_pid = 0;
@@ -403,7 +406,6 @@ ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
 	ImsgOpenMailbox();
 
 	space = IMSG_MESSAGE_SPACE(len);
-	deadline = imsg_deadline(timeout_ms);
 
 lookup:
 	result = imsg_lookup(recipient_pid, &procno, &generation);
@@ -462,7 +464,7 @@ lookup:
 				new_seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space,
 											 Min(Max(2 * tail_size, IMSG_MIN_SEGMENT),
 												 IMSG_MAX_SEGMENT),
-											 deadline, timeout_ms == 0, &result);
+											 timeout_ms, &result);
 				if (new_seg == NULL)
 					return result;
 				continue;
@@ -773,11 +775,12 @@ imsg_find_matching(ImsgMatchFunc match, void *arg)
 /*
  * Nothing to take yet: publish what was released (so that the views are
  * right while we wait), then sleep on our latch until a sender sets it or
- * the deadline (0: none) passes.  Returns IMSG_OK to look again, else the
- * result to report.  Runs CHECK_FOR_INTERRUPTS; exits on postmaster death.
+ * timeout_ms passes (*deadline is set on the first wait).  Returns IMSG_OK
+ * to look again, else the result to report.  Runs CHECK_FOR_INTERRUPTS;
+ * exits on postmaster death.
  */
 static ImsgResult
-imsg_wait_for_message(long timeout_ms, TimestampTz deadline)
+imsg_wait_for_message(long timeout_ms, TimestampTz *deadline)
 {
 	long		remaining = -1;
 	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
@@ -785,10 +788,10 @@ imsg_wait_for_message(long timeout_ms, TimestampTz deadline)
 	imsg_publish_release();
 	if (timeout_ms == 0)
 		return IMSG_WOULD_BLOCK;
-	if (deadline != 0)
+	if (imsg_deadline(timeout_ms, deadline) != 0)
 	{
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-													deadline);
+													*deadline);
 		if (remaining <= 0)
 			return IMSG_TIMEOUT;
 		events |= WL_TIMEOUT;
@@ -842,14 +845,12 @@ ImsgResult
 ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 					ImsgMessage **msgp)
 {
-	TimestampTz deadline;
+	TimestampTz deadline = 0;
 	bool		spun;
 
 	if (ImsgAreaPtr == NULL)
 		return IMSG_NOT_LOADED;
 	ImsgOpenMailbox();
-	deadline = imsg_deadline(timeout_ms);
-
 	for (spun = false;; spun = true)
 	{
 		ImsgResult	r;
@@ -865,7 +866,7 @@ ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 		 */
 		if (!spun && timeout_ms != 0 && imsg_spin_for_message())
 			continue;
-		r = imsg_wait_for_message(timeout_ms, deadline);
+		r = imsg_wait_for_message(timeout_ms, &deadline);
 		if (r != IMSG_OK)
 			return r;
 	}
@@ -899,14 +900,13 @@ ImsgConsume(ImsgMessage *msg)
 ImsgResult
 ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 {
-	TimestampTz deadline;
+	TimestampTz deadline = 0;
 
 	if (ImsgAreaPtr == NULL)
 		return IMSG_NOT_LOADED;
 	ImsgOpenMailbox();
 	if (pending_msg != NULL && pending_mailbox == MyMailbox)
 		elog(ERROR, "imessages: cannot receive while a message to oneself is reserved");
-	deadline = imsg_deadline(timeout_ms);
 
 	for (;;)
 	{
@@ -920,7 +920,7 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 		if (streaming && timeout_ms != 0 && imsg_spin_for_message())
 			continue;
 		streaming = false;
-		r = imsg_wait_for_message(timeout_ms, deadline);
+		r = imsg_wait_for_message(timeout_ms, &deadline);
 		if (r != IMSG_OK)
 			return r;
 	}

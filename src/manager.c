@@ -175,7 +175,7 @@ imsg_manager_unregister(int code, Datum arg)
 	if (area->manager_pid == MyProcPid)
 	{
 		area->manager_pid = 0;
-		area->manager_procno = -1;
+		pg_atomic_write_u64(&area->manager_ident, 0);
 	}
 	SpinLockRelease(&area->manager_lock);
 
@@ -803,9 +803,9 @@ imsg_manager_main(Datum main_arg)
 
 	SpinLockAcquire(&area->manager_lock);
 	area->manager_pid = MyProcPid;
-	area->manager_procno = MyProc->pgprocno;
-	area->manager_generation = mb->generation;
 	SpinLockRelease(&area->manager_lock);
+	pg_atomic_write_u64(&area->manager_ident,
+						IMSG_MANAGER_IDENT(MyProc->pgprocno, mb->generation));
 
 	ereport(LOG,
 			(errmsg("imessages manager started (group communication: %s)", gcs->name)));
