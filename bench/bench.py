@@ -401,7 +401,7 @@ def summarize(rows):
         met = "-"
         if ratio is not None and target is not None:
             met = "yes" if (ratio >= target if higher_better else ratio <= target) else "NO"
-        tgt = "-" if target is None else (f">= {target:g}x" if higher_better else f"<= {target:g}x")
+        tgt = "-" if target is None else (f">= {target:.2g}x" if higher_better else f"<= {target:.2g}x")
         lines.append(f"{what:<44} {fmt(a, unit):>28} {fmt(b, unit):>28} "
                      f"{('%.2fx' % ratio) if ratio else '-':>8} {tgt:>9} {met:>4}")
         out.append((what, a[0] if a else "", b[0] if b else "", ratio or "", target or "", met))
