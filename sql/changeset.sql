@@ -128,6 +128,20 @@ SELECT cs, op, key FROM last_changes(3);
 SET imessages.commit_mode = 'sometimes';
 \echo :LAST_ERROR_SQLSTATE
 
+-- the description of a table is cached per session: an ALTER TABLE between
+-- transactions, or inside one, describes it anew
+SELECT note_delivered();
+INSERT INTO acct VALUES (20, 'before', 1, true, NULL, NULL);
+ALTER TABLE acct ADD COLUMN extra integer DEFAULT 7;
+INSERT INTO acct VALUES (21, 'after', 1, true, NULL, NULL, 8);
+BEGIN;
+INSERT INTO acct VALUES (22, 'in tx before', 1, true, NULL, NULL, 9);
+ALTER TABLE acct DROP COLUMN note;
+INSERT INTO acct VALUES (23, 'in tx after', 1, true, NULL, 10);
+COMMIT;
+SELECT wait_delivered(3);
+SELECT cs, ord, key, new_row FROM last_changes(3);
+
 -- a transaction without changes to replicated tables sends nothing
 SELECT note_delivered();
 CREATE TEMP TABLE scratch (x integer);

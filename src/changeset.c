@@ -45,6 +45,7 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -65,6 +66,24 @@ typedef struct ColumnInfo
 	FmgrInfo	out;			/* typsend or typoutput */
 } ColumnInfo;
 
+/*
+ * What capture needs to know of a relation, kept for the session: the
+ * output function of each column and the body of its 'R' record.  Built
+ * from the catalogs on first use; a relcache invalidation marks it stale,
+ * and the next use rebuilds it with a new version number.
+ */
+typedef struct CachedRel
+{
+	Oid			relid;			/* hash key */
+	bool		valid;
+	uint32		version;
+	MemoryContext context;		/* holds cols and descr */
+	int			natts;
+	ColumnInfo *cols;
+	char	   *descr;			/* 'R' record after the relation id */
+	uint32		descr_len;
+} CachedRel;
+
 /* A relation as this transaction's change set knows it. */
 typedef struct RelInfo
 {
@@ -72,9 +91,11 @@ typedef struct RelInfo
 	int32		local_id;		/* id inside the change set */
 	bool		described;		/* its 'R' record is in the buffer */
 	uint32		described_at;	/* buffer offset of that record */
-	int			natts;
-	ColumnInfo *cols;
+	uint32		described_version;	/* CachedRel version it describes */
 } RelInfo;
+
+static HTAB *rel_cache = NULL;
+static MemoryContext rel_cache_context = NULL;
 
 /* Where to truncate the change set if a subtransaction aborts. */
 typedef struct CaptureMark
@@ -143,90 +164,165 @@ imsg_cs_start(void)
 	MemoryContextSwitchTo(old);
 }
 
-/* The relation's entry, with its 'R' record written if not yet. */
-static RelInfo *
-imsg_cs_relation(Relation rel)
+/* Relcache invalidation: the relation's definition may have changed. */
+static void
+imsg_cs_relcache_callback(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS seq;
+	CachedRel  *cr;
+
+	if (rel_cache == NULL)
+		return;
+	if (OidIsValid(relid))
+	{
+		cr = hash_search(rel_cache, &relid, HASH_FIND, NULL);
+		if (cr != NULL)
+			cr->valid = false;
+		return;
+	}
+	hash_seq_init(&seq, rel_cache);
+	while ((cr = hash_seq_search(&seq)) != NULL)
+		cr->valid = false;
+}
+
+/* The session's description of 'rel', built or rebuilt as needed. */
+static CachedRel *
+imsg_cs_cached_relation(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
-	RelInfo    *ri;
-	bool		found;
 	TupleDesc	desc = RelationGetDescr(rel);
+	CachedRel  *cr;
+	bool		found;
+	Bitmapset  *pk;
+	ImsgBuffer	d;
+	MemoryContext old;
+	const char *nsp;
+	const char *name;
+	int			nlive = 0;
 	int			i;
 
-	ri = hash_search(cs_rels, &relid, HASH_ENTER, &found);
+	if (rel_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		rel_cache_context = AllocSetContextCreate(TopMemoryContext,
+												  "imessages capture relations",
+												  ALLOCSET_SMALL_SIZES);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CachedRel);
+		ctl.hcxt = rel_cache_context;
+		rel_cache = hash_create("imessages capture relations", 16, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(imsg_cs_relcache_callback, (Datum) 0);
+	}
+	cr = hash_search(rel_cache, &relid, HASH_ENTER, &found);
+	if (found && cr->valid)
+		return cr;
 	if (!found)
 	{
-		Bitmapset  *pk;
-		MemoryContext old = MemoryContextSwitchTo(cs_context);
-
-		if (!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("replicated table \"%s\" has no primary key",
-							RelationGetRelationName(rel)),
-					 errhint("imessages identifies rows by an immediate (not deferrable) primary key; add one, or call imsg_unreplicate().")));
-		pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
-		ri->local_id = cs_next_local_id++;
-		ri->described = false;
-		ri->natts = desc->natts;
-		ri->cols = palloc0(sizeof(ColumnInfo) * desc->natts);
-		for (i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			ColumnInfo *col = &ri->cols[i];
-			Oid			fn;
-			bool		isvarlena;
-
-			col->dropped = att->attisdropped;
-			if (col->dropped)
-				continue;
-			col->is_key = bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk);
-			col->binary = imsg_type_is_portable_binary(att->atttypid);
-			if (col->binary)
-				getTypeBinaryOutputInfo(att->atttypid, &fn, &isvarlena);
-			else
-				getTypeOutputInfo(att->atttypid, &fn, &isvarlena);
-			fmgr_info_cxt(fn, &col->out, cs_context);
-		}
-		MemoryContextSwitchTo(old);
+		cr->version = 0;
+		cr->context = NULL;
 	}
 
-	if (!ri->described)
+	if (!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
 	{
-		int			nlive = 0;
-		const char *nsp = get_namespace_name(RelationGetNamespace(rel));
-		const char *name = RelationGetRelationName(rel);
+		cr->valid = false;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replicated table \"%s\" has no primary key",
+						RelationGetRelationName(rel)),
+				 errhint("imessages identifies rows by an immediate (not deferrable) primary key; add one, or call imsg_unreplicate().")));
+	}
 
-		for (i = 0; i < ri->natts; i++)
-			if (!ri->cols[i].dropped)
-				nlive++;
+	if (cr->context != NULL)
+		MemoryContextDelete(cr->context);
+	cr->context = AllocSetContextCreate(rel_cache_context, "imessages capture relation",
+										ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cr->context);
+
+	pk = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
+	cr->natts = desc->natts;
+	cr->cols = palloc0(sizeof(ColumnInfo) * desc->natts);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		ColumnInfo *col = &cr->cols[i];
+		Oid			fn;
+		bool		isvarlena;
+
+		col->dropped = att->attisdropped;
+		if (col->dropped)
+			continue;
+		nlive++;
+		col->is_key = bms_is_member(att->attnum - FirstLowInvalidHeapAttributeNumber, pk);
+		col->binary = imsg_type_is_portable_binary(att->atttypid);
+		if (col->binary)
+			getTypeBinaryOutputInfo(att->atttypid, &fn, &isvarlena);
+		else
+			getTypeOutputInfo(att->atttypid, &fn, &isvarlena);
+		fmgr_info_cxt(fn, &col->out, cr->context);
+	}
+
+	/* the 'R' record's body: schema, name, then each live column */
+	nsp = get_namespace_name(RelationGetNamespace(rel));
+	name = RelationGetRelationName(rel);
+	ImsgBufferInitGrowable(&d, 256, MaxAllocSize);
+	ImsgBufferPutString(&d, nsp, strlen(nsp));
+	ImsgBufferPutString(&d, name, strlen(name));
+	ImsgBufferPutInt16(&d, nlive);
+	for (i = 0; i < cr->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		char	   *typname;
+
+		if (cr->cols[i].dropped)
+			continue;
+		typname = format_type_be_qualified(att->atttypid);
+		ImsgBufferPutString(&d, NameStr(att->attname), strlen(NameStr(att->attname)));
+		ImsgBufferPutString(&d, typname, strlen(typname));
+		ImsgBufferPutInt8(&d, (cr->cols[i].is_key ? IMSG_CS_COL_KEY : 0) |
+						  (cr->cols[i].binary ? IMSG_CS_COL_BINARY : 0));
+	}
+	cr->descr = d.data;
+	cr->descr_len = d.len;
+	MemoryContextSwitchTo(old);
+
+	cr->version++;
+	cr->valid = true;
+	return cr;
+}
+
+/*
+ * This transaction's entry for the relation, with an 'R' record for the
+ * current definition written into the change set if it has none yet.
+ */
+static RelInfo *
+imsg_cs_relation(CachedRel *cr)
+{
+	RelInfo    *ri;
+	bool		found;
+
+	ri = hash_search(cs_rels, &cr->relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		ri->local_id = cs_next_local_id++;
+		ri->described = false;
+	}
+	if (!ri->described || ri->described_version != cr->version)
+	{
 		ri->described_at = cs_buf.len;
 		ImsgBufferPutInt8(&cs_buf, IMSG_CS_RELATION);
 		ImsgBufferPutInt32(&cs_buf, ri->local_id);
-		ImsgBufferPutString(&cs_buf, nsp, strlen(nsp));
-		ImsgBufferPutString(&cs_buf, name, strlen(name));
-		ImsgBufferPutInt16(&cs_buf, nlive);
-		for (i = 0; i < ri->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			char	   *typname;
-
-			if (ri->cols[i].dropped)
-				continue;
-			typname = format_type_be_qualified(att->atttypid);
-			ImsgBufferPutString(&cs_buf, NameStr(att->attname), strlen(NameStr(att->attname)));
-			ImsgBufferPutString(&cs_buf, typname, strlen(typname));
-			ImsgBufferPutInt8(&cs_buf, (ri->cols[i].is_key ? IMSG_CS_COL_KEY : 0) |
-							  (ri->cols[i].binary ? IMSG_CS_COL_BINARY : 0));
-		}
+		ImsgBufferPutBytes(&cs_buf, cr->descr, cr->descr_len);
 		ri->described = true;
+		ri->described_version = cr->version;
 	}
 	return ri;
 }
 
 /* The columns of 'tuple' (only the key ones if keys_only). */
 static void
-imsg_cs_put_values(RelInfo *ri, TupleDesc desc, HeapTuple tuple, bool keys_only)
+imsg_cs_put_values(CachedRel *ri, TupleDesc desc, HeapTuple tuple, bool keys_only)
 {
 	int			i;
 	int			n = 0;
@@ -295,6 +391,7 @@ imsg_capture(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Relation	rel;
 	TupleDesc	desc;
+	CachedRel  *cr;
 	RelInfo    *ri;
 	MemoryContext old;
 	TriggerEvent ev;
@@ -312,30 +409,31 @@ imsg_capture(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	desc = RelationGetDescr(rel);
+	cr = imsg_cs_cached_relation(rel);
 	if (cs_context == NULL)
 		imsg_cs_start();
 	imsg_cs_mark();
 
 	old = MemoryContextSwitchTo(cs_context);
-	ri = imsg_cs_relation(rel);
+	ri = imsg_cs_relation(cr);
 	if (TRIGGER_FIRED_BY_INSERT(ev))
 	{
 		ImsgBufferPutInt8(&cs_buf, IMSG_CS_INSERT);
 		ImsgBufferPutInt32(&cs_buf, ri->local_id);
-		imsg_cs_put_values(ri, desc, trigdata->tg_trigtuple, false);
+		imsg_cs_put_values(cr, desc, trigdata->tg_trigtuple, false);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
 	{
 		ImsgBufferPutInt8(&cs_buf, IMSG_CS_UPDATE);
 		ImsgBufferPutInt32(&cs_buf, ri->local_id);
-		imsg_cs_put_values(ri, desc, trigdata->tg_trigtuple, true);
-		imsg_cs_put_values(ri, desc, trigdata->tg_newtuple, false);
+		imsg_cs_put_values(cr, desc, trigdata->tg_trigtuple, true);
+		imsg_cs_put_values(cr, desc, trigdata->tg_newtuple, false);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(ev))
 	{
 		ImsgBufferPutInt8(&cs_buf, IMSG_CS_DELETE);
 		ImsgBufferPutInt32(&cs_buf, ri->local_id);
-		imsg_cs_put_values(ri, desc, trigdata->tg_trigtuple, true);
+		imsg_cs_put_values(cr, desc, trigdata->tg_trigtuple, true);
 	}
 	else
 		elog(ERROR, "imsg_capture: unexpected trigger event");
