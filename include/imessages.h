@@ -124,6 +124,22 @@ extern PGDLLEXPORT uint64 ImsgCommit(ImsgBuffer *buf);
 extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
 
 /*
+ * Pipelined sending, for a stream of messages to one recipient (like
+ * shm_mq_send with force_flush = false): ImsgSendPipelined publishes each
+ * message at once but sets the recipient's latch only every
+ * IMSG_PIPELINE_BATCH messages, saving the memory barrier a wake-up costs;
+ * ImsgFlush(recipient_pid) wakes it for the rest.  A recipient that is
+ * awake sees every message as it is published; one that sleeps may not
+ * see the last ones until the flush, so always end a stream with it.
+ */
+#define IMSG_PIPELINE_BATCH 64
+
+extern PGDLLEXPORT ImsgResult ImsgSendPipelined(int recipient_pid, int32 msgtype,
+												const void *data, Size len,
+												long timeout_ms, uint64 *msg_id);
+extern PGDLLEXPORT void ImsgFlush(int recipient_pid);
+
+/*
  * Receiving (only from the caller's own mailbox).
  *
  * ImsgReceive returns the next message in FIFO order, waiting up to
@@ -131,7 +147,8 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
  * once).  The message stays in the area, readable through the accessors,
  * until released.  ImsgRelease(msg) releases msg and every message received
  * before it (a cumulative acknowledgement); their memory returns to the
- * area.  Messages received and not released are freed when the process
+ * area in batches (at the latest when the caller next waits in
+ * ImsgReceive).  Messages received and not released are freed when the process
  * exits.  ImsgReceive may reset MyLatch: callers that also wait on it for
  * other reasons must recheck those conditions.
  */

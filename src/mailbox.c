@@ -537,9 +537,16 @@ lookup:
 	return IMSG_OK;
 }
 
-/* Mark the pending message READY or CANCELLED and wake its recipient. */
+/* Pipelined sends not followed by a wake-up yet, and to which slot. */
+static int	unwoken_sends = 0;
+static int	unwoken_procno = -1;
+
+/*
+ * Mark the pending message READY or CANCELLED and, unless 'lazy' (a
+ * pipelined send within its batch), wake its recipient.
+ */
 static void
-imsg_finish_pending(ImsgMessage *msg, uint32 state)
+imsg_finish_pending_wake(ImsgMessage *msg, uint32 state, bool lazy)
 {
 	int			procno = pending_procno;
 
@@ -554,7 +561,22 @@ imsg_finish_pending(ImsgMessage *msg, uint32 state)
 	pg_write_barrier();
 	pg_atomic_write_u32(&msg->state, state);
 	/* from here on the owner may release and reuse the memory: no access */
+	if (lazy && unwoken_procno == procno && ++unwoken_sends < IMSG_PIPELINE_BATCH)
+		return;
+	if (lazy)
+	{
+		unwoken_procno = procno;
+		unwoken_sends = 0;
+	}
+	else if (unwoken_procno == procno)
+		unwoken_procno = -1;
 	SetLatch(&GetPGProcByNumber(procno)->procLatch);
+}
+
+static inline void
+imsg_finish_pending(ImsgMessage *msg, uint32 state)
+{
+	imsg_finish_pending_wake(msg, state, false);
 }
 
 uint64
@@ -591,6 +613,41 @@ imsg_cancel_pending(void)
 {
 	if (pending_msg != NULL)
 		imsg_finish_pending(pending_msg, IMSG_STATE_CANCELLED);
+}
+
+ImsgResult
+ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
+				  Size len, long timeout_ms, uint64 *msg_id)
+{
+	ImsgBuffer	buf;
+	ImsgResult	result;
+	ImsgMessage *msg;
+
+	result = ImsgReserve(recipient_pid, msgtype, len, timeout_ms, &buf);
+	if (result != IMSG_OK)
+		return result;
+	memcpy(buf.data, data, len);
+	msg = (ImsgMessage *) buf.reservation;
+	msg->length = len;
+	if (msg_id)
+		*msg_id = msg->msg_id;
+	imsg_finish_pending_wake(msg, IMSG_STATE_READY, true);
+	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
+	return IMSG_OK;
+}
+
+/* Wake the recipient of pipelined sends for the ones it was not woken for. */
+void
+ImsgFlush(int recipient_pid)
+{
+	int			procno;
+	uint32		generation;
+
+	if (ImsgAreaPtr == NULL || imsg_lookup(recipient_pid, &procno, &generation) != IMSG_OK)
+		return;
+	if (unwoken_procno == procno)
+		unwoken_procno = -1;
+	SetLatch(&GetPGProcByNumber(procno)->procLatch);
 }
 
 ImsgResult
@@ -983,12 +1040,21 @@ ImsgRelease(ImsgMessage *msg)
 			break;
 	}
 	/*
-	 * Publish when a segment can be recycled, when a good part of one is
-	 * free, or when the owner has caught up (it is likely to sleep next).
+	 * Publish when a segment can be recycled or a good part of one is free;
+	 * otherwise before the owner sleeps (imsg_wait_for_message), or when it
+	 * asks (imsg_flush_release).  Publishing takes the mailbox's mutex, so
+	 * doing it on every release of a receiver that keeps up made it contend
+	 * with the sender on every message.
 	 */
-	if (passed_segment || unpublished_bytes >= release.seg->size / 4 ||
-		(release.count == cursor.count && imsg_cursor_at_end()))
+	if (passed_segment || unpublished_bytes >= release.seg->size / 4)
 		imsg_publish_release();
+}
+
+/* Publish what was released now (for an owner that is about to sleep). */
+void
+imsg_flush_release(void)
+{
+	imsg_publish_release();
 }
 
 /* Release everything received so far (SQL commit). */

@@ -81,6 +81,21 @@ like($err, qr/ERROR:  22P03: imessages payload is too short/, 'short payload: 22
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/ERROR:  22P03: imessages payload has trailing data/, 'trailing bytes: 22P03');
 
+# pipelined sends: every message arrives, in order, once flushed; and a
+# receiver already waiting is woken (the first send of a batch wakes it)
+is($node->safe_psql('postgres', "SELECT imsg_test_send_pipelined($rpid, 200)"),
+	'ok', '200 pipelined sends and a flush');
+is( $r->query_safe(
+		"SELECT count(*), bool_and(v = ord) FROM (SELECT ('x' || encode(payload, 'hex'))::bit(32)::integer AS v,
+		        row_number() OVER () AS ord FROM imsg_receive(2000)) s"),
+	'200|t', 'all arrive, in order');
+$r->query_until(qr/waiting/, "\\echo waiting\nSELECT count(*) FROM imsg_receive(30000, 1);\n");
+is($node->safe_psql('postgres', "SELECT imsg_test_send_pipelined($rpid, 3)"),
+	'ok', 'pipelined sends to a waiting receiver');
+# the waiting query's result (1) comes first, then this one's (2)
+is($r->query_safe("SELECT count(*) FROM imsg_receive(2000)"), "1\n2",
+	'the waiting receiver was woken and the rest is there');
+
 # result codes of the queue layer
 is($node->safe_psql('postgres', 'SELECT imsg_test_send_result(2147483647, 10, 0)'),
 	'no recipient', 'unknown pid: IMSG_NO_RECIPIENT');

@@ -136,10 +136,11 @@ bench_imessages(int n, int size)
 	start_worker(MODE_IMSG_SINK, MyProcPid);
 	worker = wait_for_type(T_READY);
 
+	/* pipelined, as the shm_mq loop (force_flush = false), then flushed */
 	t0 = now_us();
 	for (i = 0; i < n; i++)
 	{
-		if (ImsgSend(worker, T_DATA, data, size, IMSG_WAIT_FOREVER, NULL) != IMSG_OK)
+		if (ImsgSendPipelined(worker, T_DATA, data, size, IMSG_WAIT_FOREVER, NULL) != IMSG_OK)
 			elog(ERROR, "bench: send failed");
 	}
 	if (ImsgSend(worker, T_END, NULL, 0, IMSG_WAIT_FOREVER, NULL) != IMSG_OK)

@@ -25,3 +25,6 @@ RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
 CREATE FUNCTION imsg_test_send_raw(recipient integer, msgtype integer, payload bytea)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_send_pipelined(recipient integer, n integer)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;

@@ -185,3 +185,29 @@ imsg_test_send_raw(PG_FUNCTION_ARGS)
 				 VARSIZE_ANY_EXHDR(payload), 0, NULL);
 	PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
 }
+
+PG_FUNCTION_INFO_V1(imsg_test_send_pipelined);
+
+/* n pipelined messages carrying 1..n as int32, then a flush */
+Datum
+imsg_test_send_pipelined(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	int			n = PG_GETARG_INT32(1);
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		char		data[4];
+		ImsgBuffer	buf;
+		ImsgResult	r;
+
+		ImsgBufferInitWriter(&buf, data, sizeof(data));
+		ImsgBufferPutInt32(&buf, i);
+		r = ImsgSendPipelined(recipient, 7, buf.data, buf.len, 5000, NULL);
+		if (r != IMSG_OK)
+			PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+	}
+	ImsgFlush(recipient);
+	PG_RETURN_TEXT_P(cstring_to_text("ok"));
+}
