@@ -21,7 +21,7 @@
  * segment's end, then the message states below it.  A RESERVED message
  * stops it, which keeps the queue FIFO and hides partly written messages.
  * What the owner has released is published under the mutex in batches (a
- * segment passed, a quarter of a segment freed, or nothing left to read),
+ * segment passed, a quarter of a segment freed, or before it sleeps),
  * which is also when drained segments are recycled.
  *
  * Copyright (c) 2026, imessages developers
