@@ -2,7 +2,7 @@
 MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
-       src/changeset.o src/changeset_decode.o
+       src/changeset.o src/changeset_decode.o src/nestmarks.o
 EXTENSION = imessages
 DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h

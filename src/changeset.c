@@ -100,20 +100,17 @@ static MemoryContext rel_cache_context = NULL;
 /* Where to truncate the change set if a subtransaction aborts. */
 typedef struct CaptureMark
 {
-	int			nest_level;
 	uint32		len;
 	int32		nchanges;
 } CaptureMark;
-
-#define MAX_CAPTURE_MARKS 64
 
 static MemoryContext cs_context = NULL;	/* child of TopTransactionContext */
 static ImsgBuffer cs_buf;
 static int32 cs_nchanges = 0;
 static HTAB *cs_rels = NULL;
 static int32 cs_next_local_id = 0;
-static CaptureMark cs_marks[MAX_CAPTURE_MARKS];
-static int	cs_num_marks = 0;
+static ImsgNestMarks cs_marks;
+static CaptureMark cs_mark_payload[IMSG_MAX_NEST_MARKS];
 static bool cs_sent = false;	/* sent at PRE_COMMIT: wake the manager at the end */
 
 /*
@@ -139,7 +136,7 @@ imsg_cs_reset(void)
 	cs_rels = NULL;
 	cs_nchanges = 0;
 	cs_next_local_id = 0;
-	cs_num_marks = 0;
+	cs_marks.count = 0;
 	memset(&cs_buf, 0, sizeof(cs_buf));
 }
 
@@ -366,20 +363,14 @@ imsg_cs_put_values(CachedRel *ri, TupleDesc desc, HeapTuple tuple, bool keys_onl
 static void
 imsg_cs_mark(void)
 {
-	int			level = GetCurrentTransactionNestLevel();
+	int			i = imsg_nest_mark_push(&cs_marks, "changes to replicated tables are",
+										"change replicated tables");
 
-	if (cs_num_marks > 0 && cs_marks[cs_num_marks - 1].nest_level >= level)
-		return;
-	if (cs_num_marks == MAX_CAPTURE_MARKS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("changes to replicated tables are nested in too many subtransactions"),
-				 errdetail("At most %d nested subtransactions may change replicated tables.",
-						   MAX_CAPTURE_MARKS)));
-	cs_marks[cs_num_marks].nest_level = level;
-	cs_marks[cs_num_marks].len = cs_buf.len;
-	cs_marks[cs_num_marks].nchanges = cs_nchanges;
-	cs_num_marks++;
+	if (i >= 0)
+	{
+		cs_mark_payload[i].len = cs_buf.len;
+		cs_mark_payload[i].nchanges = cs_nchanges;
+	}
 }
 
 /*
@@ -624,41 +615,24 @@ static void
 imsg_cs_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						 SubTransactionId parentSubid, void *arg)
 {
-	int			level = GetCurrentTransactionNestLevel();
-	int			first;
-	HASH_SEQ_STATUS seq;
-	RelInfo    *ri;
-
-	if (cs_num_marks == 0)
-		return;
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		first = cs_num_marks;
-		while (first > 0 && cs_marks[first - 1].nest_level >= level)
-			first--;
-		if (first == cs_num_marks)
+		int			i = imsg_nest_mark_abort(&cs_marks);
+		HASH_SEQ_STATUS seq;
+		RelInfo    *ri;
+
+		if (i < 0)
 			return;
 		/* drop the subtransaction's changes, and descriptions written since */
-		cs_buf.len = cs_marks[first].len;
-		cs_nchanges = cs_marks[first].nchanges;
-		cs_num_marks = first;
+		cs_buf.len = cs_mark_payload[i].len;
+		cs_nchanges = cs_mark_payload[i].nchanges;
 		hash_seq_init(&seq, cs_rels);
 		while ((ri = hash_seq_search(&seq)) != NULL)
 			if (ri->described && ri->described_at >= cs_buf.len)
 				ri->described = false;
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		CaptureMark *top = &cs_marks[cs_num_marks - 1];
-
-		if (top->nest_level == level)
-		{
-			if (cs_num_marks > 1 && cs_marks[cs_num_marks - 2].nest_level == level - 1)
-				cs_num_marks--;
-			else
-				top->nest_level = level - 1;
-		}
-	}
+		imsg_nest_mark_commit(&cs_marks);
 }
 
 void

@@ -390,6 +390,19 @@ typedef struct ImsgGcsOps
 
 #define IMSG_GCS_MAX_FDS 4
 
+/* nestmarks.c: one mark per subtransaction level that acted */
+#define IMSG_MAX_NEST_MARKS 64
+
+typedef struct ImsgNestMarks
+{
+	int			count;
+	int			levels[IMSG_MAX_NEST_MARKS];
+} ImsgNestMarks;
+
+extern int	imsg_nest_mark_push(ImsgNestMarks *marks, const char *what, const char *may);
+extern int	imsg_nest_mark_abort(ImsgNestMarks *marks);
+extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
+
 /* changeset.c, changeset_decode.c */
 extern void imsg_changeset_init(void);
 extern int64 imsg_changeset_count(const char *data, Size len);

@@ -39,41 +39,22 @@ PG_FUNCTION_INFO_V1(imsg_area_stats);
 PG_FUNCTION_INFO_V1(imsg_mailbox_stats);
 
 /*
- * Where to rewind the receive cursor if a (sub)transaction aborts: one mark
- * per nesting level that received something, oldest first.  Levels only
- * grow along the stack (a lower level can only receive again after the
- * higher ones ended), so a subtransaction's marks are always on top.
+ * Where to rewind the receive cursor if a subtransaction aborts: the
+ * cursor before each nesting level's first receive (see nestmarks.c).
  */
-typedef struct ReceiveMark
-{
-	int			nest_level;
-	ImsgCursorMark position;	/* cursor before the level's first receive */
-} ReceiveMark;
-
-#define MAX_RECEIVE_MARKS 64
-
-static ReceiveMark receive_marks[MAX_RECEIVE_MARKS];
-static int	num_receive_marks = 0;
+static ImsgNestMarks receive_marks;
+static ImsgCursorMark receive_positions[IMSG_MAX_NEST_MARKS];
 static bool received_in_xact = false;
 
 static void
 imsg_remember_receive_start(void)
 {
-	int			level = GetCurrentTransactionNestLevel();
+	int			i;
 
 	received_in_xact = true;
-	if (num_receive_marks > 0 &&
-		receive_marks[num_receive_marks - 1].nest_level >= level)
-		return;
-	if (num_receive_marks == MAX_RECEIVE_MARKS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("imsg_receive is nested in too many subtransactions"),
-				 errdetail("At most %d nested subtransactions may receive messages.",
-						   MAX_RECEIVE_MARKS)));
-	receive_marks[num_receive_marks].nest_level = level;
-	imsg_get_cursor(&receive_marks[num_receive_marks].position);
-	num_receive_marks++;
+	i = imsg_nest_mark_push(&receive_marks, "imsg_receive is", "receive messages");
+	if (i >= 0)
+		imsg_get_cursor(&receive_positions[i]);
 }
 
 static void
@@ -104,42 +85,24 @@ imsg_xact_callback(XactEvent event, void *arg)
 			return;
 	}
 	received_in_xact = false;
-	num_receive_marks = 0;
+	receive_marks.count = 0;
 }
 
 static void
 imsg_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					  SubTransactionId parentSubid, void *arg)
 {
-	int			level = GetCurrentTransactionNestLevel();
-
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		int			first = num_receive_marks;
+		int			i;
 
 		imsg_cancel_pending();
-		while (first > 0 && receive_marks[first - 1].nest_level >= level)
-			first--;
-		if (first < num_receive_marks)
-		{
-			imsg_set_cursor(&receive_marks[first].position);
-			num_receive_marks = first;
-		}
+		i = imsg_nest_mark_abort(&receive_marks);
+		if (i >= 0)
+			imsg_set_cursor(&receive_positions[i]);
 	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB && num_receive_marks > 0)
-	{
-		ReceiveMark *top = &receive_marks[num_receive_marks - 1];
-
-		if (top->nest_level == level)
-		{
-			/* the parent keeps its own, earlier mark if it has one */
-			if (num_receive_marks > 1 &&
-				receive_marks[num_receive_marks - 2].nest_level == level - 1)
-				num_receive_marks--;
-			else
-				top->nest_level = level - 1;
-		}
-	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		imsg_nest_mark_commit(&receive_marks);
 }
 
 void
