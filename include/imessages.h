@@ -130,7 +130,9 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
  * IMSG_PIPELINE_BATCH messages, saving the memory barrier a wake-up costs;
  * ImsgFlush(recipient_pid) wakes it for the rest.  A recipient that is
  * awake sees every message as it is published; one that sleeps may not
- * see the last ones until the flush, so always end a stream with it.
+ * see the last ones until the flush, so end a stream with it.  A wake-up
+ * still owed is also paid at the end of the caller's transaction and when
+ * it exits.
  */
 #define IMSG_PIPELINE_BATCH 64
 

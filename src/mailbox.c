@@ -84,6 +84,7 @@ static uint32 cached_generation = 0;
 static void imsg_close_mailbox(int code, Datum arg);
 static void imsg_publish_release(void);
 static bool imsg_cursor_at_end(void);
+
 static ImsgMessage *imsg_release_one(bool *passed_segment);
 
 /* ERROR (SQLSTATE 55000) unless the area exists. */
@@ -224,6 +225,7 @@ imsg_close_mailbox(int code, Datum arg)
 	/* an ERROR may have escaped with the allocator lock held */
 	LWLockReleaseAll();
 	ConditionVariableCancelSleep();
+	imsg_flush_pipelined();
 	if (pending_msg != NULL)
 	{
 		ImsgBuffer	buf;
@@ -634,6 +636,19 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 	imsg_finish_pending_wake(msg, IMSG_STATE_READY, true);
 	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
 	return IMSG_OK;
+}
+
+/*
+ * Pay the wake-up that pipelined sends still owe, if any: at the end of a
+ * transaction and at exit, so that a caller that never flushes (or fails
+ * before it could) does not leave its recipient asleep with messages.
+ */
+void
+imsg_flush_pipelined(void)
+{
+	if (unwoken_procno >= 0 && ImsgAreaPtr != NULL)
+		SetLatch(&GetPGProcByNumber(unwoken_procno)->procLatch);
+	unwoken_procno = -1;
 }
 
 /* Wake the recipient of pipelined sends for the ones it was not woken for. */

@@ -60,6 +60,11 @@ imsg_remember_receive_start(void)
 static void
 imsg_xact_callback(XactEvent event, void *arg)
 {
+	/* pipelined sends are not transactional, but their wake-up is due */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		imsg_flush_pipelined();
+
 	switch (event)
 	{
 		case XACT_EVENT_PRE_PREPARE:

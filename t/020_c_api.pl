@@ -96,6 +96,25 @@ is($node->safe_psql('postgres', "SELECT imsg_test_send_pipelined($rpid, 3)"),
 is($r->query_safe("SELECT count(*) FROM imsg_receive(2000)"), "1\n2",
 	'the waiting receiver was woken and the rest is there');
 
+# a pipelined sender that never flushes still wakes its recipient: its
+# first send of a batch wakes the receiver, which takes that one and sleeps
+# again; the next two owe a wake-up, paid when the sender's transaction
+# ends (and at its exit, for callers outside a transaction)
+{
+	my $s = $node->background_psql('postgres');
+	$r->query_until(qr/waiting2/, "\\echo waiting2\nSELECT count(*) FROM imsg_receive(30000, 1);\n");
+	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 1)");
+	is($r->query_safe("SELECT 'first'"), "1\nfirst", 'the first pipelined send woke the receiver');
+	$r->query_until(qr/waiting3/, "\\echo waiting3\nSELECT count(*) FROM imsg_receive(8000, 2);\n");
+	sleep 1;
+	my $t0 = time;
+	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 2)");
+	$s->quit;
+	is($r->query_safe("SELECT 'rest'"), "2\nrest",
+		'the end of the sender\'s transaction woke the receiver for the unflushed messages');
+	cmp_ok(time - $t0, '<', 6, 'well before the receive timed out');
+}
+
 # result codes of the queue layer
 is($node->safe_psql('postgres', 'SELECT imsg_test_send_result(2147483647, 10, 0)'),
 	'no recipient', 'unknown pid: IMSG_NO_RECIPIENT');

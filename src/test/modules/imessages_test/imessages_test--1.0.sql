@@ -28,3 +28,6 @@ RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
 CREATE FUNCTION imsg_test_send_pipelined(recipient integer, n integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_send_pipelined_noflush(recipient integer, n integer)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;

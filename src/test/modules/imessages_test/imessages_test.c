@@ -211,3 +211,23 @@ imsg_test_send_pipelined(PG_FUNCTION_ARGS)
 	ImsgFlush(recipient);
 	PG_RETURN_TEXT_P(cstring_to_text("ok"));
 }
+
+PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_noflush);
+
+/* n pipelined messages and no flush: as a caller that forgets it, or dies */
+Datum
+imsg_test_send_pipelined_noflush(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	int			n = PG_GETARG_INT32(1);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		ImsgResult	r = ImsgSendPipelined(recipient, 8, "p", 1, 5000, NULL);
+
+		if (r != IMSG_OK)
+			PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+	}
+	PG_RETURN_TEXT_P(cstring_to_text("ok"));
+}
