@@ -567,6 +567,9 @@ imsg_finish_pending_wake(ImsgMessage *msg, uint32 state, bool lazy)
 		return;
 	if (lazy)
 	{
+		/* switching recipients: pay the wake-up owed to the previous one */
+		if (unwoken_procno >= 0 && unwoken_procno != procno)
+			SetLatch(&GetPGProcByNumber(unwoken_procno)->procLatch);
 		unwoken_procno = procno;
 		unwoken_sends = 0;
 	}

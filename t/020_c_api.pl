@@ -96,24 +96,42 @@ is($node->safe_psql('postgres', "SELECT imsg_test_send_pipelined($rpid, 3)"),
 is($r->query_safe("SELECT count(*) FROM imsg_receive(2000)"), "1\n2",
 	'the waiting receiver was woken and the rest is there');
 
-# a pipelined sender that never flushes still wakes its recipient: its
-# first send of a batch wakes the receiver, which takes that one and sleeps
-# again; the next two owe a wake-up, paid when the sender's transaction
-# ends (and at its exit, for callers outside a transaction)
+# A pipelined send owes its recipient a wake-up from the second send of a
+# batch on.  The debt is paid when the sender's transaction ends, and when
+# it switches to another recipient.  Each case: the receiver takes the
+# batch's first message (that send wakes it), waits again and is asleep
+# when the owed message comes; it must then be woken long before its 8 s
+# receive timeout.
+my $r2 = $node->background_psql('postgres');
+my $r2pid = $r2->query_safe(
+	'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
+for my $case ('commit', 'switch')
 {
 	my $s = $node->background_psql('postgres');
-	$r->query_until(qr/waiting2/, "\\echo waiting2\nSELECT count(*) FROM imsg_receive(30000, 1);\n");
+	$r->query_until(qr/waiting_a/, "\\echo waiting_a\nSELECT count(*) FROM imsg_receive(30000, 1);\n");
+	$s->query_safe("BEGIN");
 	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 1)");
-	is($r->query_safe("SELECT 'first'"), "1\nfirst", 'the first pipelined send woke the receiver');
-	$r->query_until(qr/waiting3/, "\\echo waiting3\nSELECT count(*) FROM imsg_receive(8000, 2);\n");
+	is($r->query_safe("SELECT 'a'"), "1\na", "$case: the first send of a batch wakes the receiver");
+	$r->query_until(qr/waiting_b/, "\\echo waiting_b\nSELECT count(*) FROM imsg_receive(8000, 1);\n");
 	sleep 1;
+	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 1)");
 	my $t0 = time;
-	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 2)");
+	if ($case eq 'commit')
+	{
+		$s->query_safe("COMMIT");
+	}
+	else
+	{
+		$s->query_safe("SELECT imsg_test_send_pipelined_noflush($r2pid, 1)");
+	}
+	is($r->query_safe("SELECT 'b'"), "1\nb", "$case: the owed message arrives");
+	cmp_ok(time - $t0, '<', 6, "$case: the receiver was woken, not timed out");
+	$s->query_safe("COMMIT") if $case eq 'switch';
 	$s->quit;
-	is($r->query_safe("SELECT 'rest'"), "2\nrest",
-		'the end of the sender\'s transaction woke the receiver for the unflushed messages');
-	cmp_ok(time - $t0, '<', 6, 'well before the receive timed out');
 }
+is($r2->query_safe('SELECT count(*) FROM imsg_receive(2000)'), '1',
+	'the other recipient has its message');
+$r2->quit;
 
 # result codes of the queue layer
 is($node->safe_psql('postgres', 'SELECT imsg_test_send_result(2147483647, 10, 0)'),
