@@ -170,6 +170,8 @@ typedef bool (*ImsgMatchFunc) (const ImsgMessage *msg, void *arg);
 
 extern PGDLLEXPORT ImsgResult ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match,
 												  void *arg, ImsgMessage **msg);
+/* An ImsgMatchFunc for the common case: arg points to the int32 type wanted */
+extern PGDLLEXPORT bool ImsgMatchType(const ImsgMessage *msg, void *msgtype);
 extern PGDLLEXPORT void ImsgConsume(ImsgMessage *msg);
 
 /* Message accessors: valid until the message is released */

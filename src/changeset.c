@@ -464,33 +464,13 @@ imsg_chunk_size(void)
 	return limit > IMSG_CS_CHUNK_HEADER + 1024 ? limit - IMSG_CS_CHUNK_HEADER : 1024;
 }
 
-static void
-imsg_cs_send_error(ImsgResult r)
-{
-	if (r == IMSG_NO_RECIPIENT)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("imessages manager is not running; the transaction's change set cannot be sent"),
-				 errhint("The postmaster restarts it; check the server log.")));
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-			 errmsg("the transaction's change set could not be sent to the imessages manager: %s",
-					ImsgResultString(r)),
-			 errhint("Raise imessages.send_timeout or imessages.buffer_size.")));
-}
-
-static bool
-match_ordered(const ImsgMessage *msg, void *arg)
-{
-	return ImsgMessageType(msg) == IMSG_T_CS_ORDERED;
-}
-
 /* sync mode: wait until the manager says the group ordered our change set. */
 static void
 imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   imsg_commit_timeout_ms);
+	int32		ordered_type = IMSG_T_CS_ORDERED;
 
 	for (;;)
 	{
@@ -498,7 +478,7 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 		ImsgMessage *msg;
 		int			now_pid;
 
-		if (ImsgReceiveMatching(Max(0, Min(remaining, 100)), match_ordered, NULL, &msg) == IMSG_OK)
+		if (ImsgReceiveMatching(Max(0, Min(remaining, 100)), ImsgMatchType, &ordered_type, &msg) == IMSG_OK)
 		{
 			ImsgBuffer	in;
 			uint64		xid;
@@ -538,7 +518,7 @@ imsg_cs_send(void)
 	int			manager_pid;
 
 	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
-		imsg_cs_send_error(IMSG_NO_RECIPIENT);
+		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
 
 	for (;;)
 	{
@@ -550,7 +530,8 @@ imsg_cs_send(void)
 		r = ImsgReserve(IMSG_MANAGER, IMSG_T_CS_CHUNK, IMSG_CS_CHUNK_HEADER + n,
 						imsg_send_timeout_ms, &out);
 		if (r != IMSG_OK)
-			imsg_cs_send_error(r);
+			imsg_report_send_failure(r, IMSG_MANAGER, IMSG_CS_CHUNK_HEADER + n,
+									 imsg_send_timeout_ms);
 		ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
 		ImsgBufferPutInt32(&out, chunk_no);
 		ImsgBufferPutInt8(&out, (final ? IMSG_CS_FINAL : 0) | (sync ? IMSG_CS_SYNC : 0));

@@ -472,5 +472,7 @@ extern void imsg_manager_set_error(const char *msg);
 
 /* sql_api.c */
 extern void imsg_sql_init(void);
+extern void imsg_report_send_failure(ImsgResult result, int recipient, Size len,
+									 int timeout_ms);
 
 #endif							/* IMESSAGES_INT_H */

@@ -584,8 +584,9 @@ imsg_finish_pending(ImsgMessage *msg, uint32 state)
 	imsg_finish_pending_wake(msg, state, false);
 }
 
-uint64
-ImsgCommit(ImsgBuffer *buf)
+/* Publish the reserved message; 'lazy': a pipelined send (see imessages.h). */
+static uint64
+imsg_commit(ImsgBuffer *buf, bool lazy)
 {
 	ImsgMessage *msg = (ImsgMessage *) buf->reservation;
 	uint64		id;
@@ -596,9 +597,15 @@ ImsgCommit(ImsgBuffer *buf)
 	msg->length = buf->len;
 	id = msg->msg_id;
 	buf->reservation = NULL;
-	imsg_finish_pending(msg, IMSG_STATE_READY);
+	imsg_finish_pending_wake(msg, IMSG_STATE_READY, lazy);
 	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
 	return id;
+}
+
+uint64
+ImsgCommit(ImsgBuffer *buf)
+{
+	return imsg_commit(buf, false);
 }
 
 void
@@ -620,25 +627,31 @@ imsg_cancel_pending(void)
 		imsg_finish_pending(pending_msg, IMSG_STATE_CANCELLED);
 }
 
-ImsgResult
-ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
-				  Size len, long timeout_ms, uint64 *msg_id)
+/* Copy len bytes into a new message for recipient_pid and publish it. */
+static ImsgResult
+imsg_send(int recipient_pid, int32 msgtype, const void *data, Size len,
+		  long timeout_ms, uint64 *msg_id, bool lazy)
 {
 	ImsgBuffer	buf;
 	ImsgResult	result;
-	ImsgMessage *msg;
+	uint64		id;
 
 	result = ImsgReserve(recipient_pid, msgtype, len, timeout_ms, &buf);
 	if (result != IMSG_OK)
 		return result;
 	memcpy(buf.data, data, len);
-	msg = (ImsgMessage *) buf.reservation;
-	msg->length = len;
+	buf.len = len;
+	id = imsg_commit(&buf, lazy);
 	if (msg_id)
-		*msg_id = msg->msg_id;
-	imsg_finish_pending_wake(msg, IMSG_STATE_READY, true);
-	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
+		*msg_id = id;
 	return IMSG_OK;
+}
+
+ImsgResult
+ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
+				  Size len, long timeout_ms, uint64 *msg_id)
+{
+	return imsg_send(recipient_pid, msgtype, data, len, timeout_ms, msg_id, true);
 }
 
 /*
@@ -672,19 +685,7 @@ ImsgResult
 ImsgSend(int recipient_pid, int32 msgtype, const void *data, Size len,
 		 long timeout_ms, uint64 *msg_id)
 {
-	ImsgBuffer	buf;
-	ImsgResult	result;
-	uint64		id;
-
-	result = ImsgReserve(recipient_pid, msgtype, len, timeout_ms, &buf);
-	if (result != IMSG_OK)
-		return result;
-	memcpy(buf.data, data, len);
-	buf.len = len;
-	id = ImsgCommit(&buf);
-	if (msg_id)
-		*msg_id = id;
-	return IMSG_OK;
+	return imsg_send(recipient_pid, msgtype, data, len, timeout_ms, msg_id, false);
 }
 
 /*
@@ -945,6 +946,12 @@ ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 		if (r != IMSG_OK)
 			return r;
 	}
+}
+
+bool
+ImsgMatchType(const ImsgMessage *msg, void *msgtype)
+{
+	return msg->msgtype == *(const int32 *) msgtype;
 }
 
 /*

@@ -130,6 +130,64 @@ imsg_area_usage(uint64 *allocated, uint64 *total)
 }
 
 /*
+ * ERROR for a send that failed with 'result': one wording and SQLSTATE per
+ * outcome, for every SQL path that sends (imsg_send, imsg_ping, change
+ * sets).  'len' is the payload size, 'timeout_ms' what the send waited.
+ */
+void
+imsg_report_send_failure(ImsgResult result, int recipient, Size len,
+						 int timeout_ms)
+{
+	switch (result)
+	{
+		case IMSG_OK:
+			return;
+		case IMSG_TOO_LARGE:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("imessages message is too large"),
+					 errdetail("The payload has %zu bytes; the limit is %zu bytes.",
+							   len,
+							   Min((Size) imsg_max_message_size, imsg_largest_message())),
+					 errhint("The limit is imessages.max_message_size, at most what fits in imessages.buffer_size.")));
+			break;
+		case IMSG_NO_RECIPIENT:
+			if (recipient == IMSG_MANAGER)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("imessages manager is not running"),
+						 errhint("The postmaster restarts it; check the server log.")));
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("process %d has no imessages mailbox", recipient),
+					 errdetail("The process does not exist, has exited, or has not used imessages yet."),
+					 errhint("A process opens its mailbox the first time it calls an imessages function, for example imsg_receive().")));
+			break;
+		case IMSG_WOULD_BLOCK:
+		case IMSG_TIMEOUT:
+			{
+				uint64		allocated,
+							total;
+
+				imsg_area_usage(&allocated, &total);
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+						 errmsg("imessages area is full"),
+						 errdetail("%llu of %llu bytes are in use; waited %d ms for space.",
+								   (unsigned long long) allocated,
+								   (unsigned long long) total,
+								   result == IMSG_TIMEOUT ? timeout_ms : 0),
+						 errhint("Recipients must take their messages out with imsg_receive(), or raise imessages.buffer_size or imessages.send_timeout.")));
+			}
+			break;
+		case IMSG_NOT_LOADED:
+			imsg_check_available();
+			break;
+	}
+	elog(ERROR, "imessages: unexpected send result %d", (int) result);
+}
+
+/*
  * imsg_send(payload bytea|text, recipient integer DEFAULT NULL,
  *			 msgtype integer DEFAULT 0) RETURNS bigint
  */
@@ -174,52 +232,9 @@ imsg_send(PG_FUNCTION_ARGS)
 	result = ImsgSend(recipient, msgtype, VARDATA_ANY(payload),
 					  VARSIZE_ANY_EXHDR(payload), imsg_send_timeout_ms, &msg_id);
 
-	switch (result)
-	{
-		case IMSG_OK:
-			break;
-		case IMSG_TOO_LARGE:
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("imessages message is too large"),
-					 errdetail("The payload has %zu bytes; the limit is %zu bytes.",
-							   (Size) VARSIZE_ANY_EXHDR(payload),
-							   Min((Size) imsg_max_message_size, imsg_largest_message())),
-					 errhint("The limit is imessages.max_message_size, at most what fits in imessages.buffer_size.")));
-			break;
-		case IMSG_NO_RECIPIENT:
-			if (recipient == IMSG_MANAGER)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("imessages manager is not running"),
-						 errhint("The postmaster restarts it; check the server log.")));
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("process %d has no imessages mailbox", recipient),
-					 errdetail("The process does not exist, has exited, or has not used imessages yet."),
-					 errhint("A process opens its mailbox the first time it calls an imessages function, for example imsg_receive().")));
-			break;
-		case IMSG_WOULD_BLOCK:
-		case IMSG_TIMEOUT:
-			{
-				uint64		allocated,
-							total;
-
-				imsg_area_usage(&allocated, &total);
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-						 errmsg("imessages area is full"),
-						 errdetail("%llu of %llu bytes are in use; waited %d ms for space.",
-								   (unsigned long long) allocated,
-								   (unsigned long long) total,
-								   result == IMSG_TIMEOUT ? imsg_send_timeout_ms : 0),
-						 errhint("Recipients must take their messages out with imsg_receive(), or raise imessages.buffer_size or imessages.send_timeout.")));
-			}
-			break;
-		case IMSG_NOT_LOADED:
-			imsg_check_available();
-			break;
-	}
+	if (result != IMSG_OK)
+		imsg_report_send_failure(result, recipient, VARSIZE_ANY_EXHDR(payload),
+								 imsg_send_timeout_ms);
 	PG_RETURN_INT64((int64) msg_id);
 }
 

@@ -33,13 +33,6 @@ PG_FUNCTION_INFO_V1(imsg_helpers);
 
 #define PING_LIVENESS_MS 100
 
-/* Any pong: one that does not answer this ping is stale and consumed. */
-static bool
-match_pong(const ImsgMessage *msg, void *arg)
-{
-	return ImsgMessageType(msg) == IMSG_T_PONG;
-}
-
 /* imsg_ping(target text DEFAULT 'manager', timeout_ms integer DEFAULT 1000) */
 Datum
 imsg_ping(PG_FUNCTION_ARGS)
@@ -56,6 +49,7 @@ imsg_ping(PG_FUNCTION_ARGS)
 	TimestampTz start;
 	TimestampTz deadline;
 	Interval   *result;
+	int32		pong_type = IMSG_T_PONG;
 
 	imsg_check_available();
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -80,10 +74,7 @@ imsg_ping(PG_FUNCTION_ARGS)
 				 errdetail("The timeout is in milliseconds and must be 0 or more.")));
 
 	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("imessages manager is not running"),
-				 errhint("The postmaster restarts it; check the server log.")));
+		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
 
 	ping_id = ++last_ping_id;
 	ImsgBufferInitWriter(&buf, data, sizeof(data));
@@ -93,15 +84,9 @@ imsg_ping(PG_FUNCTION_ARGS)
 	start = GetCurrentTimestamp();
 	r = ImsgSend(IMSG_MANAGER, IMSG_T_PING, buf.data, buf.len,
 				 Min(imsg_send_timeout_ms, timeout_ms), NULL);
-	if (r == IMSG_NO_RECIPIENT)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("imessages manager is not running"),
-				 errhint("The postmaster restarts it; check the server log.")));
 	if (r != IMSG_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("imessages ping could not be sent: %s", ImsgResultString(r))));
+		imsg_report_send_failure(r, IMSG_MANAGER, buf.len,
+								 Min(imsg_send_timeout_ms, timeout_ms));
 	deadline = TimestampTzPlusMilliseconds(start, timeout_ms);
 
 	for (;;)
@@ -114,9 +99,13 @@ imsg_ping(PG_FUNCTION_ARGS)
 		int			now_pid;
 
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		/* 0 means look once without waiting; never pass a negative wait */
+		/*
+		 * Any pong: one that does not answer this ping is stale and
+		 * consumed.  0 means look once without waiting; never pass a
+		 * negative wait.
+		 */
 		r = ImsgReceiveMatching(Max(0, Min(remaining, PING_LIVENESS_MS)),
-								match_pong, NULL, &msg);
+								ImsgMatchType, &pong_type, &msg);
 		if (r == IMSG_OK)
 		{
 			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));

@@ -104,12 +104,6 @@ start_worker(int mode, dsm_handle handle)
 		elog(ERROR, "bench worker did not start");
 }
 
-static bool
-match_type(const ImsgMessage *msg, void *arg)
-{
-	return ImsgMessageType(msg) == *(int32 *) arg;
-}
-
 /* Wait for a message of one type; returns its sender. */
 static int
 wait_for_type(int32 type)
@@ -117,7 +111,7 @@ wait_for_type(int32 type)
 	ImsgMessage *msg;
 	int			sender;
 
-	if (ImsgReceiveMatching(60000, match_type, &type, &msg) != IMSG_OK)
+	if (ImsgReceiveMatching(60000, ImsgMatchType, &type, &msg) != IMSG_OK)
 		elog(ERROR, "bench: no message of type %d within 60 s", type);
 	sender = ImsgMessageSender(msg);
 	ImsgConsume(msg);
