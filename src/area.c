@@ -161,7 +161,6 @@ imsg_area_startup(void)
 	SpinLockInit(&area->manager_lock);
 	area->manager_pid = 0;
 	pg_atomic_init_u64(&area->manager_ident, 0);
-	pg_atomic_init_u64(&area->manager_received, 0);
 
 	for (i = 0; i < area->num_mailboxes; i++)
 	{
@@ -207,7 +206,6 @@ imsg_try_get_pages(Size npages)
 		area->allocated_bytes += npages * FPM_PAGE_SIZE;
 		area->peak_bytes = Max(area->peak_bytes, area->allocated_bytes);
 		area->segments_allocated++;
-		seg->seqno = area->segments_allocated;
 	}
 	LWLockRelease(area->alloc_lock);
 

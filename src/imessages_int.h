@@ -118,7 +118,6 @@ typedef struct ImsgSegment
 	struct ImsgSegment *next;
 	pg_atomic_uint32 end;
 	uint32		size;			/* bytes, this header included */
-	uint64		seqno;			/* for debugging: nth segment of the area */
 } ImsgSegment;
 
 #define IMSG_SEGMENT_HEADER		MAXALIGN(sizeof(ImsgSegment))
@@ -231,7 +230,6 @@ typedef struct ImsgArea
 	slock_t		manager_lock;
 	int			manager_pid;
 	pg_atomic_uint64 manager_ident; /* see IMSG_MANAGER_IDENT */
-	pg_atomic_uint64 manager_received;
 } ImsgArea;
 
 /*

@@ -610,7 +610,6 @@ drain_mailbox(void)
 		ImsgRelease(last);
 		if (n < IMSG_MANAGER_BATCH)
 			imsg_flush_release();	/* about to sleep: make the views exact */
-		pg_atomic_fetch_add_u64(&ImsgAreaPtr->manager_received, n);
 		SpinLockAcquire(&ImsgManagerState->mutex);
 		ImsgManagerState->messages_received += n;
 		SpinLockRelease(&ImsgManagerState->mutex);
