@@ -2,7 +2,15 @@
 # commands as a non-root user.  Source it; it sets 'top' and 'PG_CONFIG'.
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# IMSG_PG_ROOT=DIR builds, installs and tests against a private copy of the
+# PostgreSQL 15 server made under DIR on first use, leaving the system tree
+# alone: for sanitizer builds, and for several checkouts testing at once.
+# The server is relocatable (it finds its lib and share directories relative
+# to its own binary), so a copy of the two trees is a complete installation.
+[ -n "${IMSG_PG_ROOT:-}" ] && PG_CONFIG=$IMSG_PG_ROOT/usr/lib/postgresql/15/bin/pg_config
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+export PG_CONFIG
 PG_BIN=$(dirname "$PG_CONFIG")
 PACKAGES="make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl"
 
@@ -15,14 +23,29 @@ ensure_packages() {
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
 			missing="$missing $p"
 	done
-	[ -z "$missing" ] && return 0
+	[ -z "$missing" ] && { copy_pg_tree; return; }
 	if ! is_root; then
 		echo "missing packages:$missing (install them as root, or run this as root)" >&2
 		return 1
 	fi
 	echo "installing:$missing"
 	apt-get update -qq >/dev/null &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null &&
+		copy_pg_tree
+}
+
+# Make the private copy IMSG_PG_ROOT names, once.
+copy_pg_tree() {
+	[ -z "${IMSG_PG_ROOT:-}" ] && return 0
+	[ -x "$PG_CONFIG" ] && return 0
+	mkdir -p "$IMSG_PG_ROOT/usr/lib/postgresql" "$IMSG_PG_ROOT/usr/share/postgresql" \
+		"$IMSG_PG_ROOT/usr/include" &&
+		cp -a /usr/lib/postgresql/15 "$IMSG_PG_ROOT/usr/lib/postgresql/" &&
+		cp -a /usr/share/postgresql/15 "$IMSG_PG_ROOT/usr/share/postgresql/" &&
+		ln -sfn /usr/include/postgresql "$IMSG_PG_ROOT/usr/include/postgresql" &&
+		chmod 755 "$IMSG_PG_ROOT" && return 0
+	echo "could not copy the PostgreSQL 15 tree into $IMSG_PG_ROOT" >&2
+	return 1
 }
 
 # Build with -Werror and install into the PostgreSQL 15 tree.
