@@ -363,16 +363,22 @@ COMMIT;""")
         self.c.wait_for("SELECT imsg_manager_pid() IS NOT NULL")
         self.tpcb_setup()
         sizes = [64, 1024, 8192]
+        want = set(self.args.only or "abcde")
         for rep in range(self.reps):
             print(f"== repetition {rep + 1} of {self.reps}", flush=True)
             for size in sizes:
-                self.sql_to_manager(size)
-                self.sql_to_backend(size)
-                self.notify_batch(size)
-                self.c_path(size)
-            self.round_trips()
-            self.contention()
-            self.tpcb()
+                if "a" in want:
+                    self.sql_to_manager(size)
+                    self.sql_to_backend(size)
+                    self.notify_batch(size)
+                if "b" in want:
+                    self.c_path(size)
+            if "c" in want:
+                self.round_trips()
+            if "d" in want:
+                self.contention()
+            if "e" in want:
+                self.tpcb()
 
 
 def summarize(rows):
@@ -475,6 +481,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small counts, 3 repetitions (< 2 min)")
     ap.add_argument("--reps", type=int, default=0)
+    ap.add_argument("--only", default="", help="scenario letters to run, e.g. 'be' (default: all)")
     ap.add_argument("--pg-bin", required=True)
     ap.add_argument("--top", required=True)
     args = ap.parse_args()

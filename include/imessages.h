@@ -125,17 +125,20 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
 
 /*
  * Pipelined sending, for a stream of messages to one recipient (like
- * shm_mq_send with force_flush = false): ImsgSendPipelined publishes each
- * message at once but sets the recipient's latch only every
- * IMSG_PIPELINE_BATCH messages, saving the memory barrier a wake-up costs;
- * ImsgFlush(recipient_pid) wakes it for the rest.  A recipient that is
- * awake sees every message as it is published; one that sleeps may not
- * see the last ones until the flush, so end a stream with it.  A wake-up
- * still owed is also paid at the end of the caller's transaction and when
- * it exits.
+ * shm_mq_send with force_flush = false): ImsgSendPipelined writes each
+ * message at once, but into a run of the recipient's mailbox reserved for
+ * the whole batch, and publishes the batch (the recipient sees it and is
+ * woken) only when the run is full (up to 16 kB) or at the next of:
+ * ImsgFlush, a pipelined send to another recipient, ImsgSend or
+ * ImsgReserve, a wait in ImsgReceive or ImsgReceiveMatching, the end of the
+ * caller's transaction, its exit.  So end a stream with ImsgFlush, and
+ * flush before pausing: while a batch is open the recipient does not see
+ * it, later messages other processes send to the same recipient queue
+ * behind it, and the recipient's exit waits for it.  On IMSG_OK the message
+ * is accepted and will be published; the messages of one batch share their
+ * sent_at.  A process has at most one batch open, so ImsgFlush publishes
+ * it whichever recipient_pid it is given.
  */
-#define IMSG_PIPELINE_BATCH 64
-
 extern PGDLLEXPORT ImsgResult ImsgSendPipelined(int recipient_pid, int32 msgtype,
 												const void *data, Size len,
 												long timeout_ms, uint64 *msg_id);

@@ -380,43 +380,44 @@ imsg_deadline(long timeout_ms, TimestampTz *deadline)
 	return *deadline;
 }
 
-/*
- * Reserve room for a message of 'len' payload bytes in the mailbox of
- * 'recipient_pid' and set *buf up to fill it.  See imessages.h.
- */
-ImsgResult
-ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
-			ImsgBuffer *buf)
+/* Where a reservation landed: the recipient's slot and identity. */
+typedef struct ImsgTarget
 {
-	uint32		space;
+	ImsgMailbox *mb;
+	int			procno;
+	uint32		generation;
+	int			owner_pid;
+} ImsgTarget;
+
+/*
+ * Reserve a run of at least 'space' bytes (a whole message) in the mailbox
+ * of 'recipient_pid', and up to 'wanted' bytes if the tail segment has them
+ * free: a pipelined batch takes a run at once and fills it without the
+ * mutex (see ImsgSendPipelined).  The run starts with a RESERVED message
+ * whose 'space' covers all of it, so the owner stops there and other
+ * senders queue after it.  Returns the message, or NULL with *result set.
+ */
+static ImsgMessage *
+imsg_reserve_run(int recipient_pid, uint32 space, uint32 wanted,
+				 long timeout_ms, ImsgTarget *target, ImsgResult *result)
+{
 	int			procno;
 	uint32		generation;
 	ImsgMailbox *mb;
 	ImsgSegment *new_seg = NULL;
 	ImsgSegment *seg;
 	ImsgMessage *msg;
-	ImsgResult	result;
 	bool		retried_lookup = false;
-	int			owner_pid = 0;
-
-	if (ImsgAreaPtr == NULL)
-		return IMSG_NOT_LOADED;
-	if (pending_msg != NULL)
-		elog(ERROR, "imessages: a reservation is already in progress");
-	if (len > (Size) imsg_max_message_size || len > imsg_largest_message())
-		return IMSG_TOO_LARGE;
-	ImsgOpenMailbox();
-
-	space = IMSG_MESSAGE_SPACE(len);
+	uint32		run;
 
 lookup:
-	result = imsg_lookup(recipient_pid, &procno, &generation);
-	if (result != IMSG_OK)
+	*result = imsg_lookup(recipient_pid, &procno, &generation);
+	if (*result != IMSG_OK)
 	{
 		/* a segment taken before the recipient went away goes back */
 		if (new_seg)
 			imsg_segment_free(new_seg);
-		return result;
+		return NULL;
 	}
 	mb = imsg_mailbox(procno);
 
@@ -439,7 +440,8 @@ lookup:
 			}
 			if (new_seg)
 				imsg_segment_free(new_seg);
-			return IMSG_NO_RECIPIENT;
+			*result = IMSG_NO_RECIPIENT;
+			return NULL;
 		}
 
 		seg = mb->tail;
@@ -466,9 +468,9 @@ lookup:
 				new_seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space,
 											 Min(Max(2 * tail_size, IMSG_MIN_SEGMENT),
 												 IMSG_MAX_SEGMENT),
-											 timeout_ms, &result);
+											 timeout_ms, result);
 				if (new_seg == NULL)
-					return result;
+					return NULL;
 				continue;
 			}
 			ns->next = NULL;
@@ -492,22 +494,18 @@ lookup:
 			end = IMSG_SEGMENT_HEADER;
 		}
 
-		owner_pid = mb->owner_pid;
+		target->owner_pid = mb->owner_pid;
+		run = Max(space, Min(wanted, seg->size - end));
 
 		/* initialize the state before the owner can see it (below 'end') */
 		msg = (ImsgMessage *) ((char *) seg + end);
 		pg_atomic_init_u32(&msg->state, IMSG_STATE_RESERVED);
-		msg->space = space;
+		msg->space = run;
 		pg_write_barrier();
-		pg_atomic_write_u32(&seg->end, end + space);
+		pg_atomic_write_u32(&seg->end, end + run);
 		mb->enqueued_msgs++;
-		mb->enqueued_bytes += space;
+		mb->enqueued_bytes += run;
 		SpinLockRelease(&mb->mutex);
-
-		/* from here on, an ERROR or exit must cancel it */
-		pending_msg = msg;
-		pending_mailbox = mb;
-		pending_procno = procno;
 		break;
 	}
 
@@ -525,6 +523,18 @@ lookup:
 			imsg_segment_free(new_seg);
 	}
 
+	target->mb = mb;
+	target->procno = procno;
+	target->generation = generation;
+	*result = IMSG_OK;
+	return msg;
+}
+
+/* Fill in a reserved message's header (not its state or space). */
+static inline void
+imsg_fill_header(ImsgMessage *msg, int32 msgtype, Size len, int owner_pid,
+				 TimestampTz sent_at)
+{
 	msg->length = 0;
 	msg->reserved_len = len;
 	msg->msgtype = msgtype;
@@ -532,23 +542,62 @@ lookup:
 	msg->recipient_pid = owner_pid;
 	msg->sender_role = GetUserId();
 	msg->msg_id = imsg_next_message_id();
-	msg->sent_at = GetCurrentTimestamp();
+	msg->sent_at = sent_at;
+}
 
+static inline ImsgResult
+imsg_check_send(Size len)
+{
+	if (ImsgAreaPtr == NULL)
+		return IMSG_NOT_LOADED;
+	if (len > (Size) imsg_max_message_size || len > imsg_largest_message())
+		return IMSG_TOO_LARGE;
+	ImsgOpenMailbox();
+	return IMSG_OK;
+}
+
+/*
+ * Reserve room for a message of 'len' payload bytes in the mailbox of
+ * 'recipient_pid' and set *buf up to fill it.  See imessages.h.
+ */
+ImsgResult
+ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
+			ImsgBuffer *buf)
+{
+	uint32		space;
+	ImsgTarget	target;
+	ImsgMessage *msg;
+	ImsgResult	result;
+
+	if ((result = imsg_check_send(len)) != IMSG_OK)
+		return result;
+	if (pending_msg != NULL)
+		elog(ERROR, "imessages: a reservation is already in progress");
+
+	/* an open pipelined batch would hide this message too: publish it */
+	imsg_flush_pipelined();
+
+	space = IMSG_MESSAGE_SPACE(len);
+	msg = imsg_reserve_run(recipient_pid, space, space, timeout_ms, &target, &result);
+	if (msg == NULL)
+		return result;
+
+	/* from here on, an ERROR or exit must cancel it */
+	pending_msg = msg;
+	pending_mailbox = target.mb;
+	pending_procno = target.procno;
+
+	imsg_fill_header(msg, msgtype, len, target.owner_pid, GetCurrentTimestamp());
 	ImsgBufferInitWriter(buf, (char *) msg + IMSG_HEADER_SIZE, len);
 	buf->reservation = msg;
 	return IMSG_OK;
 }
 
-/* Pipelined sends not followed by a wake-up yet, and to which slot. */
-static int	unwoken_sends = 0;
-static int	unwoken_procno = -1;
-
 /*
- * Mark the pending message READY or CANCELLED and, unless 'lazy' (a
- * pipelined send within its batch), wake its recipient.
+ * Mark the pending message READY or CANCELLED and wake its recipient.
  */
 static void
-imsg_finish_pending_wake(ImsgMessage *msg, uint32 state, bool lazy)
+imsg_finish_pending(ImsgMessage *msg, uint32 state)
 {
 	int			procno = pending_procno;
 
@@ -563,30 +612,11 @@ imsg_finish_pending_wake(ImsgMessage *msg, uint32 state, bool lazy)
 	pg_write_barrier();
 	pg_atomic_write_u32(&msg->state, state);
 	/* from here on the owner may release and reuse the memory: no access */
-	if (lazy && unwoken_procno == procno && ++unwoken_sends < IMSG_PIPELINE_BATCH)
-		return;
-	if (lazy)
-	{
-		/* switching recipients: pay the wake-up owed to the previous one */
-		if (unwoken_procno >= 0 && unwoken_procno != procno)
-			SetLatch(&GetPGProcByNumber(unwoken_procno)->procLatch);
-		unwoken_procno = procno;
-		unwoken_sends = 0;
-	}
-	else if (unwoken_procno == procno)
-		unwoken_procno = -1;
 	SetLatch(&GetPGProcByNumber(procno)->procLatch);
 }
 
-static inline void
-imsg_finish_pending(ImsgMessage *msg, uint32 state)
-{
-	imsg_finish_pending_wake(msg, state, false);
-}
-
-/* Publish the reserved message; 'lazy': a pipelined send (see imessages.h). */
-static uint64
-imsg_commit(ImsgBuffer *buf, bool lazy)
+uint64
+ImsgCommit(ImsgBuffer *buf)
 {
 	ImsgMessage *msg = (ImsgMessage *) buf->reservation;
 	uint64		id;
@@ -597,15 +627,9 @@ imsg_commit(ImsgBuffer *buf, bool lazy)
 	msg->length = buf->len;
 	id = msg->msg_id;
 	buf->reservation = NULL;
-	imsg_finish_pending_wake(msg, IMSG_STATE_READY, lazy);
+	imsg_finish_pending(msg, IMSG_STATE_READY);
 	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
 	return id;
-}
-
-uint64
-ImsgCommit(ImsgBuffer *buf)
-{
-	return imsg_commit(buf, false);
 }
 
 void
@@ -627,10 +651,9 @@ imsg_cancel_pending(void)
 		imsg_finish_pending(pending_msg, IMSG_STATE_CANCELLED);
 }
 
-/* Copy len bytes into a new message for recipient_pid and publish it. */
-static ImsgResult
-imsg_send(int recipient_pid, int32 msgtype, const void *data, Size len,
-		  long timeout_ms, uint64 *msg_id, bool lazy)
+ImsgResult
+ImsgSend(int recipient_pid, int32 msgtype, const void *data, Size len,
+		 long timeout_ms, uint64 *msg_id)
 {
 	ImsgBuffer	buf;
 	ImsgResult	result;
@@ -641,51 +664,193 @@ imsg_send(int recipient_pid, int32 msgtype, const void *data, Size len,
 		return result;
 	memcpy(buf.data, data, len);
 	buf.len = len;
-	id = imsg_commit(&buf, lazy);
+	id = ImsgCommit(&buf);
 	if (msg_id)
 		*msg_id = id;
 	return IMSG_OK;
+}
+
+/*
+ * The batch a pipelined sender is filling.
+ *
+ * ImsgSendPipelined reserves a run of the recipient's tail segment at once
+ * (imsg_reserve_run) and writes message after message into it with no lock
+ * and no shared write other than the messages themselves; the run's first
+ * message stays RESERVED, so the owner stops there and sees none of the
+ * batch until it is published (imsg_publish_batch): the last message's
+ * 'space' absorbs what is left of the run, a write barrier, then the first
+ * message becomes READY and the owner's latch is set.  This is how shm_mq
+ * streams with force_flush = false, and for the same reason: per message,
+ * the mutex, the shared 'end' cache line and the wake-up each cost more
+ * than copying 64 bytes.  The messages after the first are READY from the
+ * start; nobody reads them before the first is READY, except
+ * imsg_find_matching, which only reaches them after reading the first
+ * message's final 'space', written after them.
+ *
+ * Published when the run is full, when the caller sends to another
+ * recipient or with ImsgSend/ImsgReserve, waits in any imessages call,
+ * calls ImsgFlush, ends its transaction, or exits.  While open it holds
+ * back later messages of other senders to the same recipient (they queue
+ * behind it), and the recipient's exit waits for it.
+ *
+ * The run grows from IMSG_BATCH_MIN to IMSG_BATCH_MAX bytes while batches
+ * fill up, and drops back when one is published early, so that a short
+ * burst wastes little of the segment (a run's unused tail stays reserved
+ * until the owner releases the batch).
+ */
+#define IMSG_BATCH_MIN		1024
+#define IMSG_BATCH_MAX		(16 * 1024)
+
+static struct
+{
+	ImsgMailbox *mb;			/* NULL while no batch is open */
+	int			procno;
+	uint32		generation;
+	int			recipient_pid;	/* as the caller named it */
+	int			owner_pid;
+	ImsgMessage *first;
+	uint32		first_space;	/* its own space; its 'space' spans the run */
+	ImsgMessage *last;
+	char	   *next;			/* where the next message goes */
+	char	   *limit;			/* end of the run */
+	uint32		count;
+	TimestampTz sent_at;		/* shared by the batch's messages */
+}			batch;
+
+static uint32 batch_run = IMSG_BATCH_MIN;
+
+/* Publish the open batch (see above) and wake its recipient. */
+static void
+imsg_publish_batch(void)
+{
+	ImsgMessage *first = batch.first;
+	uint32		count = batch.count;
+
+	if (batch.mb == NULL)
+		return;
+
+	if (count > 1)
+	{
+		/*
+		 * The first message's 'space' still spans the whole run (as
+		 * imsg_find_matching may read it): give what is left of the run to
+		 * the last message, then, after a barrier that makes the messages
+		 * in between visible to a reader of it, shrink the first one's.
+		 */
+		batch.last->space += (uint32) (batch.limit - batch.next);
+		pg_write_barrier();
+		first->space = batch.first_space;
+
+		/* the run was counted as one message when it was reserved */
+		SpinLockAcquire(&batch.mb->mutex);
+		if (batch.mb->generation == batch.generation)
+			batch.mb->enqueued_msgs += count - 1;
+		SpinLockRelease(&batch.mb->mutex);
+	}
+	batch.mb = NULL;
+
+	/*
+	 * Pairs with the read barrier in imsg_next_message, as for a single
+	 * message: everything written into the run is visible once the first
+	 * message is READY.
+	 */
+	pg_write_barrier();
+	pg_atomic_write_u32(&first->state, IMSG_STATE_READY);
+	/* from here on the owner may release and reuse the memory: no access */
+	SetLatch(&GetPGProcByNumber(batch.procno)->procLatch);
+	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + count);
 }
 
 ImsgResult
 ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 				  Size len, long timeout_ms, uint64 *msg_id)
 {
-	return imsg_send(recipient_pid, msgtype, data, len, timeout_ms, msg_id, true);
+	ImsgResult	result;
+	uint32		space;
+	ImsgMessage *msg;
+
+	if ((result = imsg_check_send(len)) != IMSG_OK)
+		return result;
+	if (pending_msg != NULL)
+		elog(ERROR, "imessages: a reservation is already in progress");
+	space = IMSG_MESSAGE_SPACE(len);
+
+	if (batch.mb != NULL)
+	{
+		if (batch.recipient_pid == recipient_pid &&
+			batch.next + space <= batch.limit &&
+			((volatile ImsgMailbox *) batch.mb)->generation == batch.generation)
+		{
+			/* the common case: append to the open run, no shared access */
+			msg = (ImsgMessage *) batch.next;
+			pg_atomic_init_u32(&msg->state, IMSG_STATE_READY);
+			msg->space = space;
+			imsg_fill_header(msg, msgtype, len, batch.owner_pid, batch.sent_at);
+			msg->length = len;
+			memcpy((char *) msg + IMSG_HEADER_SIZE, data, len);
+			batch.last = msg;
+			batch.next += space;
+			batch.count++;
+			if (msg_id)
+				*msg_id = msg->msg_id;
+			return IMSG_OK;
+		}
+		/* a full run earns a bigger one; anything else starts small again */
+		if (batch.recipient_pid == recipient_pid && batch.next + space > batch.limit)
+			batch_run = Min(batch_run * 2, IMSG_BATCH_MAX);
+		else
+			batch_run = IMSG_BATCH_MIN;
+		imsg_publish_batch();
+	}
+
+	{
+		ImsgTarget	target;
+
+		msg = imsg_reserve_run(recipient_pid, space, Max(space, batch_run),
+							   timeout_ms, &target, &result);
+		if (msg == NULL)
+			return result;
+		batch.mb = target.mb;
+		batch.procno = target.procno;
+		batch.generation = target.generation;
+		batch.owner_pid = target.owner_pid;
+	}
+	batch.recipient_pid = recipient_pid;
+	batch.first = batch.last = msg;
+	batch.first_space = space;
+	batch.next = (char *) msg + space;
+	batch.limit = (char *) msg + msg->space;
+	batch.count = 1;
+	batch.sent_at = GetCurrentTimestamp();
+	imsg_fill_header(msg, msgtype, len, batch.owner_pid, batch.sent_at);
+	msg->length = len;
+	memcpy((char *) msg + IMSG_HEADER_SIZE, data, len);
+	if (msg_id)
+		*msg_id = msg->msg_id;
+	return IMSG_OK;
 }
 
 /*
- * Pay the wake-up that pipelined sends still owe, if any: at the end of a
- * transaction and at exit, so that a caller that never flushes (or fails
- * before it could) does not leave its recipient asleep with messages.
+ * Publish the open pipelined batch, if any: before this process waits or
+ * sends otherwise, at the end of a transaction and at exit, so that a
+ * caller that never flushes (or fails before it could) leaves nothing
+ * hidden.
  */
 void
 imsg_flush_pipelined(void)
 {
-	if (unwoken_procno >= 0 && ImsgAreaPtr != NULL)
-		SetLatch(&GetPGProcByNumber(unwoken_procno)->procLatch);
-	unwoken_procno = -1;
+	if (batch.mb != NULL)
+	{
+		batch_run = IMSG_BATCH_MIN;
+		imsg_publish_batch();
+	}
 }
 
-/* Wake the recipient of pipelined sends for the ones it was not woken for. */
+/* Publish the pipelined messages sent so far; see imessages.h. */
 void
 ImsgFlush(int recipient_pid)
 {
-	int			procno;
-	uint32		generation;
-
-	if (ImsgAreaPtr == NULL || imsg_lookup(recipient_pid, &procno, &generation) != IMSG_OK)
-		return;
-	if (unwoken_procno == procno)
-		unwoken_procno = -1;
-	SetLatch(&GetPGProcByNumber(procno)->procLatch);
-}
-
-ImsgResult
-ImsgSend(int recipient_pid, int32 msgtype, const void *data, Size len,
-		 long timeout_ms, uint64 *msg_id)
-{
-	return imsg_send(recipient_pid, msgtype, data, len, timeout_ms, msg_id, false);
+	imsg_flush_pipelined();
 }
 
 /*
@@ -861,6 +1026,8 @@ imsg_wait_for_message(long timeout_ms, TimestampTz *deadline)
 	long		remaining = -1;
 	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
 
+	/* whoever we wait for may be waiting for our pipelined sends */
+	imsg_flush_pipelined();
 	imsg_publish_release();
 	if (timeout_ms == 0)
 		return IMSG_WOULD_BLOCK;
@@ -897,6 +1064,7 @@ imsg_spin_for_message(void)
 	instr_time	now;
 	int			i = 0;
 
+	imsg_flush_pipelined();		/* as in imsg_wait_for_message */
 	INSTR_TIME_SET_CURRENT(start);
 	for (;;)
 	{

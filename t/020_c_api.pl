@@ -96,37 +96,62 @@ is($node->safe_psql('postgres', "SELECT imsg_test_send_pipelined($rpid, 3)"),
 is($r->query_safe("SELECT count(*) FROM imsg_receive(2000)"), "1\n2",
 	'the waiting receiver was woken and the rest is there');
 
-# A pipelined send owes its recipient a wake-up from the second send of a
-# batch on.  The debt is paid when the sender's transaction ends, and when
-# it switches to another recipient.  Each case: the receiver takes the
-# batch's first message (that send wakes it), waits again and is asleep
-# when the owed message comes; it must then be woken long before its 8 s
-# receive timeout.
+# Pipelined sends are published as a batch: nothing is visible until the
+# batch is, and then all of it is.  An open batch is published when the
+# sender's transaction commits or aborts, when it sends to another
+# recipient, and when it waits in imsg_receive.  Each case: the receiver
+# sees nothing after the send, then waits (8 s) and must be woken long
+# before its timeout by the publication.
 my $r2 = $node->background_psql('postgres');
 my $r2pid = $r2->query_safe(
 	'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
-for my $case ('commit', 'switch')
+for my $case ('commit', 'abort', 'switch', 'wait')
 {
-	my $s = $node->background_psql('postgres');
-	$r->query_until(qr/waiting_a/, "\\echo waiting_a\nSELECT count(*) FROM imsg_receive(30000, 1);\n");
+	my $s = $node->background_psql('postgres', on_error_stop => 0);
 	$s->query_safe("BEGIN");
-	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 1)");
-	is($r->query_safe("SELECT 'a'"), "1\na", "$case: the first send of a batch wakes the receiver");
-	$r->query_until(qr/waiting_b/, "\\echo waiting_b\nSELECT count(*) FROM imsg_receive(8000, 1);\n");
+	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 2)");
+	is($r->query_safe("SELECT count(*) FROM imsg_receive(0)"), '0',
+		"$case: an open batch is not visible");
+	$r->query_until(qr/waiting_b/, "\\echo waiting_b\nSELECT count(*) FROM imsg_receive(8000, 5);\n");
 	sleep 1;
-	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 1)");
 	my $t0 = time;
 	if ($case eq 'commit')
 	{
 		$s->query_safe("COMMIT");
 	}
-	else
+	elsif ($case eq 'abort')
+	{
+		# an ERROR ends the transaction; the accepted messages still go
+		$s->query("SELECT 1/0");
+		$s->query("ROLLBACK");		# not query_safe: the error text lingers
+	}
+	elsif ($case eq 'switch')
 	{
 		$s->query_safe("SELECT imsg_test_send_pipelined_noflush($r2pid, 1)");
 	}
-	is($r->query_safe("SELECT 'b'"), "1\nb", "$case: the owed message arrives");
+	else
+	{
+		$s->query_safe("SELECT count(*) FROM imsg_receive(10)");
+	}
+	is($r->query_safe("SELECT 'b'"), "2\nb", "$case: the batch arrives whole");
 	cmp_ok(time - $t0, '<', 6, "$case: the receiver was woken, not timed out");
-	$s->query_safe("COMMIT") if $case eq 'switch';
+	$s->query_safe("COMMIT") if $case eq 'switch' || $case eq 'wait';
+	$s->quit;
+}
+
+# An open batch holds back what other senders send to the same recipient
+# after it; the queue stays FIFO once it is published.
+{
+	my $s = $node->background_psql('postgres');
+	$s->query_safe("BEGIN");
+	$s->query_safe("SELECT imsg_test_send_pipelined_noflush($rpid, 1)");
+	$node->safe_psql('postgres', "SELECT imsg_send('later', $rpid)");
+	is($r->query_safe("SELECT count(*) FROM imsg_receive(0)"), '0',
+		'a later message of another sender waits behind the open batch');
+	$s->query_safe("COMMIT");
+	is( $r->query_safe(
+			"SELECT string_agg(convert_from(payload, 'UTF8'), ',') FROM imsg_receive(2000)"),
+		'p,later', 'then both arrive, batch first');
 	$s->quit;
 }
 is($r2->query_safe('SELECT count(*) FROM imsg_receive(2000)'), '1',
