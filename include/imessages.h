@@ -126,23 +126,25 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
 /*
  * Pipelined sending, for a stream of messages to one recipient (like
  * shm_mq_send with force_flush = false): ImsgSendPipelined writes each
- * message at once, but into a run of the recipient's mailbox reserved for
- * the whole batch, and publishes the batch (the recipient sees it and is
- * woken) only when the run is full (up to 16 kB) or at the next of:
+ * message into a batch of up to 32 kB that this process fills on its own
+ * (its room is taken from the area when the batch starts, so an accepted
+ * message never waits for space again), and publishes the batch to the
+ * recipient, with one wake-up, when it is full or at the next of:
  * ImsgFlush, a pipelined send to another recipient, ImsgSend or
- * ImsgReserve, a wait in ImsgReceive or ImsgReceiveMatching, the end of the
- * caller's transaction, its exit.  So end a stream with ImsgFlush, and
- * flush before pausing: while a batch is open the recipient does not see
- * it, later messages other processes send to the same recipient queue
- * behind it, and the recipient's exit waits for it.  On IMSG_OK the message
- * is accepted and will be published; the messages of one batch share their
- * sent_at.  A process has at most one batch open, so ImsgFlush publishes
- * it whichever recipient_pid it is given.
+ * ImsgReserve, ImsgReceive or ImsgReceiveMatching, the end of the caller's
+ * transaction, its exit.  Until then the recipient does not see the batch
+ * (other senders are not held up by it); end a stream with ImsgFlush, and
+ * flush before pausing.  ImsgFlush returns IMSG_NO_RECIPIENT if the
+ * recipient exited before the batch could be published: like the messages
+ * a process leaves unread, the batch is then lost.  The messages of one
+ * batch share their sent_at.  A message larger than half a batch is sent
+ * on its own, as by ImsgSend.  A process has at most one batch open, so
+ * ImsgFlush publishes it whichever recipient_pid it is given.
  */
 extern PGDLLEXPORT ImsgResult ImsgSendPipelined(int recipient_pid, int32 msgtype,
 												const void *data, Size len,
 												long timeout_ms, uint64 *msg_id);
-extern PGDLLEXPORT void ImsgFlush(int recipient_pid);
+extern PGDLLEXPORT ImsgResult ImsgFlush(int recipient_pid);
 
 /*
  * Receiving (only from the caller's own mailbox).

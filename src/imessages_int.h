@@ -457,6 +457,7 @@ extern void imsg_rewind_unreleased(void);
 extern void imsg_release_all_received(void);
 extern void imsg_flush_release(void);
 extern void imsg_flush_pipelined(void);
+extern bool imsg_mailbox_drained(void);
 extern bool imsg_have_unreleased(void);
 extern void imsg_get_cursor(ImsgCursorMark *mark);
 extern void imsg_set_cursor(const ImsgCursorMark *mark);

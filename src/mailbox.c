@@ -390,16 +390,13 @@ typedef struct ImsgTarget
 } ImsgTarget;
 
 /*
- * Reserve a run of at least 'space' bytes (a whole message) in the mailbox
- * of 'recipient_pid', and up to 'wanted' bytes if the tail segment has them
- * free: a pipelined batch takes a run at once and fills it without the
- * mutex (see ImsgSendPipelined).  The run starts with a RESERVED message
- * whose 'space' covers all of it, so the owner stops there and other
- * senders queue after it.  Returns the message, or NULL with *result set.
+ * Reserve 'space' bytes for a message at the end of the mailbox of
+ * 'recipient_pid', marked RESERVED.  Returns the message, or NULL with
+ * *result set.
  */
 static ImsgMessage *
-imsg_reserve_run(int recipient_pid, uint32 space, uint32 wanted,
-				 long timeout_ms, ImsgTarget *target, ImsgResult *result)
+imsg_reserve_space(int recipient_pid, uint32 space, long timeout_ms,
+				   ImsgTarget *target, ImsgResult *result)
 {
 	int			procno;
 	uint32		generation;
@@ -408,7 +405,6 @@ imsg_reserve_run(int recipient_pid, uint32 space, uint32 wanted,
 	ImsgSegment *seg;
 	ImsgMessage *msg;
 	bool		retried_lookup = false;
-	uint32		run;
 
 lookup:
 	*result = imsg_lookup(recipient_pid, &procno, &generation);
@@ -495,16 +491,15 @@ lookup:
 		}
 
 		target->owner_pid = mb->owner_pid;
-		run = Max(space, Min(wanted, seg->size - end));
 
 		/* initialize the state before the owner can see it (below 'end') */
 		msg = (ImsgMessage *) ((char *) seg + end);
 		pg_atomic_init_u32(&msg->state, IMSG_STATE_RESERVED);
-		msg->space = run;
+		msg->space = space;
 		pg_write_barrier();
-		pg_atomic_write_u32(&seg->end, end + run);
+		pg_atomic_write_u32(&seg->end, end + space);
 		mb->enqueued_msgs++;
-		mb->enqueued_bytes += run;
+		mb->enqueued_bytes += space;
 		SpinLockRelease(&mb->mutex);
 		break;
 	}
@@ -548,11 +543,16 @@ imsg_fill_header(ImsgMessage *msg, int32 msgtype, Size len, int owner_pid,
 static inline ImsgResult
 imsg_check_send(Size len)
 {
+	static Size largest = 0;	/* the area's size does not change */
+
 	if (ImsgAreaPtr == NULL)
 		return IMSG_NOT_LOADED;
-	if (len > (Size) imsg_max_message_size || len > imsg_largest_message())
+	if (largest == 0)
+		largest = imsg_largest_message();
+	if (len > (Size) imsg_max_message_size || len > largest)
 		return IMSG_TOO_LARGE;
-	ImsgOpenMailbox();
+	if (MyMailbox == NULL)
+		ImsgOpenMailbox();
 	return IMSG_OK;
 }
 
@@ -578,7 +578,7 @@ ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
 	imsg_flush_pipelined();
 
 	space = IMSG_MESSAGE_SPACE(len);
-	msg = imsg_reserve_run(recipient_pid, space, space, timeout_ms, &target, &result);
+	msg = imsg_reserve_space(recipient_pid, space, timeout_ms, &target, &result);
 	if (msg == NULL)
 		return result;
 
@@ -673,92 +673,100 @@ ImsgSend(int recipient_pid, int32 msgtype, const void *data, Size len,
 /*
  * The batch a pipelined sender is filling.
  *
- * ImsgSendPipelined reserves a run of the recipient's tail segment at once
- * (imsg_reserve_run) and writes message after message into it with no lock
- * and no shared write other than the messages themselves; the run's first
- * message stays RESERVED, so the owner stops there and sees none of the
- * batch until it is published (imsg_publish_batch): the last message's
- * 'space' absorbs what is left of the run, a write barrier, then the first
- * message becomes READY and the owner's latch is set.  This is how shm_mq
- * streams with force_flush = false, and for the same reason: per message,
- * the mutex, the shared 'end' cache line and the wake-up each cost more
- * than copying 64 bytes.  The messages after the first are READY from the
- * start; nobody reads them before the first is READY, except
- * imsg_find_matching, which only reaches them after reading the first
- * message's final 'space', written after them.
+ * ImsgSendPipelined writes messages into a segment of its own, allocated
+ * from the area for the batch and not yet linked into any mailbox, so
+ * filling it takes no lock and writes no shared cache line anyone reads.
+ * Publishing links the whole segment at the recipient's tail under the
+ * mailbox mutex (imsg_publish_batch): one mutex, one barrier, one
+ * SetLatch per batch, which is what shm_mq gains with force_flush =
+ * false, while the mailbox stays open to other senders meanwhile: nobody
+ * waits behind an unpublished batch, and the recipient can exit.  What
+ * was left free in the previous tail segment is abandoned (it goes back
+ * with the segment), and later senders append after the batch.
  *
- * Published when the run is full, when the caller sends to another
- * recipient or with ImsgSend/ImsgReserve, waits in any imessages call,
- * calls ImsgFlush, ends its transaction, or exits.  While open it holds
- * back later messages of other senders to the same recipient (they queue
- * behind it), and the recipient's exit waits for it.
- *
- * The run grows from IMSG_BATCH_MIN to IMSG_BATCH_MAX bytes while batches
- * fill up, and drops back when one is published early, so that a short
- * burst wastes little of the segment (a run's unused tail stays reserved
- * until the owner releases the batch).
+ * The space is taken from the area when the batch starts, so a message
+ * the call accepted never waits for room again; only the recipient's exit
+ * before publication loses it, as it loses the messages it left unread.
  */
-#define IMSG_BATCH_MIN		1024
-#define IMSG_BATCH_MAX		(16 * 1024)
+#define IMSG_BATCH_SEGMENT		(64 * 1024)
 
 static struct
 {
-	ImsgMailbox *mb;			/* NULL while no batch is open */
+	ImsgSegment *seg;			/* NULL while no batch is open */
+	int			recipient_pid;	/* as the caller named it */
 	int			procno;
 	uint32		generation;
-	int			recipient_pid;	/* as the caller named it */
 	int			owner_pid;
-	ImsgMessage *first;
-	uint32		first_space;	/* its own space; its 'space' spans the run */
-	ImsgMessage *last;
-	char	   *next;			/* where the next message goes */
-	char	   *limit;			/* end of the run */
 	uint32		count;
 	TimestampTz sent_at;		/* shared by the batch's messages */
 }			batch;
 
-static uint32 batch_run = IMSG_BATCH_MIN;
+/*
+ * The recipient's spare segment, if it has one of at least min_bytes: the
+ * segment its owner passed last, warm in the caches, which spares a round
+ * trip through the page allocator per batch in a stream.
+ */
+static ImsgSegment *
+imsg_take_spare(ImsgMailbox *mb, uint32 generation, Size min_bytes)
+{
+	ImsgSegment *seg = NULL;
 
-/* Publish the open batch (see above) and wake its recipient. */
-static void
+	SpinLockAcquire(&mb->mutex);
+	if (mb->open && mb->generation == generation &&
+		mb->spare != NULL && mb->spare->size >= min_bytes)
+	{
+		seg = mb->spare;
+		mb->spare = NULL;
+	}
+	SpinLockRelease(&mb->mutex);
+	return seg;
+}
+
+/*
+ * Link the open batch at the end of its recipient's mailbox and wake it.
+ * IMSG_NO_RECIPIENT (and the batch dropped) if the recipient has exited.
+ */
+static ImsgResult
 imsg_publish_batch(void)
 {
-	ImsgMessage *first = batch.first;
-	uint32		count = batch.count;
+	ImsgSegment *seg = batch.seg;
+	ImsgMailbox *mb;
+	uint32		used;
 
-	if (batch.mb == NULL)
-		return;
-
-	if (count > 1)
-	{
-		/*
-		 * The first message's 'space' still spans the whole run (as
-		 * imsg_find_matching may read it): give what is left of the run to
-		 * the last message, then, after a barrier that makes the messages
-		 * in between visible to a reader of it, shrink the first one's.
-		 */
-		batch.last->space += (uint32) (batch.limit - batch.next);
-		pg_write_barrier();
-		first->space = batch.first_space;
-
-		/* the run was counted as one message when it was reserved */
-		SpinLockAcquire(&batch.mb->mutex);
-		if (batch.mb->generation == batch.generation)
-			batch.mb->enqueued_msgs += count - 1;
-		SpinLockRelease(&batch.mb->mutex);
-	}
-	batch.mb = NULL;
+	if (seg == NULL)
+		return IMSG_OK;
+	batch.seg = NULL;
+	used = pg_atomic_read_u32(&seg->end) - IMSG_SEGMENT_HEADER;
+	mb = imsg_mailbox(batch.procno);
 
 	/*
-	 * Pairs with the read barrier in imsg_next_message, as for a single
-	 * message: everything written into the run is visible once the first
-	 * message is READY.
+	 * The messages must be visible before the owner can reach the segment
+	 * through 'next' or 'head'; pairs with the read barrier after reading
+	 * 'next' in imsg_next_message.
 	 */
 	pg_write_barrier();
-	pg_atomic_write_u32(&first->state, IMSG_STATE_READY);
-	/* from here on the owner may release and reuse the memory: no access */
+	SpinLockAcquire(&mb->mutex);
+	if (!mb->open || mb->generation != batch.generation)
+	{
+		SpinLockRelease(&mb->mutex);
+		imsg_segment_free(seg);
+		return IMSG_NO_RECIPIENT;
+	}
+	if (mb->tail != NULL)
+		mb->tail->next = seg;
+	else
+	{
+		mb->head = seg;
+		mb->head_off = IMSG_SEGMENT_HEADER;
+	}
+	mb->tail = seg;
+	mb->enqueued_msgs += batch.count;
+	mb->enqueued_bytes += used;
+	SpinLockRelease(&mb->mutex);
+
 	SetLatch(&GetPGProcByNumber(batch.procno)->procLatch);
-	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + count);
+	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + batch.count);
+	return IMSG_OK;
 }
 
 ImsgResult
@@ -767,6 +775,7 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 {
 	ImsgResult	result;
 	uint32		space;
+	uint32		end;
 	ImsgMessage *msg;
 
 	if ((result = imsg_check_send(len)) != IMSG_OK)
@@ -775,56 +784,46 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 		elog(ERROR, "imessages: a reservation is already in progress");
 	space = IMSG_MESSAGE_SPACE(len);
 
-	if (batch.mb != NULL)
-	{
-		if (batch.recipient_pid == recipient_pid &&
-			batch.next + space <= batch.limit &&
-			((volatile ImsgMailbox *) batch.mb)->generation == batch.generation)
-		{
-			/* the common case: append to the open run, no shared access */
-			msg = (ImsgMessage *) batch.next;
-			pg_atomic_init_u32(&msg->state, IMSG_STATE_READY);
-			msg->space = space;
-			imsg_fill_header(msg, msgtype, len, batch.owner_pid, batch.sent_at);
-			msg->length = len;
-			memcpy((char *) msg + IMSG_HEADER_SIZE, data, len);
-			batch.last = msg;
-			batch.next += space;
-			batch.count++;
-			if (msg_id)
-				*msg_id = msg->msg_id;
-			return IMSG_OK;
-		}
-		/* a full run earns a bigger one; anything else starts small again */
-		if (batch.recipient_pid == recipient_pid && batch.next + space > batch.limit)
-			batch_run = Min(batch_run * 2, IMSG_BATCH_MAX);
-		else
-			batch_run = IMSG_BATCH_MIN;
-		imsg_publish_batch();
-	}
+	if (batch.seg != NULL &&
+		(batch.recipient_pid != recipient_pid ||
+		 batch.seg->size - pg_atomic_read_u32(&batch.seg->end) < space))
+		(void) imsg_publish_batch();
 
-	{
-		ImsgTarget	target;
+	/* a message bigger than a batch goes on its own */
+	if (space > IMSG_BATCH_SEGMENT / 2)
+		return ImsgSend(recipient_pid, msgtype, data, len, timeout_ms, msg_id);
 
-		msg = imsg_reserve_run(recipient_pid, space, Max(space, batch_run),
-							   timeout_ms, &target, &result);
-		if (msg == NULL)
+	if (batch.seg == NULL)
+	{
+		result = imsg_lookup(recipient_pid, &batch.procno, &batch.generation);
+		if (result != IMSG_OK)
 			return result;
-		batch.mb = target.mb;
-		batch.procno = target.procno;
-		batch.generation = target.generation;
-		batch.owner_pid = target.owner_pid;
+		batch.seg = imsg_take_spare(imsg_mailbox(batch.procno), batch.generation,
+									IMSG_SEGMENT_HEADER + space);
+		if (batch.seg == NULL)
+			batch.seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space, IMSG_BATCH_SEGMENT,
+										   timeout_ms, &result);
+		if (batch.seg == NULL)
+			return result;
+		batch.seg->next = NULL;
+		pg_atomic_init_u32(&batch.seg->end, IMSG_SEGMENT_HEADER);
+		batch.recipient_pid = recipient_pid;
+		batch.owner_pid = recipient_pid == IMSG_MANAGER ?
+			imsg_mailbox(batch.procno)->owner_pid : recipient_pid;
+		batch.count = 0;
+		batch.sent_at = GetCurrentTimestamp();
 	}
-	batch.recipient_pid = recipient_pid;
-	batch.first = batch.last = msg;
-	batch.first_space = space;
-	batch.next = (char *) msg + space;
-	batch.limit = (char *) msg + msg->space;
-	batch.count = 1;
-	batch.sent_at = GetCurrentTimestamp();
+
+	/* nobody else sees this segment yet: plain writes */
+	end = pg_atomic_read_u32(&batch.seg->end);
+	msg = (ImsgMessage *) ((char *) batch.seg + end);
+	pg_atomic_init_u32(&msg->state, IMSG_STATE_READY);
+	msg->space = space;
 	imsg_fill_header(msg, msgtype, len, batch.owner_pid, batch.sent_at);
 	msg->length = len;
 	memcpy((char *) msg + IMSG_HEADER_SIZE, data, len);
+	pg_atomic_write_u32(&batch.seg->end, end + space);
+	batch.count++;
 	if (msg_id)
 		*msg_id = msg->msg_id;
 	return IMSG_OK;
@@ -834,23 +833,23 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
  * Publish the open pipelined batch, if any: before this process waits or
  * sends otherwise, at the end of a transaction and at exit, so that a
  * caller that never flushes (or fails before it could) leaves nothing
- * hidden.
+ * behind.  Never waits and never raises an ERROR (it runs in transaction
+ * callbacks).
  */
 void
 imsg_flush_pipelined(void)
 {
-	if (batch.mb != NULL)
-	{
-		batch_run = IMSG_BATCH_MIN;
-		imsg_publish_batch();
-	}
+	if (batch.seg != NULL)
+		(void) imsg_publish_batch();
 }
 
 /* Publish the pipelined messages sent so far; see imessages.h. */
-void
+ImsgResult
 ImsgFlush(int recipient_pid)
 {
-	imsg_flush_pipelined();
+	if (ImsgAreaPtr == NULL)
+		return IMSG_NOT_LOADED;
+	return imsg_publish_batch();
 }
 
 /*
@@ -1064,7 +1063,6 @@ imsg_spin_for_message(void)
 	instr_time	now;
 	int			i = 0;
 
-	imsg_flush_pipelined();		/* as in imsg_wait_for_message */
 	INSTR_TIME_SET_CURRENT(start);
 	for (;;)
 	{
@@ -1095,6 +1093,7 @@ ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 	if (ImsgAreaPtr == NULL)
 		return IMSG_NOT_LOADED;
 	ImsgOpenMailbox();
+	imsg_flush_pipelined();		/* as in ImsgReceive */
 	for (spun = false;; spun = true)
 	{
 		ImsgResult	r;
@@ -1157,6 +1156,7 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 	ImsgOpenMailbox();
 	if (pending_msg != NULL && pending_mailbox == MyMailbox)
 		elog(ERROR, "imessages: cannot receive while a message to oneself is reserved");
+	imsg_flush_pipelined();		/* it may be for us, or awaited by our sender */
 
 	for (;;)
 	{
@@ -1167,8 +1167,13 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 			streaming = true;
 			return IMSG_OK;
 		}
-		if (streaming && timeout_ms != 0 && imsg_spin_for_message())
-			continue;
+		/* poll once per call: a sender's reservation may be slow to fill */
+		if (streaming && timeout_ms != 0)
+		{
+			streaming = false;
+			if (imsg_spin_for_message())
+				continue;
+		}
 		streaming = false;
 		r = imsg_wait_for_message(timeout_ms, &deadline);
 		if (r != IMSG_OK)
@@ -1181,6 +1186,27 @@ static inline bool
 imsg_cursor_at_end(void)
 {
 	/* no segment yet: an unlocked peek at the head (set under the mutex) */
+	if (cursor.seg == NULL)
+		return ((volatile ImsgMailbox *) MyMailbox)->head == NULL;
+	if (cursor.off < pg_atomic_read_u32(&cursor.seg->end))
+	{
+		ImsgMessage *msg = (ImsgMessage *) ((char *) cursor.seg + cursor.off);
+
+		/* a message still being written is nothing to take yet */
+		return pg_atomic_read_u32(&msg->state) == IMSG_STATE_RESERVED;
+	}
+	return ((volatile ImsgSegment *) cursor.seg)->next == NULL;
+}
+
+/*
+ * Has the owner read everything in its mailbox, with nothing being written
+ * either?  (The manager's test before it gives up on a missing chunk.)
+ */
+bool
+imsg_mailbox_drained(void)
+{
+	if (MyMailbox == NULL)
+		return true;
 	if (cursor.seg == NULL)
 		return ((volatile ImsgMailbox *) MyMailbox)->head == NULL;
 	return cursor.off >= pg_atomic_read_u32(&cursor.seg->end) &&

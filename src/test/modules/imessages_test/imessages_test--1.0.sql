@@ -31,3 +31,6 @@ RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
 CREATE FUNCTION imsg_test_send_pipelined_noflush(recipient integer, n integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_reserve_hold(recipient integer, ms integer)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;

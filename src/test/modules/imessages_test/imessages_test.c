@@ -231,3 +231,26 @@ imsg_test_send_pipelined_noflush(PG_FUNCTION_ARGS)
 	}
 	PG_RETURN_TEXT_P(cstring_to_text("ok"));
 }
+
+PG_FUNCTION_INFO_V1(imsg_test_reserve_hold);
+
+/*
+ * Reserve a message and keep it unfinished for ms milliseconds (as a slow
+ * sender would), then commit it.
+ */
+Datum
+imsg_test_reserve_hold(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	int			ms = PG_GETARG_INT32(1);
+	ImsgBuffer	buf;
+	ImsgResult	r;
+
+	r = ImsgReserve(recipient, 9, 4, 5000, &buf);
+	if (r != IMSG_OK)
+		PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+	pg_usleep((long) ms * 1000L);
+	ImsgBufferPutInt32(&buf, ms);
+	(void) ImsgCommit(&buf);
+	PG_RETURN_TEXT_P(cstring_to_text("ok"));
+}
