@@ -453,10 +453,12 @@ count_discarded(Inflight *e)
  * committed ones are multicast (async) or recorded as delivered (sync,
  * already ordered); the others are discarded, never delivered.  The
  * backends' COMMIT and ABORT callbacks set our latch so that this runs
- * promptly; a backend that died is caught here too.
+ * promptly; a backend that died is caught here too.  'mailbox_empty': we
+ * have read every message queued for us, so a committed transaction whose
+ * change set is still incomplete will never complete.
  */
 static void
-settle_inflight(void)
+settle_inflight(bool mailbox_empty)
 {
 	ListCell   *lc;
 
@@ -470,7 +472,22 @@ settle_inflight(void)
 			continue;
 		if (e->sync && e->multicast && !e->ordered)
 			continue;			/* wait for the GCS to deliver it back */
-		committed = e->complete && TransactionIdDidCommit(xid);
+		committed = TransactionIdDidCommit(xid);
+
+		/*
+		 * A transaction commits only after PRE_COMMIT sent all its chunks,
+		 * so the rest of a committed one is still in our mailbox: wait for
+		 * it, unless the mailbox is empty (then a chunk is missing).
+		 */
+		if (committed && !e->complete)
+		{
+			if (!mailbox_empty)
+				continue;
+			ereport(LOG,
+					(errmsg("imessages manager discarded the change set of committed transaction %llu: chunks after %d are missing",
+							(unsigned long long) e->xid, e->next_chunk - 1)));
+			committed = false;
+		}
 
 		if (committed && e->sync)
 			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges,
@@ -733,7 +750,7 @@ manager_loop(void)
 		}
 		imsg_helpers_check();
 		run_pending_jobs();
-		settle_inflight();
+		settle_inflight(!more && imsg_mailbox_drained());
 		MemoryContextSwitchTo(old);
 
 		if (more || (gcs_connected && gcs->pending()))
