@@ -109,8 +109,19 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  kind "char";
 BEGIN
-  IF (SELECT relkind FROM pg_class WHERE oid = tbl) NOT IN ('r', 'p') THEN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'the table to replicate must not be null'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  SELECT relkind INTO kind FROM pg_class WHERE oid = tbl;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
+  IF kind NOT IN ('r', 'p') THEN
     RAISE EXCEPTION 'cannot replicate "%": not a table', tbl
       USING ERRCODE = 'wrong_object_type';
   END IF;
@@ -135,6 +146,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'the table to unreplicate must not be null'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'imsg_capture') THEN
     RAISE EXCEPTION 'table "%" is not replicated', tbl
       USING ERRCODE = 'undefined_object';
