@@ -72,6 +72,16 @@ SELECT sql, pg_temp.try(sql) AS result FROM (VALUES
   ($$SELECT imsg_unreplicate(0::oid::regclass)$$),
   ($$SELECT imsg_replicate('pg_class_oid_index')$$),
   ($$SELECT imsg_replicate('no_such_table')$$)) AS t(sql);
+-- the timeout settings out of range
+SELECT sql, pg_temp.try(sql) AS result FROM (VALUES
+  ($$SET imessages.send_timeout = -1$$),
+  ($$SET imessages.send_timeout = '25d'$$),
+  ($$SET imessages.commit_timeout = 0$$),
+  ($$SET imessages.commit_timeout = -2147483648$$),
+  ($$SET imessages.commit_mode = 'maybe'$$),
+  ($$SET imessages.max_message_size = -1$$)) AS t(sql);
+SELECT current_setting('imessages.send_timeout') AS send_timeout,
+       current_setting('imessages.commit_timeout') AS commit_timeout;
 -- the largest values are accepted: a wait of 24 days that ends at once
 -- because max_messages is 0, or because a message is there
 SELECT count(*) AS none FROM imsg_receive(2147483647, 0);
