@@ -8,7 +8,7 @@ DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
 PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
 
-REGRESS = setup send_receive errors manager changeset
+REGRESS = setup send_receive errors manager changeset security hostile
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait changeset_commits
 ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf

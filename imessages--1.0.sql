@@ -25,19 +25,20 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 -- called once per row the query asks for: a LIMIT stops it.
 --
 CREATE FUNCTION imsg_receive_internal(timeout_ms integer, max_messages integer,
-    OUT msg_id bigint, OUT sender_pid integer, OUT msgtype integer,
-    OUT payload bytea, OUT sent_at timestamptz)
+    OUT msg_id bigint, OUT sender_pid integer, OUT sender_role regrole,
+    OUT msgtype integer, OUT payload bytea, OUT sent_at timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'imsg_receive_internal'
 LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
 
 CREATE FUNCTION imsg_receive(timeout_ms integer DEFAULT 0,
                              max_messages integer DEFAULT NULL)
-RETURNS TABLE(msg_id bigint, sender_pid integer, msgtype integer,
-              payload bytea, sent_at timestamptz)
+RETURNS TABLE(msg_id bigint, sender_pid integer, sender_role regrole,
+              msgtype integer, payload bytea, sent_at timestamptz)
 LANGUAGE sql STABLE PARALLEL UNSAFE ROWS 10
 AS $$
-  SELECT (m).msg_id, (m).sender_pid, (m).msgtype, (m).payload, (m).sent_at
+  SELECT (m).msg_id, (m).sender_pid, (m).sender_role, (m).msgtype, (m).payload,
+         (m).sent_at
   FROM (SELECT @extschema@.imsg_receive_internal(timeout_ms, max_messages) AS m
         OFFSET 0) AS s
 $$;
@@ -109,8 +110,19 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  kind "char";
 BEGIN
-  IF (SELECT relkind FROM pg_class WHERE oid = tbl) NOT IN ('r', 'p') THEN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'the table to replicate must not be null'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  SELECT relkind INTO kind FROM pg_class WHERE oid = tbl;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
+  IF kind NOT IN ('r', 'p') THEN
     RAISE EXCEPTION 'cannot replicate "%": not a table', tbl
       USING ERRCODE = 'wrong_object_type';
   END IF;
@@ -135,6 +147,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+  IF tbl IS NULL THEN
+    RAISE EXCEPTION 'the table to unreplicate must not be null'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'imsg_capture') THEN
     RAISE EXCEPTION 'table "%" is not replicated', tbl
       USING ERRCODE = 'undefined_object';
@@ -169,7 +189,10 @@ CREATE VIEW imsg_mailboxes AS
   SELECT * FROM @extschema@.imsg_mailbox_stats();
 
 --
--- Nothing is executable by PUBLIC: the README shows the grants.
+-- Nothing is executable by PUBLIC: the README ("Security") shows the grants
+-- a role needs.  Every function and view of this script must be listed
+-- here (the regression test "security" checks that none is left to
+-- PUBLIC).
 --
 REVOKE ALL ON FUNCTION imsg_send(bytea, integer, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_send(text, integer, integer) FROM PUBLIC;
@@ -190,3 +213,18 @@ REVOKE ALL ON FUNCTION imsg_recent_changesets(integer) FROM PUBLIC;
 REVOKE ALL ON imsg_replicated_tables FROM PUBLIC;
 REVOKE ALL ON imsg_area FROM PUBLIC;
 REVOKE ALL ON imsg_mailboxes FROM PUBLIC;
+
+--
+-- Monitoring, for the predefined roles that exist for it (as
+-- pg_buffercache does): members of pg_read_all_stats, and so of
+-- pg_monitor, read the statistics; members of pg_monitor may also run the
+-- health check.  They show pids, backend types, queue lengths and counters,
+-- never payloads.  imsg_recent_changesets() shows row data and is not
+-- granted.  A function called in a view is checked against the user who
+-- queries the view, hence the grants on both.
+--
+GRANT EXECUTE ON FUNCTION imsg_area_stats(), imsg_mailbox_stats(),
+                          imsg_manager_status(), imsg_helpers(),
+                          imsg_manager_pid() TO pg_read_all_stats;
+GRANT SELECT ON imsg_area, imsg_mailboxes, imsg_replicated_tables TO pg_read_all_stats;
+GRANT EXECUTE ON FUNCTION imsg_ping(text, integer) TO pg_monitor;

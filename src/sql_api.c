@@ -24,9 +24,11 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -188,6 +190,109 @@ imsg_report_send_failure(ImsgResult result, int recipient, Size len,
 }
 
 /*
+ * If the mailbox in slot 'procno' is open under 'pid', set *role to its
+ * owner's role, from its PGPROC (the slot is the owner's pgprocno), read
+ * under the mailbox's mutex so that it is that owner's.
+ */
+static bool
+imsg_mailbox_role(int procno, int pid, Oid *role)
+{
+	ImsgMailbox *mb = &ImsgAreaPtr->mailboxes[procno].mb;
+	bool		match;
+
+	/* unlocked peek at an int; confirmed under the mutex */
+	if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
+		return false;
+	SpinLockAcquire(&mb->mutex);
+	match = mb->open && mb->owner_pid == pid;
+	if (match)
+		*role = GetPGProcByNumber(procno)->roleId;
+	SpinLockRelease(&mb->mutex);
+	return match;
+}
+
+/*
+ * The role of the process whose mailbox is open under 'pid': InvalidOid
+ * for a process that runs without one (the manager, the helpers, a
+ * background worker that did not connect as a user).  False if no mailbox
+ * is open under 'pid'.  The slot found last is tried first.
+ */
+static bool
+imsg_recipient_role(int pid, Oid *role)
+{
+	static int	cached_pid = 0;
+	static int	cached_procno = -1;
+	int			i;
+
+	if (pid == cached_pid && imsg_mailbox_role(cached_procno, pid, role))
+		return true;
+	for (i = 0; i < ImsgAreaPtr->num_mailboxes; i++)
+	{
+		if (imsg_mailbox_role(i, pid, role))
+		{
+			cached_pid = pid;
+			cached_procno = i;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * May the current user send to process 'pid'?  The rule of
+ * pg_signal_backend() (pg_cancel_backend, pg_terminate_backend), in its
+ * PostgreSQL 16 form, which also protects processes without a role:
+ *
+ * - a superuser may send to any process;
+ * - anyone may send to the manager (as with a NULL recipient) and to
+ *	 itself;
+ * - only a superuser may send to a process of a superuser or of no role
+ *	 (the helpers, background workers);
+ * - otherwise the current user must have the privileges of the target
+ *	 process's role (be it, or a member of it that inherits), or of
+ *	 pg_signal_backend.
+ *
+ * The target's role is the role its session logged in with (PGPROC's
+ * roleId), as for pg_signal_backend: SET ROLE does not change it.  Like
+ * pg_signal_backend, this checks the pid, then sends: a process that exits
+ * in between and whose pid is reused at once by a new process of another
+ * role would get the message.  Unknown pids pass here and fail in the send
+ * (42704).
+ */
+static void
+imsg_check_send_privilege(int pid)
+{
+	Oid			role;
+	int			manager_pid;
+
+	if (pid == MyProcPid || superuser())
+		return;
+	if (imsg_resolve_manager(&manager_pid) == IMSG_OK && pid == manager_pid)
+		return;
+	if (!imsg_recipient_role(pid, &role))
+		return;
+
+	if (!OidIsValid(role) || superuser_arg(role))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to send to process %d", pid),
+				 errdetail("Only superusers may send to a process of a superuser or of no role (a background worker)."),
+				 errhint("Send to the replication manager with a NULL recipient.")));
+	if (!has_privs_of_role(GetUserId(), role) &&
+		!has_privs_of_role(GetUserId(), ROLE_PG_SIGNAL_BACKEND))
+	{
+		/* the role may have been dropped since the process logged in */
+		char	   *name = GetUserNameFromId(role, true);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to send to process %d", pid),
+				 errdetail("Only roles with the privileges of the process's role \"%s\" or of \"pg_signal_backend\" may send to it.",
+						   name ? name : psprintf("%u", role))));
+	}
+}
+
+/*
  * imsg_send(payload bytea|text, recipient integer DEFAULT NULL,
  *			 msgtype integer DEFAULT 0) RETURNS bigint
  */
@@ -226,6 +331,7 @@ imsg_send(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid recipient process ID %d", recipient),
 					 errhint("Pass the process ID of a PostgreSQL process, or NULL for the replication manager.")));
+		imsg_check_send_privilege(recipient);
 	}
 
 	payload = PG_GETARG_VARLENA_PP(0);
@@ -255,8 +361,9 @@ imsg_receive_internal(PG_FUNCTION_ARGS)
 	ReceiveState *state;
 	ImsgMessage *msg;
 	ImsgResult	result;
-	Datum		values[5];
-	bool		nulls[5] = {0};
+	Datum		values[6];
+	bool		nulls[6] = {0};
+	Oid			sender_role;
 	bytea	   *payload;
 	uint32		len;
 
@@ -318,9 +425,15 @@ imsg_receive_internal(PG_FUNCTION_ARGS)
 
 	values[0] = Int64GetDatum((int64) ImsgMessageId(msg));
 	values[1] = Int32GetDatum(ImsgMessageSender(msg));
-	values[2] = Int32GetDatum(ImsgMessageType(msg));
-	values[3] = PointerGetDatum(payload);
-	values[4] = TimestampTzGetDatum(ImsgMessageSentAt(msg));
+	/* the sender's current_user; none for a process without a role */
+	sender_role = ImsgMessageSenderRole(msg);
+	if (OidIsValid(sender_role))
+		values[2] = ObjectIdGetDatum(sender_role);
+	else
+		nulls[2] = true;
+	values[3] = Int32GetDatum(ImsgMessageType(msg));
+	values[4] = PointerGetDatum(payload);
+	values[5] = TimestampTzGetDatum(ImsgMessageSentAt(msg));
 	SRF_RETURN_NEXT(funcctx,
 					HeapTupleGetDatum(heap_form_tuple(funcctx->tuple_desc, values, nulls)));
 }
