@@ -53,7 +53,7 @@ ensure_packages $PACKAGES $extra_packages || { echo "0 passed, 1 failed"; exit 1
 build_and_install || { echo "0 passed, 1 failed"; exit 1; }
 work=$(make_workdir)
 if [ -n "${IMSG_KEEP_WORK:-}" ]; then
-	trap 'echo "work directory kept: $work"' EXIT
+	echo "work directory (kept): $work"
 else
 	trap 'rm -rf "$work"' EXIT
 fi
@@ -69,8 +69,7 @@ tally() {
 	if [ $((ok + bad)) -eq 0 ]; then
 		echo "  suite ran no test"
 		bad=1
-	fi
-	if [ "$mode" = valgrind ] && [ "$bad" -gt 0 ]; then
+	elif [ "$mode" = valgrind ] && [ "$bad" -gt 0 ]; then
 		echo "  ($bad failed under valgrind: listed, not counted)"
 		vg_failed=$((vg_failed + bad))
 		bad=0
