@@ -63,6 +63,13 @@ put('changeset/gen-bad-truncated', substr(hdr() . $t . ins(0, $one, ['t', 'abc']
 put('changeset/gen-bad-huge-string', hdr() . 'R' . pack('N', 0) . pack('N', 0xffffffff) . 'x');
 put('changeset/gen-bad-negative-columns', hdr() . 'R' . pack('N', 0) . str('s') . str('t') . pack('n', 0xffff));
 put('changeset/gen-bad-version', pack('NC', 0x49435331, 2));
+put('changeset/gen-bad-magic', pack('NC', 0x49435332, 1));
+# cut short at each kind of field
+put('changeset/gen-bad-short-record', hdr() . 'I' . pack('n', 0));
+put('changeset/gen-bad-short-string-length', hdr() . 'R' . pack('N', 0) . pack('n', 0));
+put('changeset/gen-bad-short-column-flags', hdr() . 'R' . pack('N', 0) . str('s') . str('t') . pack('n', 1) . str('c') . str('int4'));
+put('changeset/gen-bad-short-value-count', hdr() . $t . 'I' . pack('N', 0) . "\x00");
+put('changeset/gen-bad-short-value-kind', hdr() . $t . 'I' . pack('N', 0) . pack('n', 2));
 # the regress test's malformed inputs (sql/changeset.sql)
 put('changeset/gen-bad-regress-1', "\x00");
 put('changeset/gen-bad-regress-2', pack('H*', '4943533101520000000000000001700000000161'));
