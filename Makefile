@@ -2,7 +2,8 @@
 MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
-       src/changeset.o src/changeset_decode.o src/nestmarks.o
+       src/changeset.o src/changeset_decode.o src/changeset_walk.o \
+       src/nestmarks.o
 EXTENSION = imessages
 DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
@@ -20,3 +21,4 @@ include $(PGXS)
 
 # PGXS does not track header dependencies: every object depends on ours.
 $(OBJS): src/imessages_int.h include/imessages.h
+src/changeset_decode.o src/changeset_walk.o: src/changeset_walk.h

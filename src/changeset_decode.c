@@ -33,11 +33,10 @@
 #include "utils/xid8.h"
 
 #include "imessages_int.h"
+#include "changeset_walk.h"
 
 PG_FUNCTION_INFO_V1(imsg_changeset_decode);
 PG_FUNCTION_INFO_V1(imsg_recent_changesets);
-
-#define MAX_DECODE_RELATIONS 65536
 
 typedef struct DecColumn
 {
@@ -229,7 +228,7 @@ read_relation(DecRelations *decl, ImsgBuffer *in)
 	DecRelation *rel;
 	int			i;
 
-	if (id < 0 || id >= MAX_DECODE_RELATIONS)
+	if (id < 0 || id >= IMSG_CS_MAX_RELATIONS)
 		bad_changeset("A relation id is out of range.");
 	if (id >= decl->size)
 	{
@@ -271,117 +270,16 @@ read_relation(DecRelations *decl, ImsgBuffer *in)
 }
 
 /*
- * Walk a change set's structure without looking anything up: the number of
- * changes it holds, or -1 if it is malformed (short, unknown records or
- * value kinds, changes to undeclared relations, wrong value counts).  The
- * manager uses it to check that a reassembled change set is whole.
+ * The number of changes in a change set, or -1 if it is malformed (short,
+ * unknown records or value kinds, changes to undeclared relations, wrong
+ * value counts), from a walk of its structure that looks nothing up (see
+ * changeset_walk.c).  The manager uses it to check that a reassembled
+ * change set is whole.  Raises no error.
  */
-static bool
-skip_values(ImsgBuffer *in, int expected)
-{
-	int16		n = ImsgBufferGetInt16(in);
-	int			i;
-
-	if (n != expected)
-		return false;
-	for (i = 0; i < n; i++)
-	{
-		int8		kind = ImsgBufferGetInt8(in);
-		uint32		len;
-
-		if (kind == IMSG_CS_NULL)
-			continue;
-		if (kind != IMSG_CS_BINARY && kind != IMSG_CS_TEXT)
-			return false;
-		(void) ImsgBufferGetString(in, &len);
-	}
-	return true;
-}
-
 int64
 imsg_changeset_count(const char *data, Size len)
 {
-	ImsgBuffer	in;
-	/* modified in PG_TRY and used after it */
-	volatile int64 changes = 0;
-	int		   *volatile ncols = NULL;
-	int		   *volatile nkeys = NULL;
-	volatile int size = 0;
-	volatile bool ok = true;
-	MemoryContext context = CurrentMemoryContext;
-
-	if (len < 5 || len > PG_UINT32_MAX)
-		return -1;
-	ImsgBufferInitReader(&in, data, (uint32) len);
-	PG_TRY();
-	{
-		if ((uint32) ImsgBufferGetInt32(&in) != IMSG_CS_MAGIC ||
-			ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)
-			ok = false;
-		while (ok && ImsgBufferRemaining(&in) > 0)
-		{
-			int8		tag = ImsgBufferGetInt8(&in);
-			int32		id = ImsgBufferGetInt32(&in);
-			uint32		l;
-
-			if (id < 0 || id >= MAX_DECODE_RELATIONS)
-				ok = false;
-			else if (tag == IMSG_CS_RELATION)
-			{
-				int16		n;
-				int			i;
-
-				if (id >= size)
-				{
-					int			newsize = Max(id + 1, size * 2);
-
-					ncols = ncols ? repalloc(ncols, sizeof(int) * newsize) : palloc(sizeof(int) * newsize);
-					nkeys = nkeys ? repalloc(nkeys, sizeof(int) * newsize) : palloc(sizeof(int) * newsize);
-					for (i = size; i < newsize; i++)
-						ncols[i] = -1;
-					size = newsize;
-				}
-				(void) ImsgBufferGetString(&in, &l);
-				(void) ImsgBufferGetString(&in, &l);
-				n = ImsgBufferGetInt16(&in);
-				ok = n >= 0;
-				ncols[id] = n;
-				nkeys[id] = 0;
-				for (i = 0; ok && i < n; i++)
-				{
-					(void) ImsgBufferGetString(&in, &l);
-					(void) ImsgBufferGetString(&in, &l);
-					if (ImsgBufferGetInt8(&in) & IMSG_CS_COL_KEY)
-						nkeys[id]++;
-				}
-			}
-			else if (id >= size || ncols[id] < 0)
-				ok = false;
-			else if (tag == IMSG_CS_INSERT)
-				ok = skip_values(&in, ncols[id]);
-			else if (tag == IMSG_CS_UPDATE)
-				ok = skip_values(&in, nkeys[id]) && skip_values(&in, ncols[id]);
-			else if (tag == IMSG_CS_DELETE)
-				ok = skip_values(&in, nkeys[id]);
-			else
-				ok = false;
-			if (ok && tag != IMSG_CS_RELATION)
-				changes++;
-		}
-	}
-	PG_CATCH();
-	{
-		/* a short read: malformed, not an error for the caller */
-		MemoryContextSwitchTo(context);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	if (ncols)
-		pfree(ncols);
-	if (nkeys)
-		pfree(nkeys);
-	return ok ? changes : -1;
+	return imsg_changeset_walk(data, len, NULL);
 }
 
 /*

@@ -13,13 +13,16 @@ PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export PG_CONFIG
 PG_BIN=$(dirname "$PG_CONFIG")
 PACKAGES="make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl"
+FUZZ_PACKAGES="clang-14 libclang-rt-14-dev"		# src/tools/fuzz.sh
+VALGRIND_PACKAGES="valgrind"					# run-tests.sh --valgrind
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
-# Install what is missing (root only; otherwise say what to install).
+# Install what is missing of the packages named (default: $PACKAGES), as
+# root only; otherwise say what to install.
 ensure_packages() {
 	local missing="" p
-	for p in $PACKAGES; do
+	for p in ${*:-$PACKAGES}; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
 			missing="$missing $p"
 	done
@@ -48,12 +51,13 @@ copy_pg_tree() {
 	return 1
 }
 
-# Build with -Werror and install into the PostgreSQL 15 tree.
+# Build with -Werror (and IMSG_COPT, e.g. sanitizer flags) and install into
+# the PostgreSQL 15 tree.
 build_and_install() {
 	make -C "$top" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror clean >/dev/null 2>&1
 	make -C "$top/src/test/modules/imessages_test" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null 2>&1
-	make -C "$top" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror || return 1
-	make -C "$top/src/test/modules/imessages_test" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror || return 1
+	make -C "$top" -s PG_CONFIG="$PG_CONFIG" COPT="-Werror ${IMSG_COPT:-}" || return 1
+	make -C "$top/src/test/modules/imessages_test" -s PG_CONFIG="$PG_CONFIG" COPT="-Werror ${IMSG_COPT:-}" || return 1
 	if [ -w "$($PG_CONFIG --pkglibdir)" ]; then
 		make -C "$top" -s PG_CONFIG="$PG_CONFIG" install >/dev/null || return 1
 		# test-only extension used by t/020_c_api.pl

@@ -1,22 +1,66 @@
 #!/usr/bin/env bash
 # Build, install and run every imessages test suite against temporary
-# preloaded instances: pg_regress, isolation, TAP.  Prints one line per
-# test and a final "N passed, M failed"; exits non-zero if anything failed
-# or a suite ran nothing.  As root it installs missing packages with apt
-# and runs the tests as the 'postgres' user.
+# preloaded instances: pg_regress, isolation, TAP, and the fuzz targets
+# (src/tools/fuzz.sh, IMSG_FUZZ_SECONDS per target, default 20).  Prints
+# one line per test and a final "N passed, M failed"; exits non-zero if
+# anything failed or a suite ran nothing.  As root it installs missing
+# packages with apt and runs the tests as the 'postgres' user.
 #
-# Usage: src/tools/run-tests.sh [regress] [isolation] [tap]   (default: all)
+#   --ubsan     build with -fsanitize=undefined -fno-sanitize-recover=all
+#               (into IMSG_PG_ROOT, default /tmp/imessages-pgroot-ubsan),
+#               run regress, isolation and tap, and count one more test:
+#               no "runtime error:" in any server or test log
+#   --valgrind  run regress, isolation and tap with every server process
+#               under valgrind; one more test: no valgrind report whose
+#               stack names imessages' own source files.  Test failures
+#               are listed but not counted (timing changes under valgrind)
+#
+# IMSG_KEEP_WORK=1 keeps the work directory (logs) and prints its name.
+#
+# Usage: src/tools/run-tests.sh [--ubsan|--valgrind] [regress] [isolation] [tap] [fuzz]
 set -u
-. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-suites=${*:-regress isolation tap}
+mode=plain
+args=()
+for a in "$@"; do
+	case $a in
+		--ubsan) mode=ubsan ;;
+		--valgrind) mode=valgrind ;;
+		*) args+=("$a") ;;
+	esac
+done
+if [ "$mode" = ubsan ]; then
+	# a sanitized build never goes into the system's tree
+	export IMSG_PG_ROOT=${IMSG_PG_ROOT:-/tmp/imessages-pgroot-ubsan}
+	export IMSG_COPT="-fsanitize=undefined -fno-sanitize-recover=all"
+	export UBSAN_OPTIONS=print_stacktrace=1
+fi
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/sanitizers.sh"
+
+if [ "$mode" = plain ]; then
+	suites=${args[*]:-regress isolation tap fuzz}
+else
+	suites=${args[*]:-regress isolation tap}
+fi
 passed=0
 failed=0
+vg_failed=0
 
-ensure_packages || exit 1
+extra_packages=
+[ "$mode" = valgrind ] && extra_packages=$VALGRIND_PACKAGES
+ensure_packages $PACKAGES $extra_packages || { echo "0 passed, 1 failed"; exit 1; }
 build_and_install || { echo "0 passed, 1 failed"; exit 1; }
 work=$(make_workdir)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${IMSG_KEEP_WORK:-}" ]; then
+	echo "work directory (kept): $work"
+else
+	trap 'rm -rf "$work"' EXIT
+fi
+bindir=
+if [ "$mode" = valgrind ]; then
+	bindir=$(make_valgrind_bindir "$work") || { echo "0 passed, 1 failed"; exit 1; }
+fi
 
 # Add a suite's ok/failed counts to the totals; a suite that ran nothing
 # counts as a failure.  Returns non-zero if the suite failed.
@@ -25,6 +69,10 @@ tally() {
 	if [ $((ok + bad)) -eq 0 ]; then
 		echo "  suite ran no test"
 		bad=1
+	elif [ "$mode" = valgrind ] && [ "$bad" -gt 0 ]; then
+		echo "  ($bad failed under valgrind: listed, not counted)"
+		vg_failed=$((vg_failed + bad))
+		bad=0
 	fi
 	passed=$((passed + ok))
 	failed=$((failed + bad))
@@ -40,7 +88,7 @@ count_regress() {
 }
 
 run_make() {
-	(cd "$work" && as_user make -s PG_CONFIG="$PG_CONFIG" installcheck "$@")
+	(cd "$work" && as_user make -s PG_CONFIG="$PG_CONFIG" ${bindir:+bindir="$bindir"} installcheck "$@")
 }
 
 for suite in $suites; do
@@ -66,12 +114,40 @@ for suite in $suites; do
 				done
 			fi
 			;;
+		fuzz)
+			bash "$top/src/tools/fuzz.sh" "${IMSG_FUZZ_SECONDS:-20}" >"$log" 2>&1
+			count_regress "$log" || grep -vE '\.\.\. (ok|FAILED)' "$log" | head -150
+			;;
 		*)
 			echo "unknown suite $suite"
 			failed=$((failed + 1))
 			;;
 	esac
 done
+
+case $mode in
+	ubsan)
+		echo "== ubsan"
+		if check_ubsan_logs "$work"; then
+			echo "  no runtime errors in the logs ... ok"
+			passed=$((passed + 1))
+		else
+			echo "  no runtime errors in the logs ... FAILED"
+			failed=$((failed + 1))
+		fi
+		;;
+	valgrind)
+		echo "== valgrind"
+		if check_valgrind_logs "$work"; then
+			echo "  no reports naming imessages sources ... ok"
+			passed=$((passed + 1))
+		else
+			echo "  no reports naming imessages sources ... FAILED"
+			failed=$((failed + 1))
+		fi
+		[ "$vg_failed" -gt 0 ] && echo "  ($vg_failed tests failed under valgrind, not counted)"
+		;;
+esac
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
