@@ -530,12 +530,15 @@ static inline void
 imsg_fill_header(ImsgMessage *msg, int32 msgtype, Size len, int owner_pid,
 				 TimestampTz sent_at)
 {
+	int			sec_context;
+
 	msg->length = 0;
 	msg->reserved_len = len;
 	msg->msgtype = msgtype;
 	msg->sender_pid = MyProcPid;
 	msg->recipient_pid = owner_pid;
-	msg->sender_role = GetUserId();
+	/* not GetUserId(): it asserts a role, and a worker may have none */
+	GetUserIdAndSecContext(&msg->sender_role, &sec_context);
 	msg->msg_id = imsg_next_message_id();
 	msg->sent_at = sent_at;
 }
