@@ -19,16 +19,19 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "parser/parse_type.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
@@ -56,6 +59,9 @@ typedef struct DecRelation
 	DecColumn  *cols;
 } DecRelation;
 
+static void decode_rows(ReturnSetInfo *rsinfo, const char *data, Size len);
+static void decode_rows_checked(ReturnSetInfo *rsinfo, const char *data, Size len);
+
 static void
 bad_changeset(const char *what)
 {
@@ -73,6 +79,8 @@ get_cstring(ImsgBuffer *in)
 
 	if (memchr(p, '\0', len) != NULL)
 		bad_changeset("A name contains a zero byte.");
+	if (!pg_verify_mbstr(GetDatabaseEncoding(), p, len, true))
+		bad_changeset("A name or value is not valid in the database encoding.");
 	return pnstrdup(p, len);
 }
 
@@ -103,6 +111,8 @@ push_value(JsonbParseState **state, DecColumn *col, ImsgBuffer *in)
 		appendBinaryStringInfo(&buf, p, len);
 		getTypeBinaryInputInfo(col->typid, &recv, &ioparam);
 		datum = OidReceiveFunctionCall(recv, &buf, ioparam, -1);
+		if (buf.cursor != buf.len)
+			bad_changeset("A binary value has bytes its type does not read.");
 	}
 	else if (kind == IMSG_CS_TEXT)
 	{
@@ -291,12 +301,67 @@ imsg_changeset_decode(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
+
+	InitMaterializedSRF(fcinfo, 0);
+	decode_rows(rsinfo, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
+	return (Datum) 0;
+}
+
+/*
+ * Decode a change set into rsinfo's tuplestore.  The structure is checked
+ * first, without looking anything up; then names are resolved and values
+ * read by their types' own functions, which report errors of their own
+ * (unknown type, bad syntax, short data): those run in a subtransaction
+ * and come back as 22P03, like every other flaw of the change set.
+ */
+static void
+decode_rows(ReturnSetInfo *rsinfo, const char *data, Size len)
+{
+	const char *why = NULL;
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	if (imsg_changeset_walk(data, len, &why) < 0)
+		bad_changeset(why ? why : "Its structure is invalid.");
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		decode_rows_checked(rsinfo, data, len);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_INVALID_BINARY_REPRESENTATION)
+			ReThrowError(edata);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("invalid imessages change set"),
+				 errdetail("Decoding it failed: %s", edata->message)));
+	}
+	PG_END_TRY();
+}
+
+static void
+decode_rows_checked(ReturnSetInfo *rsinfo, const char *data, Size len)
+{
 	ImsgBuffer	in;
 	DecRelations decl;
 	int			ord = 0;
 
-	InitMaterializedSRF(fcinfo, 0);
-	ImsgBufferInitReader(&in, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload));
+	ImsgBufferInitReader(&in, data, len);
 	if (ImsgBufferRemaining(&in) < 5 ||
 		(uint32) ImsgBufferGetInt32(&in) != IMSG_CS_MAGIC)
 		bad_changeset("It does not start with the change-set header.");
@@ -357,7 +422,6 @@ imsg_changeset_decode(PG_FUNCTION_ARGS)
 			nulls[4] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	return (Datum) 0;
 }
 
 /*
