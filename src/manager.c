@@ -60,6 +60,20 @@ typedef struct PendingJob
 } PendingJob;
 
 /*
+ * A job handed to a helper, kept until the helper reports it done.  If the
+ * helper goes away first (crash, exit; its slot's generation changes), the
+ * job goes back to the pending ones and another helper does it: jobs are
+ * done at least once.
+ */
+typedef struct AssignedJob
+{
+	PendingJob	job;
+	int			slot;
+	uint32		generation;		/* the slot's generation when handed out */
+	int			helper_pid;
+} AssignedJob;
+
+/*
  * A change set on its way: reassembled from chunks, then held until the
  * commit log says how its transaction ended.  'buf' starts with the GCS
  * header (GCS_CHANGESET ...) so that it can be multicast as it is.
@@ -88,6 +102,7 @@ static MemoryContext cs_context = NULL;
 static List *inflight = NIL;
 static MemoryContext jobs_context = NULL;
 static List *pending_jobs = NIL;
+static List *assigned_jobs = NIL;
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
 static TimestampTz gcs_retry_at = 0;
@@ -197,26 +212,94 @@ reply_pong(int origin, int64 ping_id, int8 status)
 	imsg_manager_send(origin, IMSG_T_PONG, buf.data, buf.len);
 }
 
-/* Give a helper ping to a ready helper; false if none is ready. */
+/*
+ * Give a helper ping to a ready helper and remember it until it is done;
+ * false if no helper is ready.
+ */
 static bool
-dispatch_helper_ping(int origin, int64 ping_id)
+dispatch_helper_ping(int origin, int64 ping_id, TimestampTz queued_at)
 {
 	int			slot = imsg_helper_pick();
 	int			pid;
+	uint32		generation;
 	char		data[12];
 	ImsgBuffer	buf;
+	MemoryContext old;
+	AssignedJob *a;
 
 	if (slot < 0)
 		return false;
 	SpinLockAcquire(&ImsgManagerState->helpers[slot].mutex);
 	pid = ImsgManagerState->helpers[slot].pid;
+	generation = ImsgManagerState->helpers[slot].generation;
 	SpinLockRelease(&ImsgManagerState->helpers[slot].mutex);
+
+	old = MemoryContextSwitchTo(jobs_context);
+	a = palloc(sizeof(AssignedJob));
+	a->job.origin = origin;
+	a->job.ping_id = ping_id;
+	a->job.queued_at = queued_at;
+	a->slot = slot;
+	a->generation = generation;
+	a->helper_pid = pid;
+	assigned_jobs = lappend(assigned_jobs, a);
+	MemoryContextSwitchTo(old);
 
 	ImsgBufferInitWriter(&buf, data, sizeof(data));
 	ImsgBufferPutInt32(&buf, origin);
 	ImsgBufferPutInt64(&buf, ping_id);
 	imsg_manager_send(pid, IMSG_T_JOB_PING, buf.data, buf.len);
 	return true;
+}
+
+/*
+ * Jobs whose helper went away before reporting them done (its slot's
+ * generation moved on: the manager reaped it) go back to the front of the
+ * pending jobs, in their order, to be redone by another helper.  Jobs older
+ * than IMSG_JOB_MAX_AGE_MS are dropped, as pending ones are.
+ */
+static void
+requeue_orphaned_jobs(void)
+{
+	ListCell   *lc;
+	List	   *redo = NIL;
+	TimestampTz now;
+
+	if (assigned_jobs == NIL)
+		return;
+	now = GetCurrentTimestamp();
+	foreach(lc, assigned_jobs)
+	{
+		AssignedJob *a = lfirst(lc);
+		ImsgHelperSlot *slot = &ImsgManagerState->helpers[a->slot];
+		uint32		generation;
+
+		SpinLockAcquire(&slot->mutex);
+		generation = slot->generation;
+		SpinLockRelease(&slot->mutex);
+
+		if (TimestampDifferenceExceeds(a->job.queued_at, now, IMSG_JOB_MAX_AGE_MS))
+		{
+			assigned_jobs = foreach_delete_current(assigned_jobs, lc);
+			pfree(a);
+		}
+		else if (generation != a->generation)
+		{
+			ereport(LOG,
+					(errmsg("imessages manager redoes a job that helper (PID %d) did not finish",
+							a->helper_pid)));
+			assigned_jobs = foreach_delete_current(assigned_jobs, lc);
+			/* the AssignedJob starts with its PendingJob: reuse it */
+			redo = lappend(redo, &a->job);
+		}
+	}
+	if (redo != NIL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(jobs_context);
+
+		pending_jobs = list_concat(redo, pending_jobs);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 static void
@@ -235,7 +318,7 @@ handle_ping(ImsgMessage *msg)
 		reply_pong(origin, ping_id, IMSG_PONG_OK);
 	else if (imsg_max_helpers == 0)
 		reply_pong(origin, ping_id, IMSG_PONG_NO_HELPER);
-	else if (!dispatch_helper_ping(origin, ping_id))
+	else if (!dispatch_helper_ping(origin, ping_id, GetCurrentTimestamp()))
 	{
 		MemoryContext old = MemoryContextSwitchTo(jobs_context);
 		PendingJob *job = palloc(sizeof(PendingJob));
@@ -262,6 +345,39 @@ handle_helper_ready(ImsgMessage *msg)
 	imsg_helper_ready(ImsgBufferGetInt32(&in), ImsgMessageSender(msg));
 }
 
+/*
+ * A job is done: forget it, also if it was given back to the pending jobs
+ * meanwhile (its helper exited after reporting it).
+ */
+static void
+forget_job(int origin, int64 ping_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, assigned_jobs)
+	{
+		AssignedJob *a = lfirst(lc);
+
+		if (a->job.origin == origin && a->job.ping_id == ping_id)
+		{
+			assigned_jobs = foreach_delete_current(assigned_jobs, lc);
+			pfree(a);
+			return;
+		}
+	}
+	foreach(lc, pending_jobs)
+	{
+		PendingJob *job = lfirst(lc);
+
+		if (job->origin == origin && job->ping_id == ping_id)
+		{
+			pending_jobs = foreach_delete_current(pending_jobs, lc);
+			pfree(job);
+			return;
+		}
+	}
+}
+
 static void
 handle_job_done(ImsgMessage *msg)
 {
@@ -275,6 +391,7 @@ handle_job_done(ImsgMessage *msg)
 	origin = ImsgBufferGetInt32(&in);
 	ping_id = ImsgBufferGetInt64(&in);
 	imsg_helper_job_done(slot);
+	forget_job(origin, ping_id);
 	reply_pong(origin, ping_id, IMSG_PONG_OK);
 }
 
@@ -628,7 +745,7 @@ run_pending_jobs(void)
 		PendingJob *job = linitial(pending_jobs);
 
 		if (!TimestampDifferenceExceeds(job->queued_at, now, IMSG_JOB_MAX_AGE_MS) &&
-			!dispatch_helper_ping(job->origin, job->ping_id))
+			!dispatch_helper_ping(job->origin, job->ping_id, job->queued_at))
 			break;
 		pfree(job);
 		pending_jobs = list_delete_first(pending_jobs);
@@ -732,6 +849,7 @@ manager_loop(void)
 				gcs_lost();
 		}
 		imsg_helpers_check();
+		requeue_orphaned_jobs();
 		run_pending_jobs();
 		settle_inflight();
 		MemoryContextSwitchTo(old);
