@@ -587,7 +587,17 @@ settle_inflight(void)
 			continue;
 		if (e->sync && e->multicast && !e->ordered)
 			continue;			/* wait for the GCS to deliver it back */
-		committed = e->complete && TransactionIdDidCommit(xid);
+		committed = TransactionIdDidCommit(xid);
+
+		/*
+		 * A transaction commits only after sending its last chunk, but we
+		 * may not have taken that out of our mailbox yet (a round drains at
+		 * most IMSG_MANAGER_BATCH messages, and a backend can commit between
+		 * our drain and this check): wait for it rather than discard a
+		 * committed change set.
+		 */
+		if (committed && !e->complete)
+			continue;
 
 		if (committed && e->sync)
 			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges,

@@ -409,6 +409,37 @@ INSERT INTO t VALUES ('cancelled', 2)},
 	is_at_baseline($baseline, 'full area and interrupted waits: area back to its baseline');
 }
 
+# ---------------------------------------------------------------------
+# 6. A manager that lags behind: a transaction commits while the last
+# chunks of its change set still wait in the manager's mailbox.  The
+# manager drains at most 256 messages per round and then settles change
+# sets; 254 messages queued first put chunk 0 and 1 in the first round and
+# the final chunk in the next.
+# ---------------------------------------------------------------------
+{
+	sql('CREATE TABLE lag (id integer PRIMARY KEY, pad text); SELECT imsg_replicate(\'lag\')');
+	my $manager = manager_pid();
+	my ($delivered, $discarded) = split /\|/,
+	  sql('SELECT change_sets_delivered, change_sets_discarded FROM imsg_manager_status()');
+	my $log_offset = -s $node->logfile;
+	kill 'STOP', $manager;
+	is(sql("SELECT count(imsg_send('q')) FROM generate_series(1, 254)"), '254',
+		'254 messages wait for a stopped manager');
+	# about 500 kB: 4 chunks of 128 kB (an eighth of the 1 MB area)
+	sql("INSERT INTO lag SELECT i, repeat(md5(i::text), 32) FROM generate_series(1, 500) i");
+	is(sql('SELECT queued_messages FROM imsg_area'), 258,
+		'the committed transaction\'s 4 chunks are queued behind them');
+	kill 'CONT', $manager;
+	$node->poll_query_until('postgres',
+		"SELECT change_sets_delivered + change_sets_discarded > $delivered + $discarded FROM imsg_manager_status()")
+	  or die 'the change set was neither delivered nor discarded';
+	is( sql("SELECT change_sets_delivered - $delivered, change_sets_discarded - $discarded FROM imsg_manager_status()"),
+		'1|0', 'a committed change set whose last chunks were still queued is delivered, not discarded');
+	is(sql('SELECT changes FROM imsg_recent_changesets(1)'), '500', 'with all its 500 changes');
+	ok(!$node->log_contains(qr/dropped chunk \d+ of the change set/, $log_offset), 'no chunk dropped');
+	is(sql('SELECT imsg_manager_pid()'), $manager, 'by the same manager');
+}
+
 ok(!$node->log_contains(qr/TRAP|PANIC/), 'no assertion failure or PANIC in the server log');
 $node->stop;
 done_testing();
