@@ -4,6 +4,10 @@
 # through a 1 MB area that is full again and again, so that senders wait
 # and some time out.
 #
+# A writer to a replicated table commits transactions whose change sets
+# (about 300 kB, 3 chunks each) stream to the manager meanwhile; each is
+# delivered exactly once, none discarded.
+#
 # Every payload carries its sender, its per-sender sequence number (also in
 # msgtype, for payloads too short to hold them) and, from 48 bytes on, an
 # md5 of the rest.  Senders log each accepted message (and each refused
@@ -27,6 +31,7 @@ my $nsenders = $long ? 6 : 4;		# SQL senders
 my $nmsgs = $long ? 5000 : 400;		# per SQL sender
 my $nreceivers = 3;					# backends; receiver 3 is slow
 my $c_msgs = $long ? 200000 : 5000;	# C-API pipelined sender, to receiver 1
+my $cs_xacts = $long ? 300 : 20;	# transactions of the replicated-table writer
 my $max_size = 256 * 1024;
 my $seed = time % 100000;
 note "long=$long senders=$nsenders x $nmsgs, C sender $c_msgs, seed $seed";
@@ -54,8 +59,10 @@ my $baseline = $node->safe_psql('postgres', 'SELECT allocated_bytes FROM imsg_ar
 my ($sent0, $received0, $waits0, $failures0) = split /\|/,
   $node->safe_psql('postgres',
 	'SELECT sent_total, received_total, send_waits, send_failures FROM imsg_area');
-my $delivered0 = $node->safe_psql('postgres',
-	'SELECT messages_delivered FROM imsg_manager_status()');
+my ($delivered0, $mreceived0, $cs_delivered0, $cs_discarded0) = split /\|/,
+  $node->safe_psql('postgres',
+	'SELECT messages_delivered, messages_received, change_sets_delivered, change_sets_discarded
+	   FROM imsg_manager_status()');
 
 $node->safe_psql('postgres', q{
 CREATE TABLE sent_log (sender int, seq int, recipient int, len int, sum text,
@@ -66,6 +73,8 @@ CREATE TABLE recv_log (receiver int, ord int, msg_id bigint, sender_pid int,
 CREATE TABLE receivers (no int PRIMARY KEY, pid int);
 CREATE TABLE senders_done (sender int PRIMARY KEY, pid int);
 CREATE TABLE c_result (pid int, result text);
+CREATE TABLE replicated (xact int, id int, pad text, PRIMARY KEY (xact, id));
+SELECT imsg_replicate('replicated');
 
 -- payload of message 'seq' of sender 's', 'len' bytes: below 48 bytes a
 -- prefix of pseudo-random bytes; from 48 on "ssss:qqqqqqqq:<md5 of rest>:"
@@ -162,7 +171,7 @@ for my $i (1 .. $nreceivers)
 	my $s = $node->background_psql('postgres');
 	# senders_done counts the C sender too
 	$s->query_until(qr/started/,
-		"\\echo started\nCALL stress_receiver($i, " . ($nsenders + 1) . ", $slow);\n");
+		"\\echo started\nCALL stress_receiver($i, " . ($nsenders + 2) . ", $slow);\n");
 	push @sessions, $s;
 }
 $node->poll_query_until('postgres', "SELECT count(*) = $nreceivers FROM receivers")
@@ -188,9 +197,18 @@ INSERT INTO senders_done SELECT 100, pg_backend_pid();
 });
 	push @sessions, $s;
 }
+{
+	my $s = $node->background_psql('postgres', on_error_stop => 0);
+	my $script = "\\echo started\nSET imessages.send_timeout = '60s';\n";
+	$script .= "INSERT INTO replicated SELECT $_, i, repeat(md5(i::text), 8) FROM generate_series(1, 1000) i;\n"
+	  for 1 .. $cs_xacts;
+	$script .= "INSERT INTO senders_done SELECT 200, pg_backend_pid();\n";
+	$s->query_until(qr/started/, $script);
+	push @sessions, $s;
+}
 
 # Every receiver ends once all senders are done and its mailbox is empty.
-$node->poll_query_until('postgres', 'SELECT count(*) = ' . ($nsenders + 1) . ' FROM senders_done')
+$node->poll_query_until('postgres', 'SELECT count(*) = ' . ($nsenders + 2) . ' FROM senders_done')
   or die 'senders did not finish';
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM pg_stat_activity WHERE query LIKE 'CALL stress_receiver%' AND state = 'active'")
@@ -260,10 +278,24 @@ $node->poll_query_until('postgres',
 is($q->("SELECT messages_delivered - $delivered0 FROM imsg_manager_status()"),
 	$to_manager, 'the manager delivered exactly the messages accepted for it');
 
-# The area's own accounting agrees
-my $c_count = $c_msgs;
+# Change sets: every committed transaction's delivered once, none discarded
+is($q->('SELECT count(DISTINCT xact) FROM replicated'), $cs_xacts,
+	"the writer's $cs_xacts transactions committed");
+$node->poll_query_until('postgres',
+	"SELECT change_sets_delivered - $cs_delivered0 >= $cs_xacts FROM imsg_manager_status()")
+  or diag 'change sets delivered too few';
+is( $q->("SELECT change_sets_delivered - $cs_delivered0, change_sets_discarded - $cs_discarded0
+            FROM imsg_manager_status()"),
+	"$cs_xacts|0", 'each committed change set was delivered once, none discarded');
+ok(!$node->log_contains(qr/dropped chunk|is damaged/), 'no change-set chunk dropped or damaged');
+
+# The area's own accounting agrees: the manager took out the messages
+# accepted for it and the change-set chunks
+my $mreceived = $q->("SELECT messages_received - $mreceived0 FROM imsg_manager_status()");
+my $chunks = $mreceived - $to_manager;
+cmp_ok($chunks, '>=', 3 * $cs_xacts, 'change sets went in chunks');
 is( $q->("SELECT sent_total - $sent0, received_total - $received0, send_failures - $failures0 FROM imsg_area"),
-	($accepted + $c_count) . '|' . ($q->('SELECT count(*) FROM recv_log') + $to_manager) . "|$refused",
+	($accepted + $c_msgs + $chunks) . '|' . ($q->('SELECT count(*) FROM recv_log') + $mreceived) . "|$refused",
 	'sent_total, received_total and send_failures count exactly these messages');
 cmp_ok($q->('SELECT send_waits FROM imsg_area'), '>', $waits0,
 	'the area was full and senders waited');
