@@ -18,7 +18,13 @@
 #  5. the area full with a receiver that never reads: a sender times out
 #     with 53000; pg_cancel_backend and statement_timeout end every wait
 #     (send waiting for room, imsg_receive, imsg_ping, sync commit) with
-#     57014.
+#     57014 (statement_timeout only where PostgreSQL keeps it armed: not at
+#     the COMMIT of a top-level statement, which commit_timeout bounds);
+#  6. a lagging manager: a transaction commits while the last chunks of its
+#     change set still wait in the manager's mailbox; it is delivered.
+#  7. backends terminated in the middle of a change set (halfway through
+#     streaming one larger than the area, and waiting for a sync commit):
+#     both change sets are discarded, nothing leaks.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -85,7 +91,7 @@ sub at_rest
 sub is_at_baseline
 {
 	my ($baseline, $name) = @_;
-	my $now = at_rest();
+	at_rest();
 	$node->poll_query_until('postgres', "SELECT allocated_bytes = $baseline FROM imsg_area")
 	  or diag "allocated_bytes " . sql('SELECT allocated_bytes FROM imsg_area');
 	is(sql('SELECT allocated_bytes, used_bytes FROM imsg_area'), "$baseline|0", $name);
@@ -438,6 +444,43 @@ INSERT INTO t VALUES ('cancelled', 2)},
 	is(sql('SELECT changes FROM imsg_recent_changesets(1)'), '500', 'with all its 500 changes');
 	ok(!$node->log_contains(qr/dropped chunk \d+ of the change set/, $log_offset), 'no chunk dropped');
 	is(sql('SELECT imsg_manager_pid()'), $manager, 'by the same manager');
+}
+
+# ---------------------------------------------------------------------
+# 7. Backends terminated in the middle of a change set: one while its
+# change set, larger than the area, waits for room halfway through, one
+# while its sync commit waits for the manager.
+# ---------------------------------------------------------------------
+{
+	my $manager = manager_pid();
+	my ($delivered, $discarded) = split /\|/,
+	  sql('SELECT change_sets_delivered, change_sets_discarded FROM imsg_manager_status()');
+	kill 'STOP', $manager;
+	my $streamer = session();
+	$streamer->query_safe("SET imessages.send_timeout = '60s'");
+	my $streamer_pid = start_waiting($streamer,
+		"INSERT INTO lag SELECT i, repeat(md5(i::text), 32) FROM generate_series(1001, 3000) i");
+	cmp_ok(sql('SELECT queued_messages FROM imsg_area'), '>=', 2,
+		'a 2 MB change set waits for room, its first chunks queued');
+	my $committer = session();
+	$committer->query_safe("SET imessages.commit_mode = 'sync'; SET imessages.commit_timeout = '60s'");
+	my $committer_pid = start_waiting($committer, "INSERT INTO lag VALUES (5000, 'sync')");
+	is(sql("SELECT pg_terminate_backend($streamer_pid), pg_terminate_backend($committer_pid)"),
+		't|t', 'both terminated');
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid IN ($streamer_pid, $committer_pid)")
+	  or die 'terminated backends still there';
+	eval { $streamer->quit; };
+	eval { $committer->quit; };
+	kill 'CONT', $manager;
+	$node->poll_query_until('postgres',
+		"SELECT change_sets_discarded = $discarded + 2 FROM imsg_manager_status()")
+	  or diag 'change_sets_discarded ' . sql('SELECT change_sets_discarded FROM imsg_manager_status()');
+	is( sql("SELECT change_sets_delivered - $delivered, change_sets_discarded - $discarded FROM imsg_manager_status()"),
+		'0|2', 'both change sets are discarded, none delivered');
+	is(sql('SELECT count(*) FROM lag WHERE id > 1000'), '0', 'neither transaction committed');
+	is(sql('SELECT imsg_manager_pid()'), $manager, 'the manager survived it');
+	is_at_baseline($baseline, 'terminated change sets: area back to its baseline');
 }
 
 ok(!$node->log_contains(qr/TRAP|PANIC/), 'no assertion failure or PANIC in the server log');
