@@ -92,6 +92,23 @@ typedef struct Inflight
 	StringInfoData buf;
 } Inflight;
 
+/*
+ * A small message the manager could not send because the area was full,
+ * to be retried (see imsg_manager_send).
+ */
+#define IMSG_RETRY_DATA		16
+#define IMSG_MAX_RETRIES	1024
+#define IMSG_RETRY_MAX_MS	60000
+
+typedef struct RetrySend
+{
+	int			pid;
+	int32		msgtype;
+	Size		len;
+	char		data[IMSG_RETRY_DATA];
+	TimestampTz queued_at;
+} RetrySend;
+
 /* What the manager multicasts: a kind byte, then the kind's payload. */
 #define GCS_USER_MESSAGE	'U'
 #define GCS_CHANGESET		'C' /* int32 origin pid, int64 xid, int32 changes, int8 sync */
@@ -103,6 +120,9 @@ static List *inflight = NIL;
 static MemoryContext jobs_context = NULL;
 static List *pending_jobs = NIL;
 static List *assigned_jobs = NIL;
+static List *retry_list = NIL;
+
+static bool retry_waiting_for(int pid, RetrySend *upto);
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
 static TimestampTz gcs_retry_at = 0;
@@ -160,19 +180,99 @@ imsg_manager_set_error(const char *msg)
 
 /*
  * Send without waiting: the manager must never block on a full area.  A
- * recipient that has gone away is normal (a backend that stopped waiting);
- * anything else is logged and the message dropped, and its sender's wait
- * times out.
+ * recipient that has gone away is normal (a backend that stopped waiting).
+ * A small message (a reply, a job) that finds the area full is kept and
+ * retried on the next rounds (retry_sends), so that a backend waiting for
+ * it gets it once room frees up, within its own timeout; it is dropped,
+ * and logged, after IMSG_RETRY_MAX_MS or beyond IMSG_MAX_RETRIES.
+ * Anything else is logged and dropped, and its sender's wait times out.
  */
 void
 imsg_manager_send(int pid, int32 msgtype, const void *data, Size len)
 {
-	ImsgResult	r = ImsgSend(pid, msgtype, data, len, 0, NULL);
+	ImsgResult	r;
 
+	/* per recipient, nothing overtakes a message waiting to be retried */
+	if (len <= IMSG_RETRY_DATA && retry_waiting_for(pid, NULL))
+		r = IMSG_WOULD_BLOCK;
+	else
+		r = ImsgSend(pid, msgtype, data, len, 0, NULL);
+
+	if (r == IMSG_WOULD_BLOCK && len <= IMSG_RETRY_DATA &&
+		list_length(retry_list) < IMSG_MAX_RETRIES)
+	{
+		MemoryContext old = MemoryContextSwitchTo(jobs_context);
+		RetrySend  *rs = palloc(sizeof(RetrySend));
+
+		rs->pid = pid;
+		rs->msgtype = msgtype;
+		rs->len = len;
+		memcpy(rs->data, data, len);
+		rs->queued_at = GetCurrentTimestamp();
+		retry_list = lappend(retry_list, rs);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	if (r != IMSG_OK && r != IMSG_NO_RECIPIENT)
 		ereport(LOG,
 				(errmsg("imessages manager could not send a message of type %d to process %d: %s",
 						msgtype, pid, ImsgResultString(r))));
+}
+
+/*
+ * Does a message to 'pid' wait to be retried (before 'upto', if given)?
+ */
+static bool
+retry_waiting_for(int pid, RetrySend *upto)
+{
+	ListCell   *lc;
+
+	foreach(lc, retry_list)
+	{
+		RetrySend  *rs = lfirst(lc);
+
+		if (rs == upto)
+			break;
+		if (rs->pid == pid)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Send what found the area full before, while there is room, in order per
+ * recipient: a message still waiting holds back later ones to its
+ * recipient only.
+ */
+static void
+retry_sends(void)
+{
+	ListCell   *lc;
+	TimestampTz now = 0;
+
+	foreach(lc, retry_list)
+	{
+		RetrySend  *rs = lfirst(lc);
+		ImsgResult	r;
+
+		if (retry_waiting_for(rs->pid, rs))
+			continue;
+		r = ImsgSend(rs->pid, rs->msgtype, rs->data, rs->len, 0, NULL);
+		if (r == IMSG_WOULD_BLOCK)
+		{
+			if (now == 0)
+				now = GetCurrentTimestamp();
+			/* still full: try the others next round (each try walks the spares) */
+			if (!TimestampDifferenceExceeds(rs->queued_at, now, IMSG_RETRY_MAX_MS))
+				break;
+		}
+		if (r != IMSG_OK && r != IMSG_NO_RECIPIENT)
+			ereport(LOG,
+					(errmsg("imessages manager could not send a message of type %d to process %d: %s",
+							rs->msgtype, rs->pid, ImsgResultString(r))));
+		retry_list = foreach_delete_current(retry_list, lc);
+		pfree(rs);
+	}
 }
 
 /* on_shmem_exit: stop being the manager (before the mailbox closes). */
@@ -858,6 +958,7 @@ manager_loop(void)
 			if (!gcs->dispatch())
 				gcs_lost();
 		}
+		retry_sends();
 		imsg_helpers_check();
 		requeue_orphaned_jobs();
 		run_pending_jobs();
@@ -874,6 +975,9 @@ manager_loop(void)
 			timeout = min_timeout(timeout, 1000);
 		/* backstop for change sets whose backend died: recheck often */
 		if (inflight != NIL)
+			timeout = min_timeout(timeout, 10);
+		/* messages waiting for room: look again soon */
+		if (retry_list != NIL)
 			timeout = min_timeout(timeout, 10);
 		if (!gcs_connected)
 			timeout = min_timeout(timeout, IMSG_GCS_RETRY_MS);

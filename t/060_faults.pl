@@ -362,6 +362,43 @@ EXCEPTION WHEN insufficient_resources THEN NULL; END \$\$;
 	is(sql("SELECT queued_messages FROM imsg_mailboxes WHERE pid = $sink_pid"), $queued,
 		'the refused message did not arrive');
 
+	# Not a page left: the manager's replies to a ping and a sync commit
+	# (into mailboxes that have no segment yet) find the area full.  It
+	# keeps them and sends them once the sink frees room.
+	for my $size (1024, 16)
+	{
+		sql(qq{
+SET imessages.send_timeout = 0;
+DO \$\$ BEGIN
+  LOOP PERFORM imsg_send(repeat('g', $size), $sink_pid); END LOOP;
+EXCEPTION WHEN insufficient_resources THEN NULL; END \$\$;
+});
+	}
+	my $mreceived = sql('SELECT messages_received FROM imsg_manager_status()');
+	my $pinger = session();
+	start_waiting($pinger, "SELECT imsg_ping('manager', 30000) IS NOT NULL");
+	my $committer = session();
+	$committer->query_safe("SET imessages.commit_mode = 'sync'; SET imessages.commit_timeout = '30s'");
+	start_waiting($committer, "INSERT INTO t VALUES ('full area', 1)");
+	$node->poll_query_until('postgres',
+		"SELECT messages_received >= $mreceived + 2 FROM imsg_manager_status()")
+	  or die 'the manager did not get the ping and the change set';
+	is($sink->query_safe('SELECT count(*) FROM imsg_receive(0, 5)'), '5', 'the sink frees room');
+	is($pinger->query("SELECT 'after'"), "t\nafter", 'full area: the ping gets its reply once there is room');
+	is($pinger->{stderr}, '', 'without error');
+	is($committer->query("SELECT count(*) FROM t WHERE k = 'full area'"), '1',
+		'full area: the sync commit gets its reply once there is room, and commits');
+	is($committer->{stderr}, '', 'without error');
+	$pinger->quit;
+	$committer->quit;
+	ok(!$node->log_contains(qr/could not send a message/), 'no reply of the manager dropped');
+	sql(qq{
+SET imessages.send_timeout = 0;
+DO \$\$ BEGIN
+  LOOP PERFORM imsg_send(repeat('f', 100 * 1024), $sink_pid); END LOOP;
+EXCEPTION WHEN insufficient_resources THEN NULL; END \$\$;
+});
+
 	my %waits = (
 		'send waiting for room' => [ "SET imessages.send_timeout = '60s'",
 			"SELECT imsg_send(repeat('x', 100 * 1024), $sink_pid)" ],
