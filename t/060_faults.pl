@@ -16,7 +16,9 @@
 #     redo the job, so its requester gets its answer; a ping made meanwhile
 #     is answered by the new helper too;
 #  5. the area full with a receiver that never reads: a sender times out
-#     with 53000; pg_cancel_backend and statement_timeout end every wait
+#     with 53000; the manager's replies to a ping and a sync commit wait
+#     for room instead of being dropped; pg_cancel_backend and
+#     statement_timeout end every wait
 #     (send waiting for room, imsg_receive, imsg_ping, sync commit) with
 #     57014 (statement_timeout only where PostgreSQL keeps it armed: not at
 #     the COMMIT of a top-level statement, which commit_timeout bounds);
