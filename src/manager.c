@@ -60,6 +60,20 @@ typedef struct PendingJob
 } PendingJob;
 
 /*
+ * A job handed to a helper, kept until the helper reports it done.  If the
+ * helper goes away first (crash, exit; its slot's generation changes), the
+ * job goes back to the pending ones and another helper does it: jobs are
+ * done at least once.
+ */
+typedef struct AssignedJob
+{
+	PendingJob	job;
+	int			slot;
+	uint32		generation;		/* the slot's generation when handed out */
+	int			helper_pid;
+} AssignedJob;
+
+/*
  * A change set on its way: reassembled from chunks, then held until the
  * commit log says how its transaction ended.  'buf' starts with the GCS
  * header (GCS_CHANGESET ...) so that it can be multicast as it is.
@@ -78,6 +92,23 @@ typedef struct Inflight
 	StringInfoData buf;
 } Inflight;
 
+/*
+ * A small message the manager could not send because the area was full,
+ * to be retried (see imsg_manager_send).
+ */
+#define IMSG_RETRY_DATA		16
+#define IMSG_MAX_RETRIES	1024
+#define IMSG_RETRY_MAX_MS	60000
+
+typedef struct RetrySend
+{
+	int			pid;
+	int32		msgtype;
+	Size		len;
+	char		data[IMSG_RETRY_DATA];
+	TimestampTz queued_at;
+} RetrySend;
+
 /* What the manager multicasts: a kind byte, then the kind's payload. */
 #define GCS_USER_MESSAGE	'U'
 #define GCS_CHANGESET		'C' /* int32 origin pid, int64 xid, int32 changes, int8 sync */
@@ -88,6 +119,10 @@ static MemoryContext cs_context = NULL;
 static List *inflight = NIL;
 static MemoryContext jobs_context = NULL;
 static List *pending_jobs = NIL;
+static List *assigned_jobs = NIL;
+static List *retry_list = NIL;
+
+static bool retry_waiting_for(int pid, RetrySend *upto);
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
 static TimestampTz gcs_retry_at = 0;
@@ -145,19 +180,99 @@ imsg_manager_set_error(const char *msg)
 
 /*
  * Send without waiting: the manager must never block on a full area.  A
- * recipient that has gone away is normal (a backend that stopped waiting);
- * anything else is logged and the message dropped, and its sender's wait
- * times out.
+ * recipient that has gone away is normal (a backend that stopped waiting).
+ * A small message (a reply, a job) that finds the area full is kept and
+ * retried on the next rounds (retry_sends), so that a backend waiting for
+ * it gets it once room frees up, within its own timeout; it is dropped,
+ * and logged, after IMSG_RETRY_MAX_MS or beyond IMSG_MAX_RETRIES.
+ * Anything else is logged and dropped, and its sender's wait times out.
  */
 void
 imsg_manager_send(int pid, int32 msgtype, const void *data, Size len)
 {
-	ImsgResult	r = ImsgSend(pid, msgtype, data, len, 0, NULL);
+	ImsgResult	r;
 
+	/* per recipient, nothing overtakes a message waiting to be retried */
+	if (len <= IMSG_RETRY_DATA && retry_waiting_for(pid, NULL))
+		r = IMSG_WOULD_BLOCK;
+	else
+		r = ImsgSend(pid, msgtype, data, len, 0, NULL);
+
+	if (r == IMSG_WOULD_BLOCK && len <= IMSG_RETRY_DATA &&
+		list_length(retry_list) < IMSG_MAX_RETRIES)
+	{
+		MemoryContext old = MemoryContextSwitchTo(jobs_context);
+		RetrySend  *rs = palloc(sizeof(RetrySend));
+
+		rs->pid = pid;
+		rs->msgtype = msgtype;
+		rs->len = len;
+		memcpy(rs->data, data, len);
+		rs->queued_at = GetCurrentTimestamp();
+		retry_list = lappend(retry_list, rs);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	if (r != IMSG_OK && r != IMSG_NO_RECIPIENT)
 		ereport(LOG,
 				(errmsg("imessages manager could not send a message of type %d to process %d: %s",
 						msgtype, pid, ImsgResultString(r))));
+}
+
+/*
+ * Does a message to 'pid' wait to be retried (before 'upto', if given)?
+ */
+static bool
+retry_waiting_for(int pid, RetrySend *upto)
+{
+	ListCell   *lc;
+
+	foreach(lc, retry_list)
+	{
+		RetrySend  *rs = lfirst(lc);
+
+		if (rs == upto)
+			break;
+		if (rs->pid == pid)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Send what found the area full before, while there is room, in order per
+ * recipient: a message still waiting holds back later ones to its
+ * recipient only.
+ */
+static void
+retry_sends(void)
+{
+	ListCell   *lc;
+	TimestampTz now = 0;
+
+	foreach(lc, retry_list)
+	{
+		RetrySend  *rs = lfirst(lc);
+		ImsgResult	r;
+
+		if (retry_waiting_for(rs->pid, rs))
+			continue;
+		r = ImsgSend(rs->pid, rs->msgtype, rs->data, rs->len, 0, NULL);
+		if (r == IMSG_WOULD_BLOCK)
+		{
+			if (now == 0)
+				now = GetCurrentTimestamp();
+			/* still full: try the others next round (each try walks the spares) */
+			if (!TimestampDifferenceExceeds(rs->queued_at, now, IMSG_RETRY_MAX_MS))
+				break;
+		}
+		if (r != IMSG_OK && r != IMSG_NO_RECIPIENT)
+			ereport(LOG,
+					(errmsg("imessages manager could not send a message of type %d to process %d: %s",
+							rs->msgtype, rs->pid, ImsgResultString(r))));
+		retry_list = foreach_delete_current(retry_list, lc);
+		pfree(rs);
+	}
 }
 
 /* on_shmem_exit: stop being the manager (before the mailbox closes). */
@@ -197,26 +312,94 @@ reply_pong(int origin, int64 ping_id, int8 status)
 	imsg_manager_send(origin, IMSG_T_PONG, buf.data, buf.len);
 }
 
-/* Give a helper ping to a ready helper; false if none is ready. */
+/*
+ * Give a helper ping to a ready helper and remember it until it is done;
+ * false if no helper is ready.
+ */
 static bool
-dispatch_helper_ping(int origin, int64 ping_id)
+dispatch_helper_ping(int origin, int64 ping_id, TimestampTz queued_at)
 {
 	int			slot = imsg_helper_pick();
 	int			pid;
+	uint32		generation;
 	char		data[12];
 	ImsgBuffer	buf;
+	MemoryContext old;
+	AssignedJob *a;
 
 	if (slot < 0)
 		return false;
 	SpinLockAcquire(&ImsgManagerState->helpers[slot].mutex);
 	pid = ImsgManagerState->helpers[slot].pid;
+	generation = ImsgManagerState->helpers[slot].generation;
 	SpinLockRelease(&ImsgManagerState->helpers[slot].mutex);
+
+	old = MemoryContextSwitchTo(jobs_context);
+	a = palloc(sizeof(AssignedJob));
+	a->job.origin = origin;
+	a->job.ping_id = ping_id;
+	a->job.queued_at = queued_at;
+	a->slot = slot;
+	a->generation = generation;
+	a->helper_pid = pid;
+	assigned_jobs = lappend(assigned_jobs, a);
+	MemoryContextSwitchTo(old);
 
 	ImsgBufferInitWriter(&buf, data, sizeof(data));
 	ImsgBufferPutInt32(&buf, origin);
 	ImsgBufferPutInt64(&buf, ping_id);
 	imsg_manager_send(pid, IMSG_T_JOB_PING, buf.data, buf.len);
 	return true;
+}
+
+/*
+ * Jobs whose helper went away before reporting them done (its slot's
+ * generation moved on: the manager reaped it) go back to the front of the
+ * pending jobs, in their order, to be redone by another helper.  Jobs older
+ * than IMSG_JOB_MAX_AGE_MS are dropped, as pending ones are.
+ */
+static void
+requeue_orphaned_jobs(void)
+{
+	ListCell   *lc;
+	List	   *redo = NIL;
+	TimestampTz now;
+
+	if (assigned_jobs == NIL)
+		return;
+	now = GetCurrentTimestamp();
+	foreach(lc, assigned_jobs)
+	{
+		AssignedJob *a = lfirst(lc);
+		ImsgHelperSlot *slot = &ImsgManagerState->helpers[a->slot];
+		uint32		generation;
+
+		SpinLockAcquire(&slot->mutex);
+		generation = slot->generation;
+		SpinLockRelease(&slot->mutex);
+
+		if (TimestampDifferenceExceeds(a->job.queued_at, now, IMSG_JOB_MAX_AGE_MS))
+		{
+			assigned_jobs = foreach_delete_current(assigned_jobs, lc);
+			pfree(a);
+		}
+		else if (generation != a->generation)
+		{
+			ereport(LOG,
+					(errmsg("imessages manager redoes a job that helper (PID %d) did not finish",
+							a->helper_pid)));
+			assigned_jobs = foreach_delete_current(assigned_jobs, lc);
+			/* the AssignedJob starts with its PendingJob: reuse it */
+			redo = lappend(redo, &a->job);
+		}
+	}
+	if (redo != NIL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(jobs_context);
+
+		pending_jobs = list_concat(redo, pending_jobs);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 static void
@@ -235,7 +418,7 @@ handle_ping(ImsgMessage *msg)
 		reply_pong(origin, ping_id, IMSG_PONG_OK);
 	else if (imsg_max_helpers == 0)
 		reply_pong(origin, ping_id, IMSG_PONG_NO_HELPER);
-	else if (!dispatch_helper_ping(origin, ping_id))
+	else if (!dispatch_helper_ping(origin, ping_id, GetCurrentTimestamp()))
 	{
 		MemoryContext old = MemoryContextSwitchTo(jobs_context);
 		PendingJob *job = palloc(sizeof(PendingJob));
@@ -262,6 +445,39 @@ handle_helper_ready(ImsgMessage *msg)
 	imsg_helper_ready(ImsgBufferGetInt32(&in), ImsgMessageSender(msg));
 }
 
+/*
+ * A job is done: forget it, also if it was given back to the pending jobs
+ * meanwhile (its helper exited after reporting it).
+ */
+static void
+forget_job(int origin, int64 ping_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, assigned_jobs)
+	{
+		AssignedJob *a = lfirst(lc);
+
+		if (a->job.origin == origin && a->job.ping_id == ping_id)
+		{
+			assigned_jobs = foreach_delete_current(assigned_jobs, lc);
+			pfree(a);
+			return;
+		}
+	}
+	foreach(lc, pending_jobs)
+	{
+		PendingJob *job = lfirst(lc);
+
+		if (job->origin == origin && job->ping_id == ping_id)
+		{
+			pending_jobs = foreach_delete_current(pending_jobs, lc);
+			pfree(job);
+			return;
+		}
+	}
+}
+
 static void
 handle_job_done(ImsgMessage *msg)
 {
@@ -275,6 +491,7 @@ handle_job_done(ImsgMessage *msg)
 	origin = ImsgBufferGetInt32(&in);
 	ping_id = ImsgBufferGetInt64(&in);
 	imsg_helper_job_done(slot);
+	forget_job(origin, ping_id);
 	reply_pong(origin, ping_id, IMSG_PONG_OK);
 }
 
@@ -645,7 +862,7 @@ run_pending_jobs(void)
 		PendingJob *job = linitial(pending_jobs);
 
 		if (!TimestampDifferenceExceeds(job->queued_at, now, IMSG_JOB_MAX_AGE_MS) &&
-			!dispatch_helper_ping(job->origin, job->ping_id))
+			!dispatch_helper_ping(job->origin, job->ping_id, job->queued_at))
 			break;
 		pfree(job);
 		pending_jobs = list_delete_first(pending_jobs);
@@ -748,7 +965,9 @@ manager_loop(void)
 			if (!gcs->dispatch())
 				gcs_lost();
 		}
+		retry_sends();
 		imsg_helpers_check();
+		requeue_orphaned_jobs();
 		run_pending_jobs();
 		settle_inflight(!more && imsg_mailbox_drained());
 		MemoryContextSwitchTo(old);
@@ -763,6 +982,9 @@ manager_loop(void)
 			timeout = min_timeout(timeout, 1000);
 		/* backstop for change sets whose backend died: recheck often */
 		if (inflight != NIL)
+			timeout = min_timeout(timeout, 10);
+		/* messages waiting for room: look again soon */
+		if (retry_list != NIL)
 			timeout = min_timeout(timeout, 10);
 		if (!gcs_connected)
 			timeout = min_timeout(timeout, IMSG_GCS_RETRY_MS);
