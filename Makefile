@@ -3,11 +3,17 @@ MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
        src/changeset.o src/changeset_decode.o src/changeset_walk.o \
-       src/nestmarks.o
+       src/nestmarks.o src/apply.o
+# Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev is there
+ifneq ($(wildcard /usr/include/corosync/cpg.h),)
+OBJS += src/gcs_corosync.o
+PG_CPPFLAGS_COROSYNC = -DUSE_COROSYNC
+SHLIB_LINK += -lcpg
+endif
 EXTENSION = imessages
 DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
-PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src $(PG_CPPFLAGS_COROSYNC)
 
 REGRESS = setup send_receive errors manager changeset security hostile
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf

@@ -78,7 +78,8 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               helpers_exited bigint, helpers_crashed bigint,
               last_error text, started_at timestamptz,
               change_sets_delivered bigint, change_set_bytes bigint,
-              change_sets_discarded bigint)
+              change_sets_discarded bigint,
+              remote_change_sets_applied bigint, apply_errors bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 
@@ -86,6 +87,12 @@ CREATE FUNCTION imsg_helpers()
 RETURNS TABLE(pid integer, state text, started_at timestamptz, jobs_done bigint)
 AS 'MODULE_PATHNAME', 'imsg_helpers'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 4;
+
+CREATE FUNCTION imsg_group_members()
+RETURNS TABLE(node text, gcs_nodeid bigint, pid integer, joined_at timestamptz,
+              is_local boolean)
+AS 'MODULE_PATHNAME', 'imsg_group_members'
+LANGUAGE C VOLATILE PARALLEL SAFE ROWS 3;
 
 CREATE FUNCTION imsg_ping(target text DEFAULT 'manager', timeout_ms integer DEFAULT 1000)
 RETURNS interval
@@ -203,6 +210,7 @@ REVOKE ALL ON FUNCTION imsg_area_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_mailbox_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_manager_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_helpers() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_group_members() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_ping(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_capture() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_refuse_truncate() FROM PUBLIC;
@@ -225,6 +233,7 @@ REVOKE ALL ON imsg_mailboxes FROM PUBLIC;
 --
 GRANT EXECUTE ON FUNCTION imsg_area_stats(), imsg_mailbox_stats(),
                           imsg_manager_status(), imsg_helpers(),
-                          imsg_manager_pid() TO pg_read_all_stats;
+                          imsg_group_members(), imsg_manager_pid()
+                          TO pg_read_all_stats;
 GRANT SELECT ON imsg_area, imsg_mailboxes, imsg_replicated_tables TO pg_read_all_stats;
 GRANT EXECUTE ON FUNCTION imsg_ping(text, integer) TO pg_monitor;

@@ -41,6 +41,8 @@ int			imsg_min_helpers = 1;
 int			imsg_max_helpers = 4;
 char	   *imsg_database = NULL;
 int			imsg_gcs = 0;
+char	   *imsg_gcs_group = NULL;
+char	   *imsg_node_name = NULL;
 int			imsg_commit_mode = IMSG_COMMIT_ASYNC;
 int			imsg_commit_timeout_ms = 10000;
 
@@ -160,6 +162,24 @@ _PG_init(void)
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("imessages.gcs_group",
+							   "Name of the group the manager joins (the Corosync CPG group).",
+							   "Every node of one replicated cluster uses the same name.",
+							   &imsg_gcs_group,
+							   "imessages",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("imessages.node_name",
+							   "This node's name in the group; unique within the group.",
+							   "Empty: cluster_name if set, else host name and port.",
+							   &imsg_node_name,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("imessages");
 

@@ -16,10 +16,18 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
+#include "postmaster/postmaster.h"
+#include "utils/guc.h"
+
 #include "imessages_int.h"
 
 static const ImsgGcsOps *const gcs_table[] = {
 	&imsg_gcs_local_ops,
+#ifdef USE_COROSYNC
+	&imsg_gcs_corosync_ops,
+#endif
 };
 
 /* imessages.gcs's options, one per table entry; the GUC keeps the pointer. */
@@ -43,4 +51,32 @@ const ImsgGcsOps *
 imsg_gcs_ops(void)
 {
 	return gcs_table[imsg_gcs];
+}
+
+/*
+ * This node's name in the group: imessages.node_name, else cluster_name,
+ * else "host:port".  Change sets carry it as their origin.
+ */
+const char *
+imsg_my_node_name(void)
+{
+	static char name[NAMEDATALEN];
+
+	if (name[0] == '\0')
+	{
+		if (imsg_node_name != NULL && imsg_node_name[0] != '\0')
+			strlcpy(name, imsg_node_name, sizeof(name));
+		else if (cluster_name != NULL && cluster_name[0] != '\0')
+			strlcpy(name, cluster_name, sizeof(name));
+		else
+		{
+			char		host[256];
+
+			if (gethostname(host, sizeof(host)) != 0)
+				strlcpy(host, "localhost", sizeof(host));
+			host[sizeof(host) - 1] = '\0';
+			snprintf(name, sizeof(name), "%s:%d", host, PostPortNumber);
+		}
+	}
+	return name;
 }

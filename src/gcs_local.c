@@ -21,7 +21,9 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "imessages_int.h"
 
@@ -51,7 +53,15 @@ local_connect(void)
 		initStringInfo(&local_queue);
 		MemoryContextSwitchTo(old);
 	}
-	imsg_gcs_membership(1);
+	{
+		ImsgGroupMember self;
+
+		memset(&self, 0, sizeof(self));
+		strlcpy(self.node, imsg_my_node_name(), sizeof(self.node));
+		self.pid = MyProcPid;
+		self.joined_at = GetCurrentTimestamp();
+		imsg_gcs_set_members(&self, 1);
+	}
 	return true;
 }
 
@@ -85,7 +95,7 @@ local_dispatch(void)
 
 		memcpy(&len, local_queue.data + off, sizeof(len));
 		off += sizeof(len);
-		imsg_gcs_deliver("local", local_queue.data + off, len);
+		imsg_gcs_deliver(imsg_my_node_name(), local_queue.data + off, len);
 		off += len;
 	}
 	if (local_queue.maxlen > LOCAL_QUEUE_KEEP)

@@ -30,6 +30,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -38,6 +41,7 @@
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "imessages_int.h"
@@ -481,6 +485,103 @@ job_ping(ImsgMessage *msg)
 	(void) ImsgSend(IMSG_MANAGER, IMSG_T_JOB_DONE, out.data, out.len, 0, NULL);
 }
 
+/*
+ * A change set another node committed, in parts (see run_apply_queue in
+ * manager.c): collected until the final part, then applied in a
+ * transaction of our own.  An error is logged with the change set's
+ * sequence number and reported to the manager, which counts it: never
+ * skipped silently.
+ */
+static StringInfoData apply_buf;
+static int32 apply_next_part = 0;
+
+static void
+job_cs_apply(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	uint64		seq;
+	uint64		xid;
+	uint32		origin_len;
+	const char *origin_p;
+	char		origin[NAMEDATALEN];
+	int32		part;
+	bool		final;
+	uint32		n;
+	bool		ok = false;
+	int64		changes = 0;
+	MemoryContext oldcxt;
+	char		reply[32];
+	ImsgBuffer	out;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	seq = (uint64) ImsgBufferGetInt64(&in);
+	origin_p = ImsgBufferGetString(&in, &origin_len);
+	strlcpy(origin, origin_p, Min(origin_len + 1, sizeof(origin)));
+	xid = (uint64) ImsgBufferGetInt64(&in);
+	part = ImsgBufferGetInt32(&in);
+	final = ImsgBufferGetInt8(&in) != 0;
+	n = ImsgBufferRemaining(&in);
+
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	if (apply_buf.data == NULL)
+		initStringInfo(&apply_buf);
+	if (part == 0)
+		resetStringInfo(&apply_buf);
+	else if (part != apply_next_part)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		return;					/* a part of an abandoned hand-out: wait for part 0 */
+	}
+	appendBinaryStringInfo(&apply_buf, ImsgBufferGetBytes(&in, n), n);
+	MemoryContextSwitchTo(oldcxt);
+	apply_next_part = part + 1;
+	if (!final)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("imessages helper could not apply change set %llu (transaction %llu of node \"%s\"): %s",
+						(unsigned long long) seq, (unsigned long long) xid, origin,
+						edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	if (ok)
+		ereport(DEBUG1,
+				(errmsg("imessages helper applied change set %llu from node \"%s\": " INT64_FORMAT " changes",
+						(unsigned long long) seq, origin, changes)));
+
+	ImsgBufferInitWriter(&out, reply, sizeof(reply));
+	ImsgBufferPutInt32(&out, my_slot);
+	ImsgBufferPutInt64(&out, (int64) seq);
+	ImsgBufferPutInt8(&out, ok ? 1 : 0);
+	ImsgBufferPutInt64(&out, changes);
+	(void) ImsgSend(IMSG_MANAGER, IMSG_T_CS_APPLIED, out.data, out.len, 1000, NULL);
+}
+
 /* Job type -> handler; a new kind of job is one line here. */
 static const struct
 {
@@ -489,6 +590,7 @@ static const struct
 }			helper_jobs[] =
 {
 	{IMSG_T_JOB_PING, job_ping},
+	{IMSG_T_CS_APPLY, job_cs_apply},
 };
 
 void
@@ -509,6 +611,9 @@ imsg_helper_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(imsg_database, NULL, 0);
+
+	/* what helpers apply is not captured again (ordinary triggers stay off) */
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (!helper_slot_is_mine())
 		proc_exit(0);

@@ -40,6 +40,8 @@ extern int	imsg_min_helpers;
 extern int	imsg_max_helpers;
 extern char *imsg_database;
 extern int	imsg_gcs;
+extern char *imsg_gcs_group;
+extern char *imsg_node_name;
 extern int	imsg_commit_mode;
 extern int	imsg_commit_timeout_ms;
 
@@ -58,6 +60,8 @@ extern int	imsg_commit_timeout_ms;
 
 #define IMSG_T_CS_CHUNK			(-10)	/* backend -> manager: a change-set chunk */
 #define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq */
+#define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set, in parts */
+#define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int64 seq, int8 ok, int64 changes */
 
 #define IMSG_PING_MANAGER		0
 #define IMSG_PING_HELPER		1
@@ -335,6 +339,23 @@ typedef struct ImsgHelperSlot
  * under 'mutex'; survives manager restarts (not server restarts), so that
  * 'last_error' tells why the previous manager exited.
  */
+/*
+ * A member of the group, as the GCS reports it: 'node' is its
+ * imessages.node_name once known (empty until it has sent something),
+ * 'nodeid' the GCS's own node number (0 for 'local'), 'pid' its manager's
+ * pid on that node, 'joined_at' when this node saw it join (or joined a
+ * group that had it).
+ */
+#define IMSG_MAX_GROUP_MEMBERS	32
+
+typedef struct ImsgGroupMember
+{
+	char		node[NAMEDATALEN];
+	uint32		nodeid;
+	uint32		pid;
+	TimestampTz joined_at;
+} ImsgGroupMember;
+
 typedef struct ImsgManagerShared
 {
 	slock_t		mutex;
@@ -342,6 +363,7 @@ typedef struct ImsgManagerShared
 	TimestampTz started_at;
 	char		gcs[NAMEDATALEN];
 	int			group_members;
+	ImsgGroupMember members[IMSG_MAX_GROUP_MEMBERS];
 	uint64		messages_received;
 	uint64		messages_delivered;
 	uint64		helpers_started;
@@ -350,6 +372,8 @@ typedef struct ImsgManagerShared
 	uint64		change_sets_delivered;
 	uint64		change_set_bytes;
 	uint64		change_sets_discarded;	/* their transaction did not commit */
+	uint64		remote_change_sets_applied; /* from other nodes, by helpers */
+	uint64		apply_errors;	/* remote change sets that could not be applied */
 	uint64		last_seq;		/* global sequence number, per server life */
 	char		last_error[256];
 	int			num_helper_slots;
@@ -369,9 +393,11 @@ extern ImsgManagerShared *ImsgManagerState;
  *				whole group; false if it could not be sent now
  * dispatch		deliver what has arrived, in the group's total order, by
  *				calling imsg_gcs_deliver(); report membership changes by
- *				calling imsg_gcs_membership(); false if the connection failed
- * pending		true if dispatch would deliver something without waiting
- *				(for a GCS without sockets)
+ *				calling imsg_gcs_set_members(); false if the connection failed
+ * pending		true if dispatch should run now without waiting (a GCS
+ *				without sockets, or a retry that is due)
+ * next_timeout	ms until dispatch should run even if no socket is readable,
+ *				-1 if never (optional)
  * disconnect	leave the group
  */
 typedef struct ImsgGcsOps
@@ -383,6 +409,7 @@ typedef struct ImsgGcsOps
 							  const void *body, Size bodylen);
 	bool		(*dispatch) (void);
 	bool		(*pending) (void);
+	long		(*next_timeout) (void);
 	void		(*disconnect) (void);
 } ImsgGcsOps;
 
@@ -401,6 +428,9 @@ extern int	imsg_nest_mark_push(ImsgNestMarks *marks, const char *what, const cha
 extern int	imsg_nest_mark_abort(ImsgNestMarks *marks);
 extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
 
+/* apply.c */
+extern int64 imsg_apply_changeset(const char *data, Size len);
+
 /* changeset.c, changeset_decode.c */
 extern void imsg_changeset_init(void);
 extern int64 imsg_changeset_count(const char *data, Size len);
@@ -408,11 +438,17 @@ extern int64 imsg_changeset_count(const char *data, Size len);
 /* gcs.c */
 extern const struct config_enum_entry *imsg_gcs_options(void);
 extern const ImsgGcsOps *imsg_gcs_ops(void);
+extern const char *imsg_my_node_name(void);
 extern void imsg_gcs_deliver(const char *origin, const void *data, Size len);
-extern void imsg_gcs_membership(int members);
+extern void imsg_gcs_set_members(const ImsgGroupMember *members, int count);
 
 /* gcs_local.c */
 extern const ImsgGcsOps imsg_gcs_local_ops;
+
+#ifdef USE_COROSYNC
+/* gcs_corosync.c */
+extern const ImsgGcsOps imsg_gcs_corosync_ops;
+#endif
 
 /* helpers.c */
 extern void imsg_helpers_init(void);

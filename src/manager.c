@@ -135,6 +135,7 @@ static void handle_helper_ready(ImsgMessage *msg);
 static void handle_job_done(ImsgMessage *msg);
 static void handle_user_message(ImsgMessage *msg);
 static void handle_cs_chunk(ImsgMessage *msg);
+static void handle_cs_applied(ImsgMessage *msg);
 
 /*
  * Message type -> handler.  A new message type is one line here.  Types
@@ -150,6 +151,7 @@ static const struct
 	{IMSG_T_HELPER_READY, handle_helper_ready},
 	{IMSG_T_JOB_DONE, handle_job_done},
 	{IMSG_T_CS_CHUNK, handle_cs_chunk},
+	{IMSG_T_CS_APPLIED, handle_cs_applied},
 };
 
 void
@@ -728,6 +730,142 @@ settle_inflight(bool mailbox_empty)
 	}
 }
 
+/*
+ * Change sets of other nodes, delivered and waiting to be applied, oldest
+ * first.  One helper applies one at a time, in delivery order, so that
+ * every node applies them in the group's total order; the next one goes
+ * out when the helper reports (IMSG_T_CS_APPLIED), and the same one again
+ * if the helper exits first.
+ */
+typedef struct RemoteChangeset
+{
+	uint64		seq;
+	char		origin[NAMEDATALEN];
+	uint64		xid;
+	Size		len;
+	char	   *data;
+} RemoteChangeset;
+
+static List *apply_queue = NIL;
+static int	apply_slot = -1;		/* helper applying the head, or -1 */
+static int	apply_pid = 0;
+
+static void
+queue_remote_changeset(uint64 seq, const char *origin, uint64 xid,
+					   const char *cs, Size cslen)
+{
+	MemoryContext old = MemoryContextSwitchTo(cs_context);
+	RemoteChangeset *r = palloc(sizeof(RemoteChangeset));
+
+	r->seq = seq;
+	strlcpy(r->origin, origin, sizeof(r->origin));
+	r->xid = xid;
+	r->len = cslen;
+	r->data = palloc(Max(cslen, 1));
+	memcpy(r->data, cs, cslen);
+	apply_queue = lappend(apply_queue, r);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Hand the oldest remote change set to a helper, in parts of at most an
+ * eighth of the area: int64 seq, string origin, int64 xid, int32 part,
+ * int8 final, then bytes.  Nothing is sent while one is being applied.
+ */
+static void
+run_apply_queue(void)
+{
+	RemoteChangeset *r;
+	Size		part_max;
+	Size		off = 0;
+	int32		part = 0;
+	int			pid;
+	int			slot;
+	ImsgBuffer	out;
+
+	if (apply_queue == NIL)
+		return;
+	if (apply_slot >= 0)
+	{
+		ImsgHelperSlot *hs = &ImsgManagerState->helpers[apply_slot];
+
+		SpinLockAcquire(&hs->mutex);
+		pid = hs->pid;
+		SpinLockRelease(&hs->mutex);
+		if (pid == apply_pid)
+			return;				/* still at it */
+		ereport(LOG,
+				(errmsg("imessages manager: the helper applying change set %llu exited; handing it to another",
+						(unsigned long long) ((RemoteChangeset *) linitial(apply_queue))->seq)));
+		apply_slot = -1;
+	}
+
+	slot = imsg_helper_pick();
+	if (slot < 0)
+		return;					/* one is starting; the loop comes back */
+	SpinLockAcquire(&ImsgManagerState->helpers[slot].mutex);
+	pid = ImsgManagerState->helpers[slot].pid;
+	SpinLockRelease(&ImsgManagerState->helpers[slot].mutex);
+
+	r = linitial(apply_queue);
+	part_max = Min((Size) imsg_max_message_size, ImsgAreaPtr->size_bytes / 8) - 256;
+	do
+	{
+		Size		n = Min(part_max, r->len - off);
+		bool		final = off + n == r->len;
+		ImsgResult	res;
+
+		res = ImsgReserve(pid, IMSG_T_CS_APPLY, 8 + 4 + strlen(r->origin) + 8 + 4 + 1 + n,
+						  0, &out);
+		if (res != IMSG_OK)
+			return;				/* no room now (or it exited): from part 0 again later */
+		ImsgBufferPutInt64(&out, (int64) r->seq);
+		ImsgBufferPutString(&out, r->origin, strlen(r->origin));
+		ImsgBufferPutInt64(&out, (int64) r->xid);
+		ImsgBufferPutInt32(&out, part);
+		ImsgBufferPutInt8(&out, final ? 1 : 0);
+		ImsgBufferPutBytes(&out, r->data + off, n);
+		ImsgCommit(&out);
+		off += n;
+		part++;
+	} while (off < r->len);
+	apply_slot = slot;
+	apply_pid = pid;
+}
+
+/* A helper is done with a remote change set. */
+static void
+handle_cs_applied(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	int32		slot;
+	uint64		seq;
+	bool		ok;
+	RemoteChangeset *r;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	slot = ImsgBufferGetInt32(&in);
+	seq = (uint64) ImsgBufferGetInt64(&in);
+	ok = ImsgBufferGetInt8(&in) != 0;
+	imsg_helper_job_done(slot);
+	if (apply_queue == NIL)
+		return;
+	r = linitial(apply_queue);
+	if (r->seq != seq)
+		return;					/* a late report of one handed out again */
+	apply_queue = list_delete_first(apply_queue);
+	pfree(r->data);
+	pfree(r);
+	apply_slot = -1;
+	apply_pid = 0;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	if (ok)
+		ImsgManagerState->remote_change_sets_applied++;
+	else
+		ImsgManagerState->apply_errors++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
 /* A change set delivered by the GCS in total order: number it. */
 static void
 deliver_changeset(const char *origin, const char *data, Size len)
@@ -749,6 +887,16 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	seq = ++ImsgManagerState->last_seq;
 	SpinLockRelease(&ImsgManagerState->mutex);
+
+	if (strcmp(origin, imsg_my_node_name()) != 0)
+	{
+		/* another node's: delivered here, to be applied by a helper */
+		record_delivered(seq, origin_pid, xid, nchanges, data + GCS_CS_HEADER,
+						 len - GCS_CS_HEADER);
+		queue_remote_changeset(seq, origin, xid, data + GCS_CS_HEADER,
+							   len - GCS_CS_HEADER);
+		return;
+	}
 
 	if (!sync)
 	{
@@ -790,12 +938,15 @@ imsg_gcs_deliver(const char *origin, const void *data, Size len)
 	}
 }
 
-/* Called by the GCS when the group's membership changes. */
+/* Called by the GCS when the group's membership (or what we know of it) changes. */
 void
-imsg_gcs_membership(int members)
+imsg_gcs_set_members(const ImsgGroupMember *members, int count)
 {
+	count = Min(count, IMSG_MAX_GROUP_MEMBERS);
 	SpinLockAcquire(&ImsgManagerState->mutex);
-	ImsgManagerState->group_members = members;
+	ImsgManagerState->group_members = count;
+	if (count > 0)
+		memcpy(ImsgManagerState->members, members, count * sizeof(ImsgGroupMember));
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
@@ -896,7 +1047,7 @@ gcs_lost(void)
 	gcs->disconnect();
 	gcs_connected = false;
 	wait_set_stale = true;
-	imsg_gcs_membership(0);
+	imsg_gcs_set_members(NULL, 0);
 	gcs_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IMSG_GCS_RETRY_MS);
 }
 
@@ -969,6 +1120,7 @@ manager_loop(void)
 		imsg_helpers_check();
 		requeue_orphaned_jobs();
 		run_pending_jobs();
+		run_apply_queue();
 		settle_inflight(!more && imsg_mailbox_drained());
 		MemoryContextSwitchTo(old);
 
@@ -986,8 +1138,13 @@ manager_loop(void)
 		/* messages waiting for room: look again soon */
 		if (retry_list != NIL)
 			timeout = min_timeout(timeout, 10);
+		/* a remote change set waits for a helper (or room to send it) */
+		if (apply_queue != NIL && apply_slot < 0)
+			timeout = min_timeout(timeout, 10);
 		if (!gcs_connected)
 			timeout = min_timeout(timeout, IMSG_GCS_RETRY_MS);
+		else if (gcs->next_timeout)
+			timeout = min_timeout(timeout, gcs->next_timeout());
 
 		nevents = WaitEventSetWait(set, timeout, events, lengthof(events),
 								   PG_WAIT_EXTENSION);

@@ -148,8 +148,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[14];
-	bool		nulls[14] = {0};
+	Datum		values[16];
+	bool		nulls[16] = {0};
 	int			running;
 
 	imsg_check_available();
@@ -186,6 +186,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[11] = Int64GetDatum((int64) copy.change_sets_delivered);
 	values[12] = Int64GetDatum((int64) copy.change_set_bytes);
 	values[13] = Int64GetDatum((int64) copy.change_sets_discarded);
+	values[14] = Int64GetDatum((int64) copy.remote_change_sets_applied);
+	values[15] = Int64GetDatum((int64) copy.apply_errors);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
@@ -230,6 +232,47 @@ imsg_helpers(PG_FUNCTION_ARGS)
 		else
 			nulls[2] = true;
 		values[3] = Int64GetDatum((int64) jobs_done);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(imsg_group_members);
+
+/* imsg_group_members(): the group as this node's manager last saw it. */
+Datum
+imsg_group_members(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ImsgGroupMember members[IMSG_MAX_GROUP_MEMBERS];
+	int			count;
+	int			manager_pid;
+	int			i;
+
+	imsg_check_available();
+	InitMaterializedSRF(fcinfo, 0);
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	manager_pid = ImsgManagerState->pid;
+	count = manager_pid != 0 ? ImsgManagerState->group_members : 0;
+	memcpy(members, ImsgManagerState->members, count * sizeof(ImsgGroupMember));
+	SpinLockRelease(&ImsgManagerState->mutex);
+
+	for (i = 0; i < count; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		members[i].node[NAMEDATALEN - 1] = '\0';
+		if (members[i].node[0])
+			values[0] = CStringGetTextDatum(members[i].node);
+		else
+			nulls[0] = true;	/* it has not sent anything yet */
+		values[1] = Int64GetDatum((int64) members[i].nodeid);
+		values[2] = Int32GetDatum((int32) members[i].pid);
+		values[3] = TimestampTzGetDatum(members[i].joined_at);
+		values[4] = BoolGetDatum(members[i].pid == (uint32) manager_pid &&
+								 strcmp(members[i].node, imsg_my_node_name()) == 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -1,0 +1,631 @@
+/*-------------------------------------------------------------------------
+ *
+ * gcs_corosync.c
+ *	  The 'corosync' group communication system: Corosync's Closed Process
+ *	  Group (CPG), with agreed (total) order and virtual synchrony.
+ *
+ * The manager joins the CPG group imessages.gcs_group and waits on the CPG
+ * file descriptor in its event loop.  Every message is multicast with
+ * CPG_TYPE_AGREED, so every member delivers the same messages in the same
+ * order, its own included; that delivery order is the group's total order.
+ *
+ * Framing: each CPG message is a frame with a small header (below), the
+ * sending node's name in a message's first frame, then payload.  A message
+ * larger than one frame (CPG carries about 1 MiB atomically) is split; a
+ * sender's frames are delivered in its send order (agreed order is FIFO per
+ * sender), so a receiver appends them per sender and delivers the message
+ * at its last frame.  That position is the same on every member, so the
+ * order stays total.
+ *
+ * Flow control: cpg_mcast_joined answers CS_ERR_TRY_AGAIN when corosync's
+ * queues are full.  Frames that could not go out wait in an outgoing queue,
+ * in order, and are retried when the CPG descriptor becomes readable (our
+ * own messages coming back drain the queues) or after IMSG_CPG_RETRY_MS:
+ * the manager keeps serving its mailbox meanwhile, never spins.
+ *
+ * Callbacks: cpg_dispatch runs our deliver and confchg callbacks inside
+ * the corosync library.  They only copy what arrived into local queues; the
+ * messages are handed to the manager (imsg_gcs_deliver) after cpg_dispatch
+ * returns, so that an ERROR there cannot unwind through the library.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/gcs_corosync.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <corosync/cpg.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "port/pg_bswap.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "imessages_int.h"
+
+#define IMSG_CPG_MAGIC			0x494D	/* "IM" */
+#define IMSG_CPG_VERSION		1
+#define IMSG_CPG_FIRST			0x01	/* first frame of a message */
+#define IMSG_CPG_LAST			0x02	/* last frame of a message */
+#define IMSG_CPG_HELLO			0x04	/* announces the sender's node name */
+
+/* Frames stay well under CPG's atomic limit (cpg_max_atomic_msgsize_get). */
+#define IMSG_CPG_MAX_FRAME		(1024 * 1024)
+#define IMSG_CPG_RETRY_MS		5
+
+/*
+ * A frame's header, in network byte order.  'total_len' is the payload size
+ * of the whole message (in every frame, to check reassembly); the node name
+ * (name_len bytes) follows the header in first frames only.
+ */
+typedef struct CpgFrameHeader
+{
+	uint16		magic;
+	uint8		version;
+	uint8		flags;
+	uint32		msgno;			/* per sender, from 1 */
+	uint32		total_len;
+	uint8		name_len;
+	uint8		pad[3];
+} CpgFrameHeader;
+
+/* A frame waiting for corosync to take it (CS_ERR_TRY_AGAIN). */
+typedef struct CpgOutFrame
+{
+	Size		len;
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} CpgOutFrame;
+
+/* A message being reassembled, per sender (nodeid, pid). */
+typedef struct CpgPartial
+{
+	uint32		nodeid;
+	uint32		pid;
+	uint32		msgno;
+	uint32		total_len;
+	char		node[NAMEDATALEN];
+	StringInfoData buf;
+} CpgPartial;
+
+/* A message delivered by corosync, to hand to the manager. */
+typedef struct CpgDelivered
+{
+	char		node[NAMEDATALEN];
+	Size		len;
+	char	   *data;
+} CpgDelivered;
+
+static MemoryContext cpg_context = NULL;
+static cpg_handle_t cpg_handle;
+static bool cpg_initialized = false;
+static int	cpg_fd = -1;
+static struct cpg_name cpg_group;
+static uint32 my_nodeid;
+static uint32 next_msgno = 1;
+static List *out_frames = NIL;	/* CpgOutFrame *, oldest first */
+static TimestampTz retry_at = 0;
+static List *partials = NIL;	/* CpgPartial * */
+static List *delivered = NIL;	/* CpgDelivered *, in delivery order */
+static bool membership_changed = false;
+static bool connection_failed = false;
+
+/* The group as corosync last reported it, with what we know of each. */
+static ImsgGroupMember members[IMSG_MAX_GROUP_MEMBERS];
+static int	num_members = 0;
+
+/*
+ * A first frame names its sender's node: remember it for the member list.
+ * Names must be unique in the group (a change set's origin is its node's
+ * name), so say so loudly when another member uses ours.
+ */
+static void
+note_member_name(uint32 nodeid, uint32 pid, const char *node)
+{
+	int			i;
+
+	for (i = 0; i < num_members; i++)
+	{
+		ImsgGroupMember *m = &members[i];
+
+		if (m->nodeid != nodeid || m->pid != pid)
+			continue;
+		if (strcmp(m->node, node) != 0)
+		{
+			strlcpy(m->node, node, sizeof(m->node));
+			membership_changed = true;
+		}
+		break;
+	}
+	if (strcmp(node, imsg_my_node_name()) == 0 &&
+		(nodeid != my_nodeid || pid != (uint32) MyProcPid))
+		elog(WARNING, "imessages: another member of group \"%s\" (corosync node %u, pid %u) also calls itself \"%s\"",
+			 imsg_gcs_group, nodeid, pid, node);
+}
+
+static void
+cpg_deliver_cb(cpg_handle_t handle, const struct cpg_name *group,
+			   uint32_t nodeid, uint32_t pid, void *msg, size_t msg_len)
+{
+	CpgFrameHeader hdr;
+	const char *p = msg;
+	const char *payload;
+	Size		payload_len;
+	char		node[NAMEDATALEN];
+	CpgPartial *part = NULL;
+	ListCell   *lc;
+	MemoryContext old;
+
+	if (msg_len < sizeof(hdr))
+		goto malformed;
+	memcpy(&hdr, p, sizeof(hdr));
+	hdr.magic = pg_ntoh16(hdr.magic);
+	hdr.msgno = pg_ntoh32(hdr.msgno);
+	hdr.total_len = pg_ntoh32(hdr.total_len);
+	if (hdr.magic != IMSG_CPG_MAGIC || hdr.version != IMSG_CPG_VERSION ||
+		hdr.name_len >= NAMEDATALEN)
+		goto malformed;
+	payload = p + sizeof(hdr);
+	payload_len = msg_len - sizeof(hdr);
+	node[0] = '\0';
+	if (hdr.flags & IMSG_CPG_FIRST)
+	{
+		if (payload_len < hdr.name_len)
+			goto malformed;
+		memcpy(node, payload, hdr.name_len);
+		node[hdr.name_len] = '\0';
+		payload += hdr.name_len;
+		payload_len -= hdr.name_len;
+		note_member_name(nodeid, pid, node);
+		if (hdr.flags & IMSG_CPG_HELLO)
+			return;
+	}
+
+	old = MemoryContextSwitchTo(cpg_context);
+
+	foreach(lc, partials)
+	{
+		CpgPartial *pp = lfirst(lc);
+
+		if (pp->nodeid == nodeid && pp->pid == pid)
+		{
+			part = pp;
+			break;
+		}
+	}
+
+	if (hdr.flags & IMSG_CPG_FIRST)
+	{
+		if (part != NULL)
+		{
+			/* the sender started over (it reconnected): drop the rest */
+			partials = list_delete_ptr(partials, part);
+			pfree(part->buf.data);
+			pfree(part);
+			part = NULL;
+		}
+		if (hdr.flags & IMSG_CPG_LAST)
+		{
+			CpgDelivered *d = palloc(sizeof(CpgDelivered));
+
+			if (payload_len != hdr.total_len)
+				goto malformed_ctx;
+			strlcpy(d->node, node, sizeof(d->node));
+			d->len = payload_len;
+			d->data = palloc(Max(payload_len, 1));
+			memcpy(d->data, payload, payload_len);
+			delivered = lappend(delivered, d);
+		}
+		else
+		{
+			part = palloc0(sizeof(CpgPartial));
+			part->nodeid = nodeid;
+			part->pid = pid;
+			part->msgno = hdr.msgno;
+			part->total_len = hdr.total_len;
+			strlcpy(part->node, node, sizeof(part->node));
+			initStringInfo(&part->buf);
+			enlargeStringInfo(&part->buf, hdr.total_len);
+			appendBinaryStringInfo(&part->buf, payload, payload_len);
+			partials = lappend(partials, part);
+		}
+	}
+	else
+	{
+		if (part == NULL || part->msgno != hdr.msgno ||
+			part->total_len != hdr.total_len ||
+			part->buf.len + payload_len > hdr.total_len)
+			goto malformed_ctx;
+		appendBinaryStringInfo(&part->buf, payload, payload_len);
+		if (hdr.flags & IMSG_CPG_LAST)
+		{
+			CpgDelivered *d = palloc(sizeof(CpgDelivered));
+
+			if ((uint32) part->buf.len != part->total_len)
+				goto malformed_ctx;
+			strlcpy(d->node, part->node, sizeof(d->node));
+			d->len = part->buf.len;
+			d->data = part->buf.data;
+			delivered = lappend(delivered, d);
+			partials = list_delete_ptr(partials, part);
+			pfree(part);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	return;
+
+malformed_ctx:
+	MemoryContextSwitchTo(old);
+malformed:
+	/* no ereport(ERROR) inside the library: note it, drop the frame */
+	elog(LOG, "imessages: dropped a malformed corosync frame from node %u pid %u (%zu bytes)",
+		 nodeid, pid, msg_len);
+}
+
+static void
+cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
+			   const struct cpg_address *member_list, size_t member_list_entries,
+			   const struct cpg_address *left_list, size_t left_list_entries,
+			   const struct cpg_address *joined_list, size_t joined_list_entries)
+{
+	ImsgGroupMember old_members[IMSG_MAX_GROUP_MEMBERS];
+	int			old_count = num_members;
+	TimestampTz now = GetCurrentTimestamp();
+	int			i,
+				j;
+
+	memcpy(old_members, members, sizeof(members));
+	num_members = 0;
+	for (i = 0; i < (int) member_list_entries && num_members < IMSG_MAX_GROUP_MEMBERS; i++)
+	{
+		ImsgGroupMember *m = &members[num_members++];
+
+		memset(m, 0, sizeof(*m));
+		m->nodeid = member_list[i].nodeid;
+		m->pid = member_list[i].pid;
+		m->joined_at = now;
+		/* keep what we knew of members that stay */
+		for (j = 0; j < old_count; j++)
+		{
+			if (old_members[j].nodeid == m->nodeid && old_members[j].pid == m->pid)
+			{
+				*m = old_members[j];
+				break;
+			}
+		}
+		if (m->nodeid == my_nodeid && m->pid == (uint32) MyProcPid)
+			strlcpy(m->node, imsg_my_node_name(), sizeof(m->node));
+	}
+
+	/* forget half-received messages of members that left */
+	for (i = 0; i < (int) left_list_entries; i++)
+	{
+		ListCell   *lc;
+
+		foreach(lc, partials)
+		{
+			CpgPartial *pp = lfirst(lc);
+
+			if (pp->nodeid == left_list[i].nodeid && pp->pid == left_list[i].pid)
+			{
+				partials = foreach_delete_current(partials, lc);
+				pfree(pp->buf.data);
+				pfree(pp);
+			}
+		}
+	}
+	membership_changed = true;
+}
+
+static cpg_callbacks_t cpg_callbacks = {
+	.cpg_deliver_fn = cpg_deliver_cb,
+	.cpg_confchg_fn = cpg_confchg_cb,
+};
+
+/*
+ * Try to hand the queued frames to corosync, oldest first.  False if the
+ * connection failed; frames corosync refuses for now stay queued.
+ */
+static bool
+flush_out_frames(void)
+{
+	while (out_frames != NIL)
+	{
+		CpgOutFrame *f = linitial(out_frames);
+		struct iovec iov;
+		cs_error_t	err;
+
+		iov.iov_base = f->data;
+		iov.iov_len = f->len;
+		err = cpg_mcast_joined(cpg_handle, CPG_TYPE_AGREED, &iov, 1);
+		if (err == CS_ERR_TRY_AGAIN)
+		{
+			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   IMSG_CPG_RETRY_MS);
+			return true;
+		}
+		if (err != CS_OK)
+		{
+			elog(LOG, "imessages: corosync multicast failed: error %d", (int) err);
+			return false;
+		}
+		out_frames = list_delete_first(out_frames);
+		pfree(f);
+	}
+	return true;
+}
+
+/*
+ * Multicast one frame made of the header, the name (first frames) and up
+ * to two payload slices; queue a copy if corosync says try again.
+ */
+static bool
+send_frame(uint8 flags, uint32 msgno, uint32 total_len,
+		   const char *a, Size alen, const char *b, Size blen)
+{
+	CpgFrameHeader hdr;
+	const char *name = imsg_my_node_name();
+	Size		name_len = (flags & IMSG_CPG_FIRST) ? strlen(name) : 0;
+	struct iovec iov[4];
+	int			n = 0;
+	cs_error_t	err = CS_ERR_TRY_AGAIN;
+
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.magic = pg_hton16(IMSG_CPG_MAGIC);
+	hdr.version = IMSG_CPG_VERSION;
+	hdr.flags = flags;
+	hdr.msgno = pg_hton32(msgno);
+	hdr.total_len = pg_hton32(total_len);
+	hdr.name_len = (uint8) name_len;
+
+	iov[n].iov_base = &hdr;
+	iov[n++].iov_len = sizeof(hdr);
+	if (name_len > 0)
+	{
+		iov[n].iov_base = unconstify(char *, name);
+		iov[n++].iov_len = name_len;
+	}
+	if (alen > 0)
+	{
+		iov[n].iov_base = unconstify(char *, a);
+		iov[n++].iov_len = alen;
+	}
+	if (blen > 0)
+	{
+		iov[n].iov_base = unconstify(char *, b);
+		iov[n++].iov_len = blen;
+	}
+
+	/* keep the order: nothing overtakes frames already waiting */
+	if (out_frames == NIL)
+		err = cpg_mcast_joined(cpg_handle, CPG_TYPE_AGREED, iov, n);
+	if (err == CS_ERR_TRY_AGAIN)
+	{
+		Size		len = 0;
+		CpgOutFrame *f;
+		int			i;
+
+		for (i = 0; i < n; i++)
+			len += iov[i].iov_len;
+		f = MemoryContextAlloc(cpg_context, offsetof(CpgOutFrame, data) + len);
+		f->len = 0;
+		for (i = 0; i < n; i++)
+		{
+			memcpy(f->data + f->len, iov[i].iov_base, iov[i].iov_len);
+			f->len += iov[i].iov_len;
+		}
+		out_frames = lappend(out_frames, f);
+		if (list_length(out_frames) == 1)
+			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   IMSG_CPG_RETRY_MS);
+		return true;
+	}
+	if (err != CS_OK)
+	{
+		elog(LOG, "imessages: corosync multicast failed: error %d", (int) err);
+		return false;
+	}
+	return true;
+}
+
+/* Announce this node's name, so that members list it in imsg_group_members(). */
+static bool
+send_hello(void)
+{
+	return send_frame(IMSG_CPG_FIRST | IMSG_CPG_LAST | IMSG_CPG_HELLO,
+					  next_msgno++, 0, NULL, 0, NULL, 0);
+}
+
+static void
+corosync_disconnect(void)
+{
+	if (cpg_initialized)
+	{
+		(void) cpg_leave(cpg_handle, &cpg_group);
+		(void) cpg_finalize(cpg_handle);
+	}
+	cpg_initialized = false;
+	cpg_fd = -1;
+	out_frames = partials = delivered = NIL;
+	num_members = 0;
+	if (cpg_context != NULL)
+		MemoryContextReset(cpg_context);
+}
+
+static bool
+corosync_connect(void)
+{
+	cs_error_t	err;
+	int			tries;
+
+	if (cpg_context == NULL)
+		cpg_context = AllocSetContextCreate(TopMemoryContext,
+											"imessages corosync gcs",
+											ALLOCSET_DEFAULT_SIZES);
+	if (strlen(imsg_gcs_group) >= CPG_MAX_NAME_LENGTH)
+	{
+		elog(LOG, "imessages.gcs_group is too long for corosync (at most %d bytes)",
+			 CPG_MAX_NAME_LENGTH - 1);
+		return false;
+	}
+
+	err = cpg_initialize(&cpg_handle, &cpg_callbacks);
+	if (err != CS_OK)
+	{
+		elog(LOG, "imessages: cannot connect to corosync (cpg_initialize: error %d); is corosync running?",
+			 (int) err);
+		return false;
+	}
+	cpg_initialized = true;
+	strlcpy(cpg_group.value, imsg_gcs_group, sizeof(cpg_group.value));
+	cpg_group.length = strlen(cpg_group.value);
+
+	if ((err = cpg_local_get(cpg_handle, &my_nodeid)) != CS_OK ||
+		(err = cpg_fd_get(cpg_handle, &cpg_fd)) != CS_OK)
+		goto fail;
+
+	/* corosync may still be forming its ring: try again briefly */
+	for (tries = 0; tries < 10; tries++)
+	{
+		err = cpg_join(cpg_handle, &cpg_group);
+		if (err != CS_ERR_TRY_AGAIN)
+			break;
+		pg_usleep(10000L);
+	}
+	if (err != CS_OK)
+		goto fail;
+
+	next_msgno = 1;
+	membership_changed = false;
+	connection_failed = false;
+	elog(LOG, "imessages: joined corosync group \"%s\" as node \"%s\" (corosync node id %u)",
+		 imsg_gcs_group, imsg_my_node_name(), my_nodeid);
+	return true;
+
+fail:
+	elog(LOG, "imessages: cannot join corosync group \"%s\": error %d",
+		 imsg_gcs_group, (int) err);
+	corosync_disconnect();
+	return false;
+}
+
+static int
+corosync_wait_fds(pgsocket *fds, int max_fds)
+{
+	if (cpg_fd < 0 || max_fds < 1)
+		return 0;
+	fds[0] = cpg_fd;
+	return 1;
+}
+
+static bool
+corosync_multicast(const void *head, Size headlen, const void *body, Size bodylen)
+{
+	Size		total = headlen + bodylen;
+	Size		room = IMSG_CPG_MAX_FRAME - sizeof(CpgFrameHeader) - NAMEDATALEN;
+	uint32		msgno = next_msgno++;
+	Size		off = 0;
+	uint8		flags = IMSG_CPG_FIRST;
+
+	if (!cpg_initialized)
+		return false;
+	if (total > PG_UINT32_MAX)
+		elog(ERROR, "imessages: message too large for corosync framing");
+
+	/* one frame per 'room' bytes of head+body */
+	do
+	{
+		Size		n = Min(room, total - off);
+		const char *a = NULL;
+		const char *b = NULL;
+		Size		alen = 0;
+		Size		blen = 0;
+
+		if (off < headlen)
+		{
+			a = (const char *) head + off;
+			alen = Min(n, headlen - off);
+		}
+		if (n > alen)
+		{
+			Size		boff = off + alen - headlen;
+
+			b = (const char *) body + boff;
+			blen = n - alen;
+		}
+		off += n;
+		if (off == total)
+			flags |= IMSG_CPG_LAST;
+		if (!send_frame(flags, msgno, (uint32) total, a, alen, b, blen))
+			return false;
+		flags = 0;
+	} while (off < total);
+	return true;
+}
+
+static bool
+corosync_dispatch(void)
+{
+	cs_error_t	err;
+
+	if (!cpg_initialized)
+		return false;
+	err = cpg_dispatch(cpg_handle, CS_DISPATCH_ALL);
+	if (err != CS_OK && err != CS_ERR_TRY_AGAIN)
+	{
+		elog(LOG, "imessages: corosync dispatch failed: error %d", (int) err);
+		return false;
+	}
+
+	/* hand over what arrived, in delivery order */
+	while (delivered != NIL)
+	{
+		CpgDelivered *d = linitial(delivered);
+
+		delivered = list_delete_first(delivered);
+		imsg_gcs_deliver(d->node, d->data, d->len);
+		pfree(d->data);
+		pfree(d);
+	}
+	if (membership_changed)
+	{
+		membership_changed = false;
+		imsg_gcs_set_members(members, num_members);
+		/* newcomers learn our name */
+		if (!send_hello())
+			return false;
+	}
+	return flush_out_frames();
+}
+
+static bool
+corosync_pending(void)
+{
+	return out_frames != NIL && GetCurrentTimestamp() >= retry_at;
+}
+
+static long
+corosync_next_timeout(void)
+{
+	long		ms;
+
+	if (out_frames == NIL)
+		return -1;
+	ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), retry_at);
+	return Max(ms, 0);
+}
+
+const ImsgGcsOps imsg_gcs_corosync_ops = {
+	.name = "corosync",
+	.connect = corosync_connect,
+	.wait_fds = corosync_wait_fds,
+	.multicast = corosync_multicast,
+	.dispatch = corosync_dispatch,
+	.pending = corosync_pending,
+	.next_timeout = corosync_next_timeout,
+	.disconnect = corosync_disconnect,
+};

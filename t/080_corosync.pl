@@ -1,0 +1,221 @@
+# Three PostgreSQL clusters joined to one Corosync CPG group through one
+# corosync that this test starts itself (unprivileged, in a user and mount
+# namespace of its own, so that its fixed /run paths are private; it needs
+# the machine's network namespace to have no other corosync).  Checks
+# membership, replication of rows written on each node to all, large
+# change sets split into frames, apply errors counted and logged with the
+# change set's sequence number, a node whose manager stops leaving the
+# group while the others go on, and cleanup.
+use strict;
+use warnings;
+use File::Temp qw(tempdir);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my ($corosync) = grep { -x $_ } map { "$_/corosync" } (split(/:/, $ENV{PATH}), '/usr/sbin', '/sbin');
+ok(defined $corosync, 'corosync is installed') or BAIL_OUT('corosync is missing');
+
+# --- corosync -----------------------------------------------------------
+my $cdir = tempdir('imsg_corosync_XXXX', TMPDIR => 1, CLEANUP => 1);
+mkdir "$cdir/run";
+my $group = "imsg_tap_$$";
+open my $fh, '>', "$cdir/corosync.conf" or die;
+print $fh <<"EOF";
+totem {
+	version: 2
+	cluster_name: imsgtap
+	crypto_cipher: none
+	crypto_hash: none
+}
+system {
+	run_dir: $cdir/run
+	state_dir: $cdir/run
+}
+logging {
+	to_stderr: yes
+	to_logfile: no
+	to_syslog: no
+}
+quorum {
+}
+nodelist {
+	node {
+		name: node1
+		nodeid: 1
+		ring0_addr: 127.0.0.1
+	}
+}
+EOF
+close $fh;
+
+my @shm_before = glob('/dev/shm/qb-*');
+my $coro_pid = fork();
+die "fork: $!" unless defined $coro_pid;
+if ($coro_pid == 0)
+{
+	open STDOUT, '>', "$cdir/corosync.log";
+	open STDERR, '>&', \*STDOUT;
+	exec('unshare', '-r', '-m', 'sh', '-c',
+		"mount --bind $cdir/run /run && exec $corosync -f -c $cdir/corosync.conf");
+	die "exec: $!";
+}
+
+# whatever happens, do not leave corosync running
+END
+{
+	if ($coro_pid)
+	{
+		kill 'TERM', $coro_pid;
+		waitpid($coro_pid, 0);
+	}
+}
+
+sub corosync_log { return -e "$cdir/corosync.log" ? slurp_file("$cdir/corosync.log") : ''; }
+
+my $ready = 0;
+for (1 .. 100)
+{
+	if (corosync_log() =~ /ready to provide service/) { $ready = 1; last; }
+	last if corosync_log() =~ /exiting with status/;
+	select(undef, undef, undef, 0.1);
+}
+ok($ready, 'corosync is up') or diag(corosync_log());
+BAIL_OUT('corosync did not start') unless $ready;
+
+# --- three nodes --------------------------------------------------------
+my @nodes;
+for my $i (1 .. 3)
+{
+	my $node = PostgreSQL::Test::Cluster->new("node$i");
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+max_worker_processes = 16
+imessages.gcs = corosync
+imessages.gcs_group = '$group'
+imessages.node_name = 'node$i'
+restart_after_crash = on
+});
+	$node->start;
+	$node->safe_psql('postgres', q{
+CREATE EXTENSION imessages;
+CREATE TABLE acc (id integer PRIMARY KEY, owner text, balance numeric);
+SELECT imsg_replicate('acc');
+});
+	push @nodes, $node;
+}
+
+for my $node (@nodes)
+{
+	$node->poll_query_until('postgres',
+		"SELECT group_members = 3 FROM imsg_manager_status()")
+	  or die $node->name . ' does not see three members';
+	$node->poll_query_until('postgres',
+		"SELECT string_agg(node, ',' ORDER BY node) = 'node1,node2,node3' FROM imsg_group_members()")
+	  or die $node->name . ' does not know every member by name';
+}
+pass('every node sees the three members, by name');
+is( $nodes[1]->safe_psql('postgres',
+		'SELECT node, gcs_nodeid = 1, pid > 0, joined_at IS NOT NULL FROM imsg_group_members() WHERE is_local'),
+	'node2|t|t|t', 'imsg_group_members marks this node');
+
+sub all_agree
+{
+	my ($sql, $expected, $what) = @_;
+	for my $node (@nodes)
+	{
+		$node->poll_query_until('postgres', $sql, $expected)
+		  or die "$what: " . $node->name . ' has ' . $node->safe_psql('postgres', $sql);
+	}
+	pass($what);
+}
+
+my $rows = q{SELECT string_agg(id || ':' || owner || ':' || balance, ',' ORDER BY id) FROM acc};
+
+# rows written on each node appear on all
+$nodes[0]->safe_psql('postgres', q{INSERT INTO acc VALUES (1, 'ann', 100), (2, 'bob', 50)});
+$nodes[1]->safe_psql('postgres', q{INSERT INTO acc VALUES (3, 'cid', 10)});
+$nodes[2]->safe_psql('postgres', q{UPDATE acc SET balance = balance + 1 WHERE id = 1});
+all_agree($rows, '1:ann:101,2:bob:50,3:cid:10', 'inserts and an update from three nodes reach all');
+$nodes[1]->safe_psql('postgres', q{DELETE FROM acc WHERE id = 2});
+all_agree($rows, '1:ann:101,3:cid:10', 'a delete reaches all');
+
+for my $node (@nodes)
+{
+	is($node->safe_psql('postgres', 'SELECT apply_errors FROM imsg_manager_status()'),
+		'0', $node->name . ': no apply error');
+}
+# applied changes are not captured again: each node delivered 4 change sets
+# (one per transaction), not more
+all_agree('SELECT change_sets_delivered FROM imsg_manager_status()', '4',
+	'each transaction was delivered once on every node (no echo)');
+
+# a change set bigger than a CPG frame (~1 MiB) is split and reassembled
+$nodes[0]->safe_psql('postgres',
+	q{INSERT INTO acc SELECT i, repeat(md5(i::text), 100), i FROM generate_series(1000, 2999) i});
+all_agree('SELECT count(*), sum(length(owner)) FROM acc WHERE id >= 1000',
+	'2000|6400000', 'a 6 MB change set reaches all, whole');
+
+# apply errors are logged with the change set's sequence number and counted
+$nodes[0]->safe_psql('postgres', q{
+CREATE TABLE only_here (id integer PRIMARY KEY);
+SELECT imsg_replicate('only_here');
+INSERT INTO only_here VALUES (1);
+});
+for my $node (@nodes[1 .. 2])
+{
+	$node->poll_query_until('postgres', 'SELECT apply_errors = 1 FROM imsg_manager_status()')
+	  or die $node->name . ' did not count the apply error';
+	like(slurp_file($node->logfile),
+		qr/could not apply change set \d+ \(transaction \d+ of node "node1"\): replicated table "public.only_here" does not exist on this node/,
+		$node->name . ': the error is logged with the sequence number');
+}
+# a table whose definition differs is refused, not written into
+$_->safe_psql('postgres', 'CREATE TABLE differs (id integer PRIMARY KEY, v integer)') for @nodes[0 .. 1];
+$nodes[2]->safe_psql('postgres', 'CREATE TABLE differs (id integer PRIMARY KEY, v text)');
+$_->safe_psql('postgres', q{SELECT imsg_replicate('differs')}) for @nodes;
+$nodes[0]->safe_psql('postgres', 'INSERT INTO differs VALUES (1, 1)');
+$nodes[1]->poll_query_until('postgres', 'SELECT count(*) = 1 FROM differs')
+  or die 'node2 did not apply';
+$nodes[2]->poll_query_until('postgres', 'SELECT apply_errors = 2 FROM imsg_manager_status()')
+  or die 'node3 did not refuse the differing table';
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM differs'), '0',
+	'node3 refused to write into a table that differs');
+like(slurp_file($nodes[2]->logfile), qr/replicated table "public.differs" differs on this node/,
+	'and said why');
+
+# a node whose manager is killed leaves the group (the postmaster of node3
+# reinitializes and starts a new manager); the others go on committing
+my $m3 = $nodes[2]->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+kill 'KILL', $m3;
+$nodes[0]->safe_psql('postgres', q{INSERT INTO acc VALUES (4, 'dan', 1)});
+$nodes[1]->poll_query_until('postgres', 'SELECT count(*) = 1 FROM acc WHERE id = 4')
+  or die 'node2 stopped getting changes';
+pass('while node3 is away, the others go on committing and replicating');
+# it comes back as a new member (a new manager pid) and gets what is
+# committed from then on (not what it missed: there is no state transfer)
+$nodes[0]->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM imsg_group_members() WHERE node = 'node3' AND pid <> $m3")
+  or die 'node3 did not rejoin';
+$nodes[2]->poll_query_until('postgres', "SELECT group_members = 3 FROM imsg_manager_status()")
+  or die 'node3 does not see the group';
+$nodes[0]->safe_psql('postgres', q{INSERT INTO acc VALUES (5, 'eve', 1)});
+$nodes[2]->poll_query_until('postgres', 'SELECT count(*) = 1 FROM acc WHERE id = 5')
+  or die 'node3 did not get changes after rejoining';
+pass('node3 rejoins as a new member and applies new change sets');
+
+# --- cleanup ------------------------------------------------------------
+$_->stop for @nodes;
+kill 'TERM', $coro_pid;
+waitpid($coro_pid, 0);
+$coro_pid = 0;
+is(`pgrep -u $> -x corosync` // '', '', 'no corosync left running');
+# the killed manager could not close its IPC buffers: remove what this
+# test's processes left, then nothing of ours may remain
+my %before = map { $_ => 1 } @shm_before;
+my @ours = grep { !$before{$_} && (stat $_)[4] == $> } glob('/dev/shm/qb-*');
+unlink @ours;
+my @left = grep { !$before{$_} } glob('/dev/shm/qb-*');
+is(scalar(@left), 0, 'no /dev/shm file left behind') or diag("@left");
+done_testing();
