@@ -398,8 +398,16 @@ requeue_orphaned_jobs(void)
 	if (redo != NIL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(jobs_context);
+		List	   *waiting = pending_jobs;
 
-		pending_jobs = list_concat(redo, pending_jobs);
+		/*
+		 * 'redo' was built in the loop's memory, reset every round: the
+		 * pending list must be a copy in jobs_context, or it dangles and
+		 * corrupts the loop context's free lists.
+		 */
+		pending_jobs = list_concat_copy(redo, waiting);
+		list_free(waiting);
+		list_free(redo);
 		MemoryContextSwitchTo(old);
 	}
 }
