@@ -3,7 +3,7 @@ MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
        src/changeset.o src/changeset_decode.o src/changeset_walk.o \
-       src/nestmarks.o src/apply.o
+       src/nestmarks.o src/apply.o src/certify.o
 # Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev is there
 ifneq ($(wildcard /usr/include/corosync/cpg.h),)
 OBJS += src/gcs_corosync.o

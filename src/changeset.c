@@ -482,13 +482,22 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 		{
 			ImsgBuffer	in;
 			uint64		xid;
+			bool		conflict;
 
 			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
 			xid = (uint64) ImsgBufferGetInt64(&in);
+			(void) ImsgBufferGetInt64(&in);		/* its sequence number */
+			conflict = ImsgBufferGetInt8(&in) != 0;
 			ImsgConsume(msg);
-			if (xid == U64FromFullTransactionId(fxid))
-				return;
-			continue;			/* a reply for a transaction that gave up */
+			if (xid != U64FromFullTransactionId(fxid))
+				continue;		/* a reply for a transaction that gave up */
+			if (conflict)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to a concurrent update on another node"),
+						 errdetail("A change set of another node that changed the same rows was delivered first."),
+						 errhint("The transaction might succeed if retried.")));
+			return;
 		}
 		(void) imsg_resolve_manager(&now_pid);
 		if (now_pid != manager_pid)

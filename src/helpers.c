@@ -493,6 +493,34 @@ job_ping(ImsgMessage *msg)
  * skipped silently.
  */
 static StringInfoData apply_buf;
+
+/*
+ * Note a remote change set as applied, for certification (certify.c): after
+ * its rows are written and locked, just before its transaction commits.  A
+ * local transaction that changed one of those rows first holds the row
+ * lock, so we cannot get here before it ends; one that changes them later
+ * sees our version.
+ */
+static void
+note_applied(const char *origin, int32 origin_pid, uint64 counter)
+{
+	ImsgManagerShared *st = ImsgManagerState;
+	int			i;
+
+	SpinLockAcquire(&st->mutex);
+	for (i = 0; i < st->num_seen; i++)
+		if (strcmp(st->seen[i].node, origin) == 0)
+			break;
+	if (i == st->num_seen && i < IMSG_MAX_GROUP_MEMBERS)
+		st->num_seen++;
+	if (i < IMSG_MAX_GROUP_MEMBERS)
+	{
+		strlcpy(st->seen[i].node, origin, NAMEDATALEN);
+		st->seen[i].pid = origin_pid;
+		st->seen[i].counter = counter;
+	}
+	SpinLockRelease(&st->mutex);
+}
 static int32 apply_next_part = 0;
 
 static void
@@ -507,6 +535,8 @@ job_cs_apply(ImsgMessage *msg)
 	int32		part;
 	bool		final;
 	uint32		n;
+	int32		origin_pid;
+	uint64		counter;
 	bool		ok = false;
 	int64		changes = 0;
 	MemoryContext oldcxt;
@@ -517,6 +547,8 @@ job_cs_apply(ImsgMessage *msg)
 	seq = (uint64) ImsgBufferGetInt64(&in);
 	origin_p = ImsgBufferGetString(&in, &origin_len);
 	strlcpy(origin, origin_p, Min(origin_len + 1, sizeof(origin)));
+	origin_pid = ImsgBufferGetInt32(&in);
+	counter = (uint64) ImsgBufferGetInt64(&in);
 	xid = (uint64) ImsgBufferGetInt64(&in);
 	part = ImsgBufferGetInt32(&in);
 	final = ImsgBufferGetInt8(&in) != 0;
@@ -548,6 +580,7 @@ job_cs_apply(ImsgMessage *msg)
 		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len);
 		SPI_finish();
 		PopActiveSnapshot();
+		note_applied(origin, origin_pid, counter);
 		CommitTransactionCommand();
 		ok = true;
 	}

@@ -356,6 +356,20 @@ typedef struct ImsgGroupMember
 	TimestampTz joined_at;
 } ImsgGroupMember;
 
+/*
+ * What this node has applied of another origin's change sets: the counter
+ * of the last one (origins number their own change sets).  Written by the
+ * helper that applied it, just before its transaction commits, under the
+ * manager state's mutex; read by the manager when it sends a change set
+ * (the "seen" vector certification compares with; see certify.c).
+ */
+typedef struct ImsgSeen
+{
+	char		node[NAMEDATALEN];
+	int32		pid;			/* the origin's manager */
+	uint64		counter;
+} ImsgSeen;
+
 typedef struct ImsgManagerShared
 {
 	slock_t		mutex;
@@ -374,6 +388,9 @@ typedef struct ImsgManagerShared
 	uint64		change_sets_discarded;	/* their transaction did not commit */
 	uint64		remote_change_sets_applied; /* from other nodes, by helpers */
 	uint64		apply_errors;	/* remote change sets that could not be applied */
+	uint64		change_sets_conflicted; /* lost certification */
+	int			num_seen;
+	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	uint64		last_seq;		/* global sequence number, per server life */
 	char		last_error[256];
 	int			num_helper_slots;
@@ -427,6 +444,11 @@ typedef struct ImsgNestMarks
 extern int	imsg_nest_mark_push(ImsgNestMarks *marks, const char *what, const char *may);
 extern int	imsg_nest_mark_abort(ImsgNestMarks *marks);
 extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
+
+/* certify.c */
+extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify,
+						 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
+						 char *winner, Size winner_len);
 
 /* apply.c */
 extern int64 imsg_apply_changeset(const char *data, Size len);

@@ -86,6 +86,7 @@ typedef struct Inflight
 	bool		complete;
 	bool		multicast;		/* handed to the GCS */
 	bool		ordered;		/* delivered back in total order (sync) */
+	uint64		counter;		/* our number for it, once multicast */
 	uint64		seq;
 	int32		next_chunk;
 	int32		nchanges;
@@ -96,7 +97,7 @@ typedef struct Inflight
  * A small message the manager could not send because the area was full,
  * to be retried (see imsg_manager_send).
  */
-#define IMSG_RETRY_DATA		16
+#define IMSG_RETRY_DATA		32	/* a pong, a sync commit's answer (17 bytes) */
 #define IMSG_MAX_RETRIES	1024
 #define IMSG_RETRY_MAX_MS	60000
 
@@ -505,10 +506,52 @@ handle_job_done(ImsgMessage *msg)
 	reply_pong(origin, ping_id, IMSG_PONG_OK);
 }
 
+
+/* Our own change sets, numbered for certification (certify.c). */
+static uint64 own_counter = 0;
+
+/*
+ * Multicast a change set: the fixed header, then what certification needs
+ * (our manager pid, our number for it, what we have applied of every other
+ * origin), then the change set itself.
+ */
 static bool
-multicast(const char *data, Size len)
+multicast_changeset(Inflight *e)
 {
-	return gcs_connected && gcs->multicast(NULL, 0, data, len);
+	StringInfoData head;
+	ImsgBuffer	ext;
+	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
+	int			nseen;
+	int			i;
+	bool		ok;
+
+	if (!gcs_connected)
+		return false;
+	if (e->counter == 0)
+		e->counter = ++own_counter;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	nseen = ImsgManagerState->num_seen;
+	memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
+	SpinLockRelease(&ImsgManagerState->mutex);
+
+	ImsgBufferInitGrowable(&ext, 64 + nseen * (NAMEDATALEN + 16), MaxAllocSize);
+	ImsgBufferPutInt32(&ext, MyProcPid);
+	ImsgBufferPutInt64(&ext, (int64) e->counter);
+	ImsgBufferPutInt16(&ext, nseen);
+	for (i = 0; i < nseen; i++)
+	{
+		ImsgBufferPutString(&ext, seen[i].node, strlen(seen[i].node));
+		ImsgBufferPutInt32(&ext, seen[i].pid);
+		ImsgBufferPutInt64(&ext, (int64) seen[i].counter);
+	}
+	initStringInfo(&head);
+	appendBinaryStringInfo(&head, e->buf.data, GCS_CS_HEADER);
+	appendBinaryStringInfo(&head, ext.data, ext.len);
+	ok = gcs->multicast(head.data, head.len, e->buf.data + GCS_CS_HEADER,
+						e->buf.len - GCS_CS_HEADER);
+	pfree(head.data);
+	pfree(ext.data);
+	return ok;
 }
 
 /* A user message: hand it to the group; it counts once delivered. */
@@ -615,7 +658,7 @@ handle_cs_chunk(ImsgMessage *msg)
 		/* sync: order it now; its transaction waits in PRE_COMMIT for that */
 		if (e->sync)
 		{
-			if (multicast(e->buf.data, e->buf.len))
+			if (multicast_changeset(e))
 				e->multicast = true;
 			else
 				ereport(LOG,
@@ -721,7 +764,7 @@ settle_inflight(bool mailbox_empty)
 							 e->buf.data + GCS_CS_HEADER, e->buf.len - GCS_CS_HEADER);
 		else if (committed)
 		{
-			if (!multicast(e->buf.data, e->buf.len))
+			if (!multicast_changeset(e))
 			{
 				ereport(LOG,
 						(errmsg("imessages manager could not multicast the change set of transaction %llu: \"%s\" is not connected",
@@ -749,6 +792,8 @@ typedef struct RemoteChangeset
 {
 	uint64		seq;
 	char		origin[NAMEDATALEN];
+	int32		origin_pid;		/* its manager */
+	uint64		counter;		/* its number at its origin */
 	uint64		xid;
 	Size		len;
 	char	   *data;
@@ -759,14 +804,16 @@ static int	apply_slot = -1;		/* helper applying the head, or -1 */
 static int	apply_pid = 0;
 
 static void
-queue_remote_changeset(uint64 seq, const char *origin, uint64 xid,
-					   const char *cs, Size cslen)
+queue_remote_changeset(uint64 seq, const char *origin, int32 origin_pid,
+					   uint64 counter, uint64 xid, const char *cs, Size cslen)
 {
 	MemoryContext old = MemoryContextSwitchTo(cs_context);
 	RemoteChangeset *r = palloc(sizeof(RemoteChangeset));
 
 	r->seq = seq;
 	strlcpy(r->origin, origin, sizeof(r->origin));
+	r->origin_pid = origin_pid;
+	r->counter = counter;
 	r->xid = xid;
 	r->len = cslen;
 	r->data = palloc(Max(cslen, 1));
@@ -823,12 +870,14 @@ run_apply_queue(void)
 		bool		final = off + n == r->len;
 		ImsgResult	res;
 
-		res = ImsgReserve(pid, IMSG_T_CS_APPLY, 8 + 4 + strlen(r->origin) + 8 + 4 + 1 + n,
-						  0, &out);
+		res = ImsgReserve(pid, IMSG_T_CS_APPLY,
+						  8 + 4 + strlen(r->origin) + 4 + 8 + 8 + 4 + 1 + n, 0, &out);
 		if (res != IMSG_OK)
 			return;				/* no room now (or it exited): from part 0 again later */
 		ImsgBufferPutInt64(&out, (int64) r->seq);
 		ImsgBufferPutString(&out, r->origin, strlen(r->origin));
+		ImsgBufferPutInt32(&out, r->origin_pid);
+		ImsgBufferPutInt64(&out, (int64) r->counter);
 		ImsgBufferPutInt64(&out, (int64) r->xid);
 		ImsgBufferPutInt32(&out, part);
 		ImsgBufferPutInt8(&out, final ? 1 : 0);
@@ -874,7 +923,24 @@ handle_cs_applied(ImsgMessage *msg)
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
-/* A change set delivered by the GCS in total order: number it. */
+/* Tell a backend waiting in a sync commit how its change set fared. */
+static void
+reply_ordered(int origin_pid, uint64 xid, uint64 seq, bool conflict)
+{
+	char		reply[24];
+	ImsgBuffer	out;
+
+	ImsgBufferInitWriter(&out, reply, sizeof(reply));
+	ImsgBufferPutInt64(&out, (int64) xid);
+	ImsgBufferPutInt64(&out, (int64) seq);
+	ImsgBufferPutInt8(&out, conflict ? 1 : 0);
+	imsg_manager_send(origin_pid, IMSG_T_CS_ORDERED, out.data, out.len);
+}
+
+/*
+ * A change set delivered by the GCS in total order: certify it (sync ones;
+ * see certify.c), number it, and settle, apply or answer it.
+ */
 static void
 deliver_changeset(const char *origin, const char *data, Size len)
 {
@@ -883,50 +949,83 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	uint64		xid;
 	int32		nchanges;
 	bool		sync;
-	uint64		seq;
+	int32		mgr_pid;
+	uint64		counter;
+	int			nseen;
+	ImsgSeen   *seen;
+	const char *cs;
+	Size		cslen;
+	uint64		seq = 0;
+	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
+	char		winner[NAMEDATALEN + 16];
 	Inflight   *e;
+	int			i;
 
 	ImsgBufferInitReader(&in, data + 1, len - 1);
 	origin_pid = ImsgBufferGetInt32(&in);
 	xid = (uint64) ImsgBufferGetInt64(&in);
 	nchanges = ImsgBufferGetInt32(&in);
 	sync = ImsgBufferGetInt8(&in) != 0;
+	mgr_pid = ImsgBufferGetInt32(&in);
+	counter = (uint64) ImsgBufferGetInt64(&in);
+	nseen = ImsgBufferGetInt16(&in);
+	seen = palloc0(sizeof(ImsgSeen) * Max(nseen, 1));
+	for (i = 0; i < nseen; i++)
+	{
+		uint32		l;
+		const char *p = ImsgBufferGetString(&in, &l);
+
+		strlcpy(seen[i].node, p, Min(l + 1, NAMEDATALEN));
+		seen[i].pid = ImsgBufferGetInt32(&in);
+		seen[i].counter = (uint64) ImsgBufferGetInt64(&in);
+	}
+	cs = data + 1 + in.cursor;
+	cslen = len - 1 - in.cursor;
+
+	e = mine ? find_inflight(origin_pid, xid) : NULL;
+	if (!imsg_certify(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
+					  winner, sizeof(winner)))
+	{
+		/* the later of two conflicting change sets: aborted, applied nowhere */
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		ImsgManagerState->change_sets_conflicted++;
+		SpinLockRelease(&ImsgManagerState->mutex);
+		ereport(DEBUG1,
+				(errmsg("imessages manager: change set of transaction %llu of node \"%s\" conflicts with one of %s delivered before it",
+						(unsigned long long) xid, origin, winner)));
+		if (e != NULL && e->sync && !e->ordered)
+		{
+			e->ordered = true;	/* its transaction will abort: settled as discarded */
+			reply_ordered(origin_pid, xid, 0, true);
+		}
+		return;
+	}
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	seq = ++ImsgManagerState->last_seq;
 	SpinLockRelease(&ImsgManagerState->mutex);
 
-	if (strcmp(origin, imsg_my_node_name()) != 0)
+	if (!mine)
 	{
 		/* another node's: delivered here, to be applied by a helper */
-		record_delivered(seq, origin_pid, xid, nchanges, data + GCS_CS_HEADER,
-						 len - GCS_CS_HEADER);
-		queue_remote_changeset(seq, origin, xid, data + GCS_CS_HEADER,
-							   len - GCS_CS_HEADER);
+		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
+		queue_remote_changeset(seq, origin, mgr_pid, counter, xid, cs, cslen);
 		return;
 	}
 
 	if (!sync)
 	{
 		/* multicast only after its commit: delivered now */
-		record_delivered(seq, origin_pid, xid, nchanges, data + GCS_CS_HEADER,
-						 len - GCS_CS_HEADER);
+		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
 		return;
 	}
 
 	/* sync: tell the waiting backend; delivered once its commit is seen */
-	e = find_inflight(origin_pid, xid);
 	if (e != NULL && e->sync && !e->ordered)
 	{
-		char		reply[16];
-		ImsgBuffer	out;
-
 		e->ordered = true;
 		e->seq = seq;
-		ImsgBufferInitWriter(&out, reply, sizeof(reply));
-		ImsgBufferPutInt64(&out, (int64) xid);
-		ImsgBufferPutInt64(&out, (int64) seq);
-		imsg_manager_send(origin_pid, IMSG_T_CS_ORDERED, out.data, out.len);
+		reply_ordered(origin_pid, xid, seq, false);
 	}
 }
 

@@ -148,8 +148,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[16];
-	bool		nulls[16] = {0};
+	Datum		values[17];
+	bool		nulls[17] = {0};
 	int			running;
 
 	imsg_check_available();
@@ -188,6 +188,7 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[13] = Int64GetDatum((int64) copy.change_sets_discarded);
 	values[14] = Int64GetDatum((int64) copy.remote_change_sets_applied);
 	values[15] = Int64GetDatum((int64) copy.apply_errors);
+	values[16] = Int64GetDatum((int64) copy.change_sets_conflicted);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -185,6 +185,38 @@ is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM differs'), '0',
 like(slurp_file($nodes[2]->logfile), qr/replicated table "public.differs" differs on this node/,
 	'and said why');
 
+# sync mode: two nodes change the same row concurrently.  node1 updates it
+# and holds its transaction open; node2 updates it and commits first, so
+# its change set is delivered first and wins; node1's commit then fails
+# with 40001 (certification in delivery order) and is applied nowhere.
+my $s1 = $nodes[0]->background_psql('postgres', on_error_stop => 0);
+$s1->query_safe("SET imessages.commit_mode = 'sync'");
+$s1->query_safe("BEGIN");
+$s1->query_safe("UPDATE acc SET owner = 'node1 wins?' WHERE id = 3");
+$nodes[1]->safe_psql('postgres', q{
+SET imessages.commit_mode = 'sync';
+UPDATE acc SET owner = 'node2 wins' WHERE id = 3;
+});
+$s1->{stderr} = '';    # BackgroundPsql keeps stderr across queries
+$s1->query("COMMIT");
+like($s1->{stderr}, qr/could not serialize access due to a concurrent update on another node/,
+	'the later of two conflicting sync commits fails');
+like($s1->query("\\echo :LAST_ERROR_SQLSTATE"), qr/40001/, 'with SQLSTATE 40001');
+$s1->quit;
+all_agree(q{SELECT owner FROM acc WHERE id = 3}, 'node2 wins',
+	'the change set delivered first wins on every node');
+is( $nodes[2]->safe_psql('postgres', 'SELECT change_sets_conflicted FROM imsg_manager_status()'),
+	'1', 'every node counted the conflict');
+for my $node (@nodes)
+{
+	is($node->safe_psql('postgres', 'SELECT apply_errors FROM imsg_manager_status()'),
+		$node == $nodes[2] ? '2' : ($node == $nodes[1] ? '1' : '0'),
+		$node->name . ': no new apply error');
+}
+# a sync update that does not conflict commits as usual
+$nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; UPDATE acc SET balance = 7 WHERE id = 3});
+all_agree(q{SELECT balance FROM acc WHERE id = 3}, '7', 'a later sync update of that row is fine');
+
 # a node whose manager is killed leaves the group (the postmaster of node3
 # reinitializes and starts a new manager); the others go on committing
 my $m3 = $nodes[2]->safe_psql('postgres', 'SELECT imsg_manager_pid()');

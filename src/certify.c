@@ -1,0 +1,284 @@
+/*-------------------------------------------------------------------------
+ *
+ * certify.c
+ *	  Certification of change sets in the group's delivery order, as
+ *	  Postgres-R did: of two change sets from different nodes that changed
+ *	  the same row without one having seen the other, the one delivered
+ *	  first wins everywhere and the later one is aborted.
+ *
+ * Every node runs this in its manager on every change set, in delivery
+ * order, with the same inputs, so every node decides the same:
+ *
+ *	- the rows a change set changed: a 64-bit hash of each row's table and
+ *	  primary key value bytes, found by a walk of the change set;
+ *	- who wrote each row last, among the change sets that won: the writer's
+ *	  origin (node name and manager pid) and its number in that origin's own
+ *	  sequence (a counter the origin's manager puts in each change set);
+ *	- what the change set's origin had applied of every other origin when
+ *	  the change set was sent (its "seen" vector, in the change set too).
+ *
+ * A change set conflicts if one of its rows was last written by another
+ * origin's change set that its origin had not applied.  That is enough:
+ * a node applies remote change sets one at a time, and notes one as
+ * applied just before its transaction commits, after writing its rows;
+ * a local transaction that wrote one of those rows before them holds the
+ * row lock, so the remote change set cannot be noted as applied until the
+ * local transaction ends, and one that wrote the row after them saw it.
+ *
+ * Only sync change sets are certified (their transactions wait for it);
+ * async ones always win, and are writers like the others.  A hash
+ * collision can only declare a conflict that is not there, never miss one.
+ * The map of last writers lives in the manager's memory: a node that
+ * joins later, or whose manager restarted, starts with an empty one and
+ * may decide differently about change sets concurrent with its start
+ * (see README).
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/certify.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "imessages_int.h"
+#include "changeset_walk.h"
+
+/* A row's last writer. */
+typedef struct LastWriter
+{
+	uint64		row;			/* hash key */
+	int			origin;			/* index into origins[] */
+	uint64		counter;
+} LastWriter;
+
+#define IMSG_MAX_ORIGINS	256
+
+static char origins[IMSG_MAX_ORIGINS][NAMEDATALEN + 16];
+static int	num_origins = 0;
+static HTAB *last_writers = NULL;
+
+static int
+origin_index(const char *node, int pid)
+{
+	char		id[NAMEDATALEN + 16];
+	int			i;
+
+	snprintf(id, sizeof(id), "%s/%d", node, pid);
+	for (i = 0; i < num_origins; i++)
+		if (strcmp(origins[i], id) == 0)
+			return i;
+	if (num_origins == IMSG_MAX_ORIGINS)
+	{
+		/* forget the oldest origin's name; its rows are now unknown */
+		memmove(origins, origins[1], sizeof(origins[0]) * (IMSG_MAX_ORIGINS - 1));
+		num_origins--;
+	}
+	strlcpy(origins[num_origins], id, sizeof(origins[0]));
+	return num_origins++;
+}
+
+static void
+ensure_map(void)
+{
+	HASHCTL		ctl;
+
+	if (last_writers != NULL)
+		return;
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(LastWriter);
+	ctl.hcxt = TopMemoryContext;
+	last_writers = hash_create("imessages certification", 1024, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* The hashes of the rows a (well-formed) change set changes. */
+typedef struct RowList
+{
+	int			n;
+	int			size;
+	uint64	   *rows;
+} RowList;
+
+typedef struct WalkRel
+{
+	uint64		name_hash;
+	int			ncols;
+	bool	   *is_key;
+} WalkRel;
+
+static uint64
+hash_value_bytes(uint64 h, ImsgBuffer *in, bool keep)
+{
+	int8		tag = ImsgBufferGetInt8(in);
+
+	if (tag == IMSG_CS_NULL)
+		return keep ? hash_combine64(h, 0x6e) : h;
+	{
+		uint32		len;
+		const char *p = ImsgBufferGetString(in, &len);
+
+		if (keep)
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) p, len, tag));
+	}
+	return h;
+}
+
+/*
+ * Collect row hashes.  The change set was checked by imsg_changeset_walk
+ * before, so a read error here is not expected; if one happens anyway the
+ * ERROR goes up like any other in the manager.
+ */
+static void
+collect_rows(const char *data, Size len, RowList *out)
+{
+	ImsgBuffer	in;
+	WalkRel    *rels = NULL;
+	int			nrels = 0;
+
+	out->n = 0;
+	out->size = 16;
+	out->rows = palloc(sizeof(uint64) * out->size);
+	ImsgBufferInitReader(&in, data, len);
+	(void) ImsgBufferGetInt32(&in);
+	(void) ImsgBufferGetInt8(&in);
+	while (ImsgBufferRemaining(&in) > 0)
+	{
+		int8		tag = ImsgBufferGetInt8(&in);
+		int32		id = ImsgBufferGetInt32(&in);
+
+		if (tag == IMSG_CS_RELATION)
+		{
+			uint32		l1,
+						l2;
+			const char *schema = ImsgBufferGetString(&in, &l1);
+			const char *name = ImsgBufferGetString(&in, &l2);
+			int			ncols = ImsgBufferGetInt16(&in);
+			int			i;
+			WalkRel    *r;
+
+			if (id >= nrels)
+			{
+				int			newn = Max(id + 1, nrels * 2);
+
+				rels = rels ? repalloc(rels, sizeof(WalkRel) * newn) : palloc(sizeof(WalkRel) * newn);
+				memset(rels + nrels, 0, sizeof(WalkRel) * (newn - nrels));
+				nrels = newn;
+			}
+			r = &rels[id];
+			r->name_hash = hash_combine64(hash_bytes_extended((const unsigned char *) schema, l1, 0),
+										  hash_bytes_extended((const unsigned char *) name, l2, 1));
+			r->ncols = ncols;
+			r->is_key = palloc0(sizeof(bool) * Max(ncols, 1));
+			for (i = 0; i < ncols; i++)
+			{
+				uint32		l;
+
+				(void) ImsgBufferGetString(&in, &l);
+				(void) ImsgBufferGetString(&in, &l);
+				r->is_key[i] = (ImsgBufferGetInt8(&in) & IMSG_CS_COL_KEY) != 0;
+			}
+			continue;
+		}
+		else
+		{
+			WalkRel    *r = &rels[id];
+			int			pass;
+			int			npasses = tag == IMSG_CS_UPDATE ? 2 : 1;
+
+			for (pass = 0; pass < npasses; pass++)
+			{
+				/* I: all columns; U: old key, then all columns; D: old key */
+				bool		keys_only = (tag != IMSG_CS_INSERT && pass == 0);
+				int			n = ImsgBufferGetInt16(&in);
+				uint64		h = r->name_hash;
+				int			i;
+				int			k = 0;
+
+				for (i = 0; i < r->ncols && k < n; i++)
+				{
+					if (keys_only && !r->is_key[i])
+						continue;
+					h = hash_value_bytes(h, &in, r->is_key[i]);
+					k++;
+				}
+				if (out->n == out->size)
+				{
+					out->size *= 2;
+					out->rows = repalloc(out->rows, sizeof(uint64) * out->size);
+				}
+				out->rows[out->n++] = h;
+			}
+		}
+	}
+}
+
+/*
+ * Certify one change set delivered in total order.  'seen' holds what its
+ * origin had applied: nseen entries of (node, pid, counter).  Returns true
+ * if it wins (and records it as the last writer of its rows); false if it
+ * conflicts, with 'winner' naming the origin of the earlier writer.
+ */
+bool
+imsg_certify(const char *node, int pid, uint64 counter, bool certify,
+			 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
+			 char *winner, Size winner_len)
+{
+	RowList		rows;
+	int			me;
+	int			i;
+	bool		ok = true;
+
+	ensure_map();
+	if (imsg_changeset_walk(cs, cslen, NULL) < 0)
+		return true;			/* damaged: counted and logged elsewhere */
+	collect_rows(cs, cslen, &rows);
+	me = origin_index(node, pid);
+
+	if (certify)
+	{
+		for (i = 0; i < rows.n && ok; i++)
+		{
+			LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_FIND, NULL);
+			uint64		applied = 0;
+			int			j;
+
+			if (lw == NULL || lw->origin == me)
+				continue;
+			for (j = 0; j < nseen; j++)
+			{
+				char		id[NAMEDATALEN + 16];
+
+				snprintf(id, sizeof(id), "%s/%d", seen[j].node, seen[j].pid);
+				if (strcmp(id, origins[lw->origin]) == 0)
+				{
+					applied = seen[j].counter;
+					break;
+				}
+			}
+			if (lw->counter > applied)
+			{
+				ok = false;
+				snprintf(winner, winner_len, "%s", origins[lw->origin]);
+			}
+		}
+	}
+	if (ok)
+	{
+		for (i = 0; i < rows.n; i++)
+		{
+			bool		found;
+			LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_ENTER, &found);
+
+			lw->origin = me;
+			lw->counter = counter;
+		}
+	}
+	pfree(rows.rows);
+	return ok;
+}
