@@ -64,11 +64,20 @@ typedef struct ApplyRel
 	int			nkeys;
 	ApplyColumn *cols;
 	SPIPlanPtr	insert_plan;
+	SPIPlanPtr	upsert_plan;
 	SPIPlanPtr	update_plan;
 	SPIPlanPtr	delete_plan;
 } ApplyRel;
 
 static List *apply_rels = NIL;	/* of the change set being applied */
+
+/*
+ * Overwrite mode, for async change sets (last writer wins): an INSERT of an
+ * existing key updates the row, an UPDATE that finds no row inserts the new
+ * one, a DELETE that finds none is done.  Otherwise (sync change sets,
+ * certified) a missing or existing row is an error: the nodes diverged.
+ */
+static bool apply_overwrite = false;
 
 static ApplyRel *
 find_rel(int32 id)
@@ -297,7 +306,7 @@ prepare_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
-static void
+static bool
 run_plan(SPIPlanPtr plan, Datum *values, bool *nulls, int nargs, int expected_spi,
 		 ApplyRel *r, const char *what)
 {
@@ -312,12 +321,46 @@ run_plan(SPIPlanPtr plan, Datum *values, bool *nulls, int nargs, int expected_sp
 	if (ret != expected_spi)
 		elog(ERROR, "imessages: %s on \"%s.%s\" failed: %s", what, r->schema, r->name,
 			 SPI_result_code_string(ret));
+	if (SPI_processed != 1 && apply_overwrite)
+		return false;
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("replicated %s on \"%s.%s\" found no row with its key",
 						what, r->schema, r->name),
 				 errdetail("The nodes have diverged.")));
+	return true;
+}
+
+/* INSERT ... ON CONFLICT (key) DO UPDATE: the row ends with these values. */
+static void
+upsert_row(ApplyRel *r, Datum *values, bool *nulls)
+{
+	if (r->upsert_plan == NULL)
+	{
+		StringInfoData sql;
+		Oid		   *types = palloc(sizeof(Oid) * Max(r->ncols, 1));
+		int			i;
+		int			k = 0;
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "INSERT INTO %s VALUES (",
+						 quote_qualified_identifier(r->schema, r->name));
+		for (i = 0; i < r->ncols; i++)
+			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
+		appendStringInfoString(&sql, ") ON CONFLICT (");
+		for (i = 0; i < r->ncols; i++)
+			if (r->cols[i].is_key)
+				appendStringInfo(&sql, "%s%s", k++ > 0 ? ", " : "",
+								 quote_identifier(r->cols[i].name));
+		appendStringInfoString(&sql, ") DO UPDATE SET ");
+		for (i = 0; i < r->ncols; i++)
+			appendStringInfo(&sql, "%s%s = EXCLUDED.%s", i > 0 ? ", " : "",
+							 quote_identifier(r->cols[i].name),
+							 quote_identifier(r->cols[i].name));
+		r->upsert_plan = prepare_plan(sql.data, r->ncols, column_types(r, false, types));
+	}
+	(void) run_plan(r->upsert_plan, values, nulls, r->ncols, SPI_OK_INSERT, r, "INSERT");
 }
 
 static void
@@ -328,6 +371,11 @@ apply_insert(ImsgBuffer *in)
 	bool	   *nulls = palloc(sizeof(bool) * Max(r->ncols, 1));
 
 	read_values(in, r, false, values, nulls);
+	if (apply_overwrite)
+	{
+		upsert_row(r, values, nulls);
+		return;
+	}
 	if (r->insert_plan == NULL)
 	{
 		StringInfoData sql;
@@ -342,7 +390,7 @@ apply_insert(ImsgBuffer *in)
 		appendStringInfoChar(&sql, ')');
 		r->insert_plan = prepare_plan(sql.data, r->ncols, column_types(r, false, types));
 	}
-	run_plan(r->insert_plan, values, nulls, r->ncols, SPI_OK_INSERT, r, "INSERT");
+	(void) run_plan(r->insert_plan, values, nulls, r->ncols, SPI_OK_INSERT, r, "INSERT");
 }
 
 static void
@@ -374,7 +422,8 @@ apply_update(ImsgBuffer *in)
 		column_types(r, true, types + r->ncols);
 		r->update_plan = prepare_plan(sql.data, nargs, types);
 	}
-	run_plan(r->update_plan, values, nulls, nargs, SPI_OK_UPDATE, r, "UPDATE");
+	if (!run_plan(r->update_plan, values, nulls, nargs, SPI_OK_UPDATE, r, "UPDATE"))
+		upsert_row(r, values, nulls);	/* overwrite mode: the row ends as sent */
 }
 
 static void
@@ -396,7 +445,7 @@ apply_delete(ImsgBuffer *in)
 		append_key_match(&sql, r, 1);
 		r->delete_plan = prepare_plan(sql.data, r->nkeys, column_types(r, true, types));
 	}
-	run_plan(r->delete_plan, values, nulls, r->nkeys, SPI_OK_DELETE, r, "DELETE");
+	(void) run_plan(r->delete_plan, values, nulls, r->nkeys, SPI_OK_DELETE, r, "DELETE");
 }
 
 /*
@@ -405,12 +454,13 @@ apply_delete(ImsgBuffer *in)
  * Returns the number of changes applied.
  */
 int64
-imsg_apply_changeset(const char *data, Size len)
+imsg_apply_changeset(const char *data, Size len, bool overwrite)
 {
 	ImsgBuffer	in;
 	int64		changes = 0;
 
 	apply_rels = NIL;
+	apply_overwrite = overwrite;
 	ImsgBufferInitReader(&in, data, len);
 	if (ImsgBufferGetInt32(&in) != (int32) IMSG_CS_MAGIC ||
 		ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)

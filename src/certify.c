@@ -25,8 +25,11 @@
  * row lock, so the remote change set cannot be noted as applied until the
  * local transaction ends, and one that wrote the row after them saw it.
  *
- * Only sync change sets are certified (their transactions wait for it);
- * async ones always win, and are writers like the others.  A hash
+ * Only sync change sets are certified (their transactions wait for it).
+ * Async ones always win: every node applies them in delivery order,
+ * overwriting (last writer wins), and an async change set's own node,
+ * which committed it before an earlier-delivered conflicting one reached
+ * it, writes its rows again when it is delivered.  A hash
  * collision can only declare a conflict that is not there, never miss one.
  * The map of last writers lives in the manager's memory: a node that
  * joins later, or whose manager restarted, starts with an empty one and
@@ -222,25 +225,32 @@ collect_rows(const char *data, Size len, RowList *out)
  * Certify one change set delivered in total order.  'seen' holds what its
  * origin had applied: nseen entries of (node, pid, counter).  Returns true
  * if it wins (and records it as the last writer of its rows); false if it
- * conflicts, with 'winner' naming the origin of the earlier writer.
+ * is a sync change set that conflicts, with 'winner' naming the origin of
+ * the earlier writer.  *overtaken: an async one that would have conflicted.
  */
 bool
 imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
-			 char *winner, Size winner_len)
+			 char *winner, Size winner_len, bool *overtaken)
 {
 	RowList		rows;
 	int			me;
 	int			i;
 	bool		ok = true;
 
+	*overtaken = false;
 	ensure_map();
 	if (imsg_changeset_walk(cs, cslen, NULL) < 0)
 		return true;			/* damaged: counted and logged elsewhere */
 	collect_rows(cs, cslen, &rows);
 	me = origin_index(node, pid);
 
-	if (certify)
+	/*
+	 * The same test for every change set; a sync one that fails it loses,
+	 * an async one (already committed) wins anyway, and its origin learns
+	 * that its rows were overwritten by an earlier change set after it
+	 * committed (*overtaken): it writes them again (last writer wins).
+	 */
 	{
 		for (i = 0; i < rows.n && ok; i++)
 		{
@@ -263,8 +273,14 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			}
 			if (lw->counter > applied)
 			{
-				ok = false;
 				snprintf(winner, winner_len, "%s", origins[lw->origin]);
+				if (certify)
+					ok = false;
+				else
+				{
+					*overtaken = true;
+					break;
+				}
 			}
 		}
 	}

@@ -515,6 +515,45 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 	}
 }
 
+/*
+ * What this node had applied of other nodes' change sets when this
+ * transaction reached PRE_COMMIT: sent to the manager before chunk 0, for
+ * certification (see certify.c).  Rows this transaction changed cannot be
+ * noted as applied by a helper after this point while it holds them.
+ */
+static void
+imsg_cs_send_seen(FullTransactionId fxid)
+{
+	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
+	int			nseen;
+	int			i;
+	char		data[16 + IMSG_MAX_GROUP_MEMBERS * (4 + NAMEDATALEN + 12)];
+	ImsgBuffer	out;
+	ImsgResult	r;
+
+	/* a group of one has nothing to certify against */
+	if (strcmp(imsg_gcs_ops()->name, "local") == 0)
+		return;
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	nseen = ImsgManagerState->num_seen;
+	memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
+	SpinLockRelease(&ImsgManagerState->mutex);
+
+	ImsgBufferInitWriter(&out, data, sizeof(data));
+	ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
+	ImsgBufferPutInt16(&out, nseen);
+	for (i = 0; i < nseen; i++)
+	{
+		ImsgBufferPutString(&out, seen[i].node, strlen(seen[i].node));
+		ImsgBufferPutInt32(&out, seen[i].pid);
+		ImsgBufferPutInt64(&out, (int64) seen[i].counter);
+	}
+	r = ImsgSend(IMSG_MANAGER, IMSG_T_CS_SEEN, out.data, out.len, imsg_send_timeout_ms, NULL);
+	if (r != IMSG_OK)
+		imsg_report_send_failure(r, IMSG_MANAGER, out.len, imsg_send_timeout_ms);
+}
+
 /* PRE_COMMIT: send the change set in chunks; in sync mode, wait. */
 static void
 imsg_cs_send(void)
@@ -528,6 +567,8 @@ imsg_cs_send(void)
 
 	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
 		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
+
+	imsg_cs_send_seen(fxid);
 
 	for (;;)
 	{

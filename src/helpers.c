@@ -507,10 +507,20 @@ note_applied(const char *origin, int32 origin_pid, uint64 counter)
 	ImsgManagerShared *st = ImsgManagerState;
 	int			i;
 
+	/*
+	 * One entry per origin incarnation (node and manager pid): the rows an
+	 * earlier manager of that node wrote keep their applied counter.  When
+	 * the table is full, a new incarnation takes the place of an older one
+	 * of the same node.
+	 */
 	SpinLockAcquire(&st->mutex);
 	for (i = 0; i < st->num_seen; i++)
-		if (strcmp(st->seen[i].node, origin) == 0)
+		if (strcmp(st->seen[i].node, origin) == 0 && st->seen[i].pid == origin_pid)
 			break;
+	if (i == st->num_seen && i == IMSG_MAX_GROUP_MEMBERS)
+		for (i = 0; i < st->num_seen; i++)
+			if (strcmp(st->seen[i].node, origin) == 0)
+				break;
 	if (i == st->num_seen && i < IMSG_MAX_GROUP_MEMBERS)
 		st->num_seen++;
 	if (i < IMSG_MAX_GROUP_MEMBERS)
@@ -537,6 +547,7 @@ job_cs_apply(ImsgMessage *msg)
 	uint32		n;
 	int32		origin_pid;
 	uint64		counter;
+	bool		overwrite;
 	bool		ok = false;
 	int64		changes = 0;
 	MemoryContext oldcxt;
@@ -549,6 +560,7 @@ job_cs_apply(ImsgMessage *msg)
 	strlcpy(origin, origin_p, Min(origin_len + 1, sizeof(origin)));
 	origin_pid = ImsgBufferGetInt32(&in);
 	counter = (uint64) ImsgBufferGetInt64(&in);
+	overwrite = ImsgBufferGetInt8(&in) != 0;
 	xid = (uint64) ImsgBufferGetInt64(&in);
 	part = ImsgBufferGetInt32(&in);
 	final = ImsgBufferGetInt8(&in) != 0;
@@ -577,10 +589,11 @@ job_cs_apply(ImsgMessage *msg)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len);
+		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len, overwrite);
 		SPI_finish();
 		PopActiveSnapshot();
-		note_applied(origin, origin_pid, counter);
+		if (strcmp(origin, imsg_my_node_name()) != 0)
+			note_applied(origin, origin_pid, counter);
 		CommitTransactionCommand();
 		ok = true;
 	}

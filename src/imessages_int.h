@@ -60,6 +60,7 @@ extern int	imsg_commit_timeout_ms;
 
 #define IMSG_T_CS_CHUNK			(-10)	/* backend -> manager: a change-set chunk */
 #define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq */
+#define IMSG_T_CS_SEEN			(-14)	/* backend -> manager: int64 xid, what this node had applied (before chunk 0) */
 #define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set, in parts */
 #define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int64 seq, int8 ok, int64 changes */
 
@@ -448,10 +449,10 @@ extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
 /* certify.c */
 extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 						 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
-						 char *winner, Size winner_len);
+						 char *winner, Size winner_len, bool *overtaken);
 
 /* apply.c */
-extern int64 imsg_apply_changeset(const char *data, Size len);
+extern int64 imsg_apply_changeset(const char *data, Size len, bool overwrite);
 
 /* changeset.c, changeset_decode.c */
 extern void imsg_changeset_init(void);

@@ -87,6 +87,9 @@ typedef struct Inflight
 	bool		multicast;		/* handed to the GCS */
 	bool		ordered;		/* delivered back in total order (sync) */
 	uint64		counter;		/* our number for it, once multicast */
+	bool		fresh;			/* created by its IMSG_T_CS_SEEN, before chunk 0 */
+	int			nseen;			/* what this node had applied at its PRE_COMMIT */
+	ImsgSeen   *seen;
 	uint64		seq;
 	int32		next_chunk;
 	int32		nchanges;
@@ -137,6 +140,7 @@ static void handle_job_done(ImsgMessage *msg);
 static void handle_user_message(ImsgMessage *msg);
 static void handle_cs_chunk(ImsgMessage *msg);
 static void handle_cs_applied(ImsgMessage *msg);
+static void handle_cs_seen(ImsgMessage *msg);
 
 /*
  * Message type -> handler.  A new message type is one line here.  Types
@@ -153,6 +157,7 @@ static const struct
 	{IMSG_T_JOB_DONE, handle_job_done},
 	{IMSG_T_CS_CHUNK, handle_cs_chunk},
 	{IMSG_T_CS_APPLIED, handle_cs_applied},
+	{IMSG_T_CS_SEEN, handle_cs_seen},
 };
 
 void
@@ -529,10 +534,18 @@ multicast_changeset(Inflight *e)
 		return false;
 	if (e->counter == 0)
 		e->counter = ++own_counter;
-	SpinLockAcquire(&ImsgManagerState->mutex);
-	nseen = ImsgManagerState->num_seen;
-	memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
-	SpinLockRelease(&ImsgManagerState->mutex);
+	if (e->seen != NULL)
+	{
+		nseen = e->nseen;
+		memcpy(seen, e->seen, sizeof(ImsgSeen) * nseen);
+	}
+	else
+	{
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		nseen = ImsgManagerState->num_seen;
+		memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
+		SpinLockRelease(&ImsgManagerState->mutex);
+	}
 
 	ImsgBufferInitGrowable(&ext, 64 + nseen * (NAMEDATALEN + 16), MaxAllocSize);
 	ImsgBufferPutInt32(&ext, MyProcPid);
@@ -588,7 +601,60 @@ free_inflight(Inflight *e)
 {
 	inflight = list_delete_ptr(inflight, e);
 	pfree(e->buf.data);
+	if (e->seen)
+		pfree(e->seen);
 	pfree(e);
+}
+
+static Inflight *
+new_inflight(int origin, uint64 xid)
+{
+	MemoryContext old = MemoryContextSwitchTo(cs_context);
+	Inflight   *e = palloc0(sizeof(Inflight));
+
+	e->origin_pid = origin;
+	e->xid = xid;
+	initStringInfo(&e->buf);
+	appendStringInfoChar(&e->buf, GCS_CHANGESET);
+	appendStringInfoSpaces(&e->buf, GCS_CS_HEADER - 1);	/* filled when complete */
+	inflight = lappend(inflight, e);
+	MemoryContextSwitchTo(old);
+	return e;
+}
+
+/*
+ * What the backend's node had applied of other nodes when the transaction
+ * reached PRE_COMMIT (sent just before its chunk 0): certification's view
+ * of what the transaction saw.
+ */
+static void
+handle_cs_seen(ImsgMessage *msg)
+{
+	ImsgBuffer	in;
+	uint64		xid;
+	int			origin = ImsgMessageSender(msg);
+	Inflight   *e;
+	int			i;
+
+	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	xid = (uint64) ImsgBufferGetInt64(&in);
+	e = find_inflight(origin, xid);
+	if (e != NULL)
+		free_inflight(e);
+	e = new_inflight(origin, xid);
+	e->fresh = true;
+	e->nseen = ImsgBufferGetInt16(&in);	/* not inside Min(): it reads twice */
+	e->nseen = Min(Max(e->nseen, 0), IMSG_MAX_GROUP_MEMBERS);
+	e->seen = MemoryContextAllocZero(cs_context, sizeof(ImsgSeen) * Max(e->nseen, 1));
+	for (i = 0; i < e->nseen; i++)
+	{
+		uint32		l;
+		const char *p = ImsgBufferGetString(&in, &l);
+
+		strlcpy(e->seen[i].node, p, Min(l + 1, NAMEDATALEN));
+		e->seen[i].pid = ImsgBufferGetInt32(&in);
+		e->seen[i].counter = (uint64) ImsgBufferGetInt64(&in);
+	}
 }
 
 /* A chunk of a backend's change set (sent at its PRE_COMMIT). */
@@ -610,20 +676,13 @@ handle_cs_chunk(ImsgMessage *msg)
 	nchanges = ImsgBufferGetInt32(&in);
 
 	e = find_inflight(origin, xid);
-	if (chunk_no == 0)
+	if (chunk_no == 0 && e != NULL && e->fresh)
+		e->fresh = false;
+	else if (chunk_no == 0)
 	{
-		MemoryContext old = MemoryContextSwitchTo(cs_context);
-
 		if (e != NULL)
 			free_inflight(e);
-		e = palloc0(sizeof(Inflight));
-		e->origin_pid = origin;
-		e->xid = xid;
-		initStringInfo(&e->buf);
-		appendStringInfoChar(&e->buf, GCS_CHANGESET);
-		appendStringInfoSpaces(&e->buf, GCS_CS_HEADER - 1);	/* filled when complete */
-		inflight = lappend(inflight, e);
-		MemoryContextSwitchTo(old);
+		e = new_inflight(origin, xid);
 	}
 	if (e == NULL || e->complete || chunk_no != e->next_chunk)
 	{
@@ -794,6 +853,7 @@ typedef struct RemoteChangeset
 	char		origin[NAMEDATALEN];
 	int32		origin_pid;		/* its manager */
 	uint64		counter;		/* its number at its origin */
+	bool		overwrite;		/* async: last writer wins (see apply.c) */
 	uint64		xid;
 	Size		len;
 	char	   *data;
@@ -805,11 +865,13 @@ static int	apply_pid = 0;
 
 static void
 queue_remote_changeset(uint64 seq, const char *origin, int32 origin_pid,
-					   uint64 counter, uint64 xid, const char *cs, Size cslen)
+					   uint64 counter, bool overwrite, uint64 xid,
+					   const char *cs, Size cslen)
 {
 	MemoryContext old = MemoryContextSwitchTo(cs_context);
 	RemoteChangeset *r = palloc(sizeof(RemoteChangeset));
 
+	r->overwrite = overwrite;
 	r->seq = seq;
 	strlcpy(r->origin, origin, sizeof(r->origin));
 	r->origin_pid = origin_pid;
@@ -871,13 +933,14 @@ run_apply_queue(void)
 		ImsgResult	res;
 
 		res = ImsgReserve(pid, IMSG_T_CS_APPLY,
-						  8 + 4 + strlen(r->origin) + 4 + 8 + 8 + 4 + 1 + n, 0, &out);
+						  8 + 4 + strlen(r->origin) + 4 + 8 + 1 + 8 + 4 + 1 + n, 0, &out);
 		if (res != IMSG_OK)
 			return;				/* no room now (or it exited): from part 0 again later */
 		ImsgBufferPutInt64(&out, (int64) r->seq);
 		ImsgBufferPutString(&out, r->origin, strlen(r->origin));
 		ImsgBufferPutInt32(&out, r->origin_pid);
 		ImsgBufferPutInt64(&out, (int64) r->counter);
+		ImsgBufferPutInt8(&out, r->overwrite ? 1 : 0);
 		ImsgBufferPutInt64(&out, (int64) r->xid);
 		ImsgBufferPutInt32(&out, part);
 		ImsgBufferPutInt8(&out, final ? 1 : 0);
@@ -958,6 +1021,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	uint64		seq = 0;
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 	char		winner[NAMEDATALEN + 16];
+	bool		overtaken;
 	Inflight   *e;
 	int			i;
 
@@ -983,8 +1047,11 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	cslen = len - 1 - in.cursor;
 
 	e = mine ? find_inflight(origin_pid, xid) : NULL;
-	if (!imsg_certify(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
-					  winner, sizeof(winner)))
+	overtaken = false;
+	/* a group of one has nothing to certify against, nor a map to keep */
+	if (strcmp(gcs->name, "local") != 0 &&
+		!imsg_certify(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
+					  winner, sizeof(winner), &overtaken))
 	{
 		/* the later of two conflicting change sets: aborted, applied nowhere */
 		SpinLockAcquire(&ImsgManagerState->mutex);
@@ -1009,7 +1076,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	{
 		/* another node's: delivered here, to be applied by a helper */
 		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
-		queue_remote_changeset(seq, origin, mgr_pid, counter, xid, cs, cslen);
+		queue_remote_changeset(seq, origin, mgr_pid, counter, !sync, xid, cs, cslen);
 		return;
 	}
 
@@ -1017,6 +1084,15 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	{
 		/* multicast only after its commit: delivered now */
 		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
+
+		/*
+		 * An earlier-delivered change set of another node overwrote rows
+		 * we had committed (it reached us after our commit): ours is the
+		 * later one, so write our rows again, in delivery order, as every
+		 * other node does (last writer wins).
+		 */
+		if (overtaken)
+			queue_remote_changeset(seq, origin, mgr_pid, counter, true, xid, cs, cslen);
 		return;
 	}
 

@@ -217,6 +217,33 @@ for my $node (@nodes)
 $nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; UPDATE acc SET balance = 7 WHERE id = 3});
 all_agree(q{SELECT balance FROM acc WHERE id = 3}, '7', 'a later sync update of that row is fine');
 
+# async mode: no certification, the later change overwrites the earlier on
+# every node.  node1 changes a row and holds its transaction open; node2
+# changes the same row and commits (delivered first); then node1 commits
+# (delivered later): node1's value must win everywhere, node1 included,
+# where node2's change reached the row after node1's commit.
+my $a1 = $nodes[0]->background_psql('postgres');
+$a1->query_safe("BEGIN");
+$a1->query_safe("UPDATE acc SET owner = 'async node1' WHERE id = 1");
+$nodes[1]->safe_psql('postgres', q{UPDATE acc SET owner = 'async node2' WHERE id = 1});
+$nodes[2]->poll_query_until('postgres', q{SELECT owner = 'async node2' FROM acc WHERE id = 1})
+  or die 'node2 change not delivered';
+$a1->query_safe("COMMIT");
+$a1->quit;
+all_agree(q{SELECT owner FROM acc WHERE id = 1}, 'async node1',
+	'async: the change delivered last wins on every node, its own included');
+# and two nodes inserting the same key: the later insert's row everywhere
+my $a2 = $nodes[1]->background_psql('postgres');
+$a2->query_safe("BEGIN");
+$a2->query_safe("INSERT INTO acc VALUES (77, 'insert node2', 2)");
+$nodes[2]->safe_psql('postgres', q{INSERT INTO acc VALUES (77, 'insert node3', 3)});
+$nodes[0]->poll_query_until('postgres', q{SELECT count(*) = 1 FROM acc WHERE id = 77})
+  or die 'node3 insert not delivered';
+$a2->query_safe("COMMIT");
+$a2->quit;
+all_agree(q{SELECT owner FROM acc WHERE id = 77}, 'insert node2',
+	'async: the later of two inserts of one key wins everywhere');
+
 # a node whose manager is killed leaves the group (the postmaster of node3
 # reinitializes and starts a new manager); the others go on committing
 my $m3 = $nodes[2]->safe_psql('postgres', 'SELECT imsg_manager_pid()');
