@@ -557,7 +557,7 @@ job_cs_apply(ImsgMessage *msg)
 	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
 	seq = (uint64) ImsgBufferGetInt64(&in);
 	origin_p = ImsgBufferGetString(&in, &origin_len);
-	strlcpy(origin, origin_p, Min(origin_len + 1, sizeof(origin)));
+	imsg_copy_name(origin, origin_p, origin_len);
 	origin_pid = ImsgBufferGetInt32(&in);
 	counter = (uint64) ImsgBufferGetInt64(&in);
 	overwrite = ImsgBufferGetInt8(&in) != 0;

@@ -462,6 +462,19 @@ extern int64 imsg_changeset_count(const char *data, Size len);
 extern const struct config_enum_entry *imsg_gcs_options(void);
 extern const ImsgGcsOps *imsg_gcs_ops(void);
 extern const char *imsg_my_node_name(void);
+
+/*
+ * Copy a length-prefixed name (not NUL-terminated) into a NAMEDATALEN
+ * buffer, truncating: strlcpy would read past its end looking for a NUL.
+ */
+static inline void
+imsg_copy_name(char *dst, const char *src, uint32 len)
+{
+	uint32		n = Min(len, NAMEDATALEN - 1);
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
 extern void imsg_gcs_deliver(const char *origin, const void *data, Size len);
 extern void imsg_gcs_set_members(const ImsgGroupMember *members, int count);
 

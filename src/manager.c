@@ -651,7 +651,7 @@ handle_cs_seen(ImsgMessage *msg)
 		uint32		l;
 		const char *p = ImsgBufferGetString(&in, &l);
 
-		strlcpy(e->seen[i].node, p, Min(l + 1, NAMEDATALEN));
+		imsg_copy_name(e->seen[i].node, p, l);
 		e->seen[i].pid = ImsgBufferGetInt32(&in);
 		e->seen[i].counter = (uint64) ImsgBufferGetInt64(&in);
 	}
@@ -1039,7 +1039,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 		uint32		l;
 		const char *p = ImsgBufferGetString(&in, &l);
 
-		strlcpy(seen[i].node, p, Min(l + 1, NAMEDATALEN));
+		imsg_copy_name(seen[i].node, p, l);
 		seen[i].pid = ImsgBufferGetInt32(&in);
 		seen[i].counter = (uint64) ImsgBufferGetInt64(&in);
 	}
