@@ -4,11 +4,12 @@ OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
        src/changeset.o src/changeset_decode.o src/changeset_walk.o \
        src/nestmarks.o src/apply.o src/certify.o
-# Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev is there
-ifneq ($(wildcard /usr/include/corosync/cpg.h),)
+# Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev and
+# libquorum-dev are there
+ifeq ($(words $(wildcard /usr/include/corosync/cpg.h /usr/include/corosync/quorum.h)),2)
 OBJS += src/gcs_corosync.o
 PG_CPPFLAGS_COROSYNC = -DUSE_COROSYNC
-SHLIB_LINK += -lcpg
+SHLIB_LINK += -lcpg -lquorum
 endif
 EXTENSION = imessages
 DATA = $(wildcard imessages--*.sql)

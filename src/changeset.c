@@ -482,16 +482,30 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 		{
 			ImsgBuffer	in;
 			uint64		xid;
-			bool		conflict;
+			int8		outcome;
 
 			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
 			xid = (uint64) ImsgBufferGetInt64(&in);
 			(void) ImsgBufferGetInt64(&in);		/* its sequence number */
-			conflict = ImsgBufferGetInt8(&in) != 0;
+			outcome = ImsgBufferGetInt8(&in);
 			ImsgConsume(msg);
 			if (xid != U64FromFullTransactionId(fxid))
 				continue;		/* a reply for a transaction that gave up */
-			if (conflict)
+			if (outcome == IMSG_CS_OUTCOME_NO_GROUP)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("imessages manager is not connected to the group communication system \"%s\"",
+								GetConfigOption("imessages.gcs", false, false)),
+						 errdetail("The transaction is rolled back; its change set was sent to no node."),
+						 errhint("Check the server log and imsg_manager_status(), or use imessages.commit_mode = 'async'.")));
+			if (outcome == IMSG_CS_OUTCOME_NO_QUORUM)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("this node has no quorum in the group communication system \"%s\"",
+								GetConfigOption("imessages.gcs", false, false)),
+						 errdetail("The transaction is rolled back; its change set was sent to no node.  A node cut off from the primary component cannot commit in sync mode."),
+						 errhint("Check imsg_manager_status().group_quorate and the group's network, or use imessages.commit_mode = 'async'.")));
+			if (outcome == IMSG_CS_OUTCOME_CONFLICT)
 				ereport(ERROR,
 						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 						 errmsg("could not serialize access due to a concurrent update on another node"),

@@ -23,6 +23,22 @@
  * own messages coming back drain the queues) or after IMSG_CPG_RETRY_MS:
  * the manager keeps serving its mailbox meanwhile, never spins.
  *
+ * Quorum: a node cut off from the others (or whose corosync just
+ * restarted and has not merged yet) forms a group of its own, and what it
+ * multicasts there is delivered there only: a sync commit would succeed
+ * on it alone, and its async change sets would never reach the others.
+ * So the manager orders change sets only while this node is in the
+ * primary component of the managers' group: corosync's quorum service says
+ * the node is quorate, and a majority of the nodes in corosync's quorate
+ * view have a manager in our CPG group.  The second condition matters when
+ * corosync comes back before the managers: corosync is quorate at once,
+ * but a message multicast before the other managers have joined again is
+ * delivered to the sender alone.  Without a quorum provider in
+ * corosync.conf (quorum_type QUORUM_FREE) every view counts as quorate,
+ * which is right for a single corosync node.  The quorum state is tracked
+ * from its own descriptor (with the view) and its flag read again at every
+ * CPG view change, so that it is current when the view's messages arrive.
+ *
  * Callbacks: cpg_dispatch runs our deliver and confchg callbacks inside
  * the corosync library.  They only copy what arrived into local queues; the
  * messages are handed to the manager (imsg_gcs_deliver) after cpg_dispatch
@@ -38,6 +54,7 @@
 #include "postgres.h"
 
 #include <corosync/cpg.h>
+#include <corosync/quorum.h>
 
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -112,6 +129,15 @@ static TimestampTz retry_at = 0;
 static List *partials = NIL;	/* CpgPartial * */
 static List *delivered = NIL;	/* CpgDelivered *, in delivery order */
 static bool membership_changed = false;
+static quorum_handle_t quorum_handle;
+static bool quorum_initialized = false;
+static int	quorum_fd = -1;
+static bool quorum_provided = false;	/* false: QUORUM_FREE, always quorate */
+static bool quorate = false;
+/* corosync nodes in the quorum service's current view */
+#define IMSG_MAX_QUORUM_VIEW 384	/* corosync's PROCESSOR_COUNT_MAX */
+static uint32 quorum_view[IMSG_MAX_QUORUM_VIEW];
+static int	quorum_view_count = 0;
 static bool connection_failed = false;
 
 /* The group as corosync last reported it, with what we know of each. */
@@ -267,6 +293,31 @@ malformed:
 }
 
 static void
+quorum_notify_cb(quorum_handle_t handle, uint32_t is_quorate, uint64_t ring_seq,
+				 uint32_t view_list_entries, uint32_t *view_list)
+{
+	quorate = !quorum_provided || is_quorate != 0;
+	quorum_view_count = Min(view_list_entries, IMSG_MAX_QUORUM_VIEW);
+	memcpy(quorum_view, view_list, sizeof(uint32) * quorum_view_count);
+}
+
+static quorum_callbacks_t quorum_callbacks = {
+	.quorum_notify_fn = quorum_notify_cb,
+};
+
+/* Ask corosync now (an IPC round trip); on failure keep what we knew. */
+static void
+refresh_quorate(void)
+{
+	int			q;
+
+	if (!quorum_provided)
+		quorate = true;
+	else if (quorum_initialized && quorum_getquorate(quorum_handle, &q) == CS_OK)
+		quorate = q != 0;
+}
+
+static void
 cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 			   const struct cpg_address *member_list, size_t member_list_entries,
 			   const struct cpg_address *left_list, size_t left_list_entries,
@@ -319,6 +370,7 @@ cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 		}
 	}
 	membership_changed = true;
+	refresh_quorate();
 }
 
 static cpg_callbacks_t cpg_callbacks = {
@@ -407,6 +459,7 @@ send_frame(uint8 flags, uint32 msgno, uint32 total_len,
 	{
 		Size		len = 0;
 		CpgOutFrame *f;
+		MemoryContext old;
 		int			i;
 
 		for (i = 0; i < n; i++)
@@ -418,7 +471,10 @@ send_frame(uint8 flags, uint32 msgno, uint32 total_len,
 			memcpy(f->data + f->len, iov[i].iov_base, iov[i].iov_len);
 			f->len += iov[i].iov_len;
 		}
+		/* the list lives as long as the frames, not in the caller's context */
+		old = MemoryContextSwitchTo(cpg_context);
 		out_frames = lappend(out_frames, f);
+		MemoryContextSwitchTo(old);
 		if (list_length(out_frames) == 1)
 			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   IMSG_CPG_RETRY_MS);
@@ -450,6 +506,12 @@ corosync_disconnect(void)
 	}
 	cpg_initialized = false;
 	cpg_fd = -1;
+	if (quorum_initialized)
+		(void) quorum_finalize(quorum_handle);
+	quorum_initialized = false;
+	quorum_fd = -1;
+	quorate = false;
+	quorum_view_count = 0;
 	out_frames = partials = delivered = NIL;
 	num_members = 0;
 	if (cpg_context != NULL)
@@ -488,6 +550,22 @@ corosync_connect(void)
 		(err = cpg_fd_get(cpg_handle, &cpg_fd)) != CS_OK)
 		goto fail;
 
+	/* quorum first, so that the first view change finds it */
+	{
+		uint32_t	quorum_type = QUORUM_FREE;
+		int			q = 0;
+
+		if ((err = quorum_initialize(&quorum_handle, &quorum_callbacks, &quorum_type)) != CS_OK)
+			goto fail;
+		quorum_initialized = true;
+		quorum_provided = quorum_type == QUORUM_SET;
+		if ((err = quorum_fd_get(quorum_handle, &quorum_fd)) != CS_OK ||
+			(err = quorum_trackstart(quorum_handle, CS_TRACK_CURRENT | CS_TRACK_CHANGES)) != CS_OK ||
+			(err = quorum_getquorate(quorum_handle, &q)) != CS_OK)
+			goto fail;
+		quorate = !quorum_provided || q != 0;
+	}
+
 	/* corosync may still be forming its ring: try again briefly */
 	for (tries = 0; tries < 10; tries++)
 	{
@@ -502,8 +580,9 @@ corosync_connect(void)
 	next_msgno = 1;
 	membership_changed = false;
 	connection_failed = false;
-	elog(LOG, "imessages: joined corosync group \"%s\" as node \"%s\" (corosync node id %u)",
-		 imsg_gcs_group, imsg_my_node_name(), my_nodeid);
+	elog(LOG, "imessages: joined corosync group \"%s\" as node \"%s\" (corosync node id %u, %s)",
+		 imsg_gcs_group, imsg_my_node_name(), my_nodeid,
+		 !quorum_provided ? "no quorum provider" : quorate ? "quorate" : "not quorate yet");
 	return true;
 
 fail:
@@ -516,10 +595,11 @@ fail:
 static int
 corosync_wait_fds(pgsocket *fds, int max_fds)
 {
-	if (cpg_fd < 0 || max_fds < 1)
+	if (cpg_fd < 0 || max_fds < 2)
 		return 0;
 	fds[0] = cpg_fd;
-	return 1;
+	fds[1] = quorum_fd;
+	return 2;
 }
 
 static bool
@@ -580,6 +660,12 @@ corosync_dispatch(void)
 		elog(LOG, "imessages: corosync dispatch failed: error %d", (int) err);
 		return false;
 	}
+	err = quorum_dispatch(quorum_handle, CS_DISPATCH_ALL);
+	if (err != CS_OK && err != CS_ERR_TRY_AGAIN)
+	{
+		elog(LOG, "imessages: corosync quorum dispatch failed: error %d", (int) err);
+		return false;
+	}
 
 	/* hand over what arrived, in delivery order */
 	while (delivered != NIL)
@@ -619,6 +705,32 @@ corosync_next_timeout(void)
 	return Max(ms, 0);
 }
 
+static bool
+corosync_quorate(void)
+{
+	int			in_group = 0;
+	int			i,
+				j;
+
+	if (!cpg_initialized || !quorate)
+		return false;
+	if (!quorum_provided)
+		return true;
+	/* a majority of the quorate nodes must have a manager in the group */
+	for (i = 0; i < quorum_view_count; i++)
+	{
+		for (j = 0; j < num_members; j++)
+		{
+			if (members[j].nodeid == quorum_view[i])
+			{
+				in_group++;
+				break;
+			}
+		}
+	}
+	return 2 * in_group > quorum_view_count;
+}
+
 const ImsgGcsOps imsg_gcs_corosync_ops = {
 	.name = "corosync",
 	.connect = corosync_connect,
@@ -628,4 +740,5 @@ const ImsgGcsOps imsg_gcs_corosync_ops = {
 	.pending = corosync_pending,
 	.next_timeout = corosync_next_timeout,
 	.disconnect = corosync_disconnect,
+	.quorate = corosync_quorate,
 };

@@ -59,10 +59,20 @@ extern int	imsg_commit_timeout_ms;
 #define IMSG_T_JOB_DONE			(-5)	/* helper -> manager: int32 slot, int32 origin, int64 id */
 
 #define IMSG_T_CS_CHUNK			(-10)	/* backend -> manager: a change-set chunk */
-#define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq */
+#define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq,
+										 * int8 ImsgCsOutcome */
 #define IMSG_T_CS_SEEN			(-14)	/* backend -> manager: int64 xid, what this node had applied (before chunk 0) */
 #define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set, in parts */
 #define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int64 seq, int8 ok, int64 changes */
+
+/* How a sync change set fared, in the IMSG_T_CS_ORDERED reply. */
+typedef enum ImsgCsOutcome
+{
+	IMSG_CS_OUTCOME_ORDERED = 0,	/* delivered in total order: commit */
+	IMSG_CS_OUTCOME_CONFLICT = 1,	/* lost certification: 40001 */
+	IMSG_CS_OUTCOME_NO_GROUP = 2,	/* the GCS is not connected: not sent */
+	IMSG_CS_OUTCOME_NO_QUORUM = 3	/* not in the primary component: not sent */
+} ImsgCsOutcome;
 
 #define IMSG_PING_MANAGER		0
 #define IMSG_PING_HELPER		1
@@ -378,6 +388,7 @@ typedef struct ImsgManagerShared
 	TimestampTz started_at;
 	char		gcs[NAMEDATALEN];
 	int			group_members;
+	bool		group_quorate;	/* the GCS lets this node order messages */
 	ImsgGroupMember members[IMSG_MAX_GROUP_MEMBERS];
 	uint64		messages_received;
 	uint64		messages_delivered;
@@ -429,6 +440,8 @@ typedef struct ImsgGcsOps
 	bool		(*pending) (void);
 	long		(*next_timeout) (void);
 	void		(*disconnect) (void);
+	/* may this node order messages now (primary component)?  NULL: yes */
+	bool		(*quorate) (void);
 } ImsgGcsOps;
 
 #define IMSG_GCS_MAX_FDS 4

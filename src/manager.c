@@ -85,6 +85,7 @@ typedef struct Inflight
 	bool		sync;
 	bool		complete;
 	bool		multicast;		/* handed to the GCS */
+	bool		held_logged;	/* said once that it waits for the group */
 	bool		ordered;		/* delivered back in total order (sync) */
 	uint64		counter;		/* our number for it, once multicast */
 	bool		fresh;			/* created by its IMSG_T_CS_SEEN, before chunk 0 */
@@ -138,6 +139,8 @@ static void handle_ping(ImsgMessage *msg);
 static void handle_helper_ready(ImsgMessage *msg);
 static void handle_job_done(ImsgMessage *msg);
 static void handle_user_message(ImsgMessage *msg);
+static void reply_ordered(int origin_pid, uint64 xid, uint64 seq,
+						  ImsgCsOutcome outcome);
 static void handle_cs_chunk(ImsgMessage *msg);
 static void handle_cs_applied(ImsgMessage *msg);
 static void handle_cs_seen(ImsgMessage *msg);
@@ -520,6 +523,47 @@ static uint64 own_counter = 0;
  * (our manager pid, our number for it, what we have applied of every other
  * origin), then the change set itself.
  */
+/*
+ * May this node order messages now?  It must be connected to the GCS and,
+ * if the GCS has a notion of quorum, in the primary component: what a node
+ * cut off from the others multicasts is delivered to it alone.
+ */
+static ImsgCsOutcome
+gcs_order_state(void)
+{
+	if (!gcs_connected)
+		return IMSG_CS_OUTCOME_NO_GROUP;
+	if (gcs->quorate != NULL && !gcs->quorate())
+		return IMSG_CS_OUTCOME_NO_QUORUM;
+	return IMSG_CS_OUTCOME_ORDERED;
+}
+
+static const char *
+gcs_order_state_text(ImsgCsOutcome state)
+{
+	return state == IMSG_CS_OUTCOME_NO_QUORUM ? "this node has no quorum in" : "this node is not connected to";
+}
+
+/* Keep imsg_manager_status().group_quorate current, and log its changes. */
+static void
+publish_order_state(void)
+{
+	static bool published = false;
+	bool		now = gcs_order_state() == IMSG_CS_OUTCOME_ORDERED;
+
+	if (now == published)
+		return;
+	published = now;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->group_quorate = now;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	if (gcs_connected && gcs->quorate != NULL)
+		ereport(LOG,
+				(errmsg(now ? "imessages manager: this node is quorate in \"%s\": change sets are ordered again"
+						: "imessages manager: this node lost quorum in \"%s\": sync commits fail, async change sets are held",
+						gcs->name)));
+}
+
 static bool
 multicast_changeset(Inflight *e)
 {
@@ -574,10 +618,10 @@ handle_user_message(ImsgMessage *msg)
 	static const char kind = GCS_USER_MESSAGE;
 
 	/* the kind byte and the payload go out without a copy here */
-	if (!gcs_connected ||
+	if (gcs_order_state() != IMSG_CS_OUTCOME_ORDERED ||
 		!gcs->multicast(&kind, 1, ImsgMessageData(msg), ImsgMessageLength(msg)))
 		ereport(LOG,
-				(errmsg("imessages manager dropped message %llu: the group communication system \"%s\" is not connected",
+				(errmsg("imessages manager dropped message %llu: the group communication system \"%s\" is not connected or this node has no quorum",
 						(unsigned long long) ImsgMessageId(msg), gcs->name)));
 }
 
@@ -717,12 +761,20 @@ handle_cs_chunk(ImsgMessage *msg)
 		/* sync: order it now; its transaction waits in PRE_COMMIT for that */
 		if (e->sync)
 		{
-			if (multicast_changeset(e))
+			ImsgCsOutcome state = gcs_order_state();
+
+			if (state == IMSG_CS_OUTCOME_ORDERED && multicast_changeset(e))
 				e->multicast = true;
 			else
+			{
+				/* fail the commit now rather than at commit_timeout */
+				if (state == IMSG_CS_OUTCOME_ORDERED)
+					state = IMSG_CS_OUTCOME_NO_GROUP;
 				ereport(LOG,
-						(errmsg("imessages manager could not multicast the change set of transaction %llu: \"%s\" is not connected",
-								(unsigned long long) xid, gcs->name)));
+						(errmsg("imessages manager could not multicast the change set of transaction %llu: %s \"%s\"",
+								(unsigned long long) xid, gcs_order_state_text(state), gcs->name)));
+				reply_ordered(e->origin_pid, xid, 0, state);
+			}
 		}
 	}
 }
@@ -823,12 +875,22 @@ settle_inflight(bool mailbox_empty)
 							 e->buf.data + GCS_CS_HEADER, e->buf.len - GCS_CS_HEADER);
 		else if (committed)
 		{
-			if (!multicast_changeset(e))
+			ImsgCsOutcome state = gcs_order_state();
+
+			if (state == IMSG_CS_OUTCOME_ORDERED && multicast_changeset(e))
+				 /* handed over */ ;
+			else
 			{
-				ereport(LOG,
-						(errmsg("imessages manager could not multicast the change set of transaction %llu: \"%s\" is not connected",
-								(unsigned long long) e->xid, gcs->name)));
-				continue;		/* keep it and retry */
+				/* keep it, in commit order, and retry */
+				if (!e->held_logged)
+					ereport(LOG,
+							(errmsg("imessages manager holds the change set of transaction %llu: %s \"%s\"",
+									(unsigned long long) e->xid,
+									gcs_order_state_text(state == IMSG_CS_OUTCOME_ORDERED ? IMSG_CS_OUTCOME_NO_GROUP : state),
+									gcs->name),
+							 errdetail("It is sent when the node is back in the group.")));
+				e->held_logged = true;
+				continue;
 			}
 		}
 		else
@@ -988,7 +1050,7 @@ handle_cs_applied(ImsgMessage *msg)
 
 /* Tell a backend waiting in a sync commit how its change set fared. */
 static void
-reply_ordered(int origin_pid, uint64 xid, uint64 seq, bool conflict)
+reply_ordered(int origin_pid, uint64 xid, uint64 seq, ImsgCsOutcome outcome)
 {
 	char		reply[24];
 	ImsgBuffer	out;
@@ -996,7 +1058,7 @@ reply_ordered(int origin_pid, uint64 xid, uint64 seq, bool conflict)
 	ImsgBufferInitWriter(&out, reply, sizeof(reply));
 	ImsgBufferPutInt64(&out, (int64) xid);
 	ImsgBufferPutInt64(&out, (int64) seq);
-	ImsgBufferPutInt8(&out, conflict ? 1 : 0);
+	ImsgBufferPutInt8(&out, (int8) outcome);
 	imsg_manager_send(origin_pid, IMSG_T_CS_ORDERED, out.data, out.len);
 }
 
@@ -1063,7 +1125,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 		if (e != NULL && e->sync && !e->ordered)
 		{
 			e->ordered = true;	/* its transaction will abort: settled as discarded */
-			reply_ordered(origin_pid, xid, 0, true);
+			reply_ordered(origin_pid, xid, 0, IMSG_CS_OUTCOME_CONFLICT);
 		}
 		return;
 	}
@@ -1101,7 +1163,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	{
 		e->ordered = true;
 		e->seq = seq;
-		reply_ordered(origin_pid, xid, seq, false);
+		reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_ORDERED);
 	}
 }
 
@@ -1299,6 +1361,7 @@ manager_loop(void)
 			if (!gcs->dispatch())
 				gcs_lost();
 		}
+		publish_order_state();
 		retry_sends();
 		imsg_helpers_check();
 		requeue_orphaned_jobs();
@@ -1379,6 +1442,7 @@ imsg_manager_main(Datum main_arg)
 	ImsgManagerState->started_at = GetCurrentTimestamp();
 	strlcpy(ImsgManagerState->gcs, gcs->name, sizeof(ImsgManagerState->gcs));
 	ImsgManagerState->group_members = 0;
+	ImsgManagerState->group_quorate = false;
 	SpinLockRelease(&ImsgManagerState->mutex);
 
 	SpinLockAcquire(&area->manager_lock);

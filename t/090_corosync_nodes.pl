@@ -1,0 +1,202 @@
+# Three nodes as on three machines: each PostgreSQL cluster runs in a
+# network namespace of its own with its own corosync, the corosyncs talk
+# over a private bridge (src/tools/corosync-lab.sh).  Checks that the group
+# forms across the network, and what happens when one node's corosync is
+# killed: that node's server keeps running, its sync commits fail at once
+# with a clear error, its async ones wait and go out when it is back; the
+# other nodes see it leave and go on committing; it rejoins when its
+# corosync is back.  Nothing is left running or in /dev/shm afterwards.
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Temp qw(tempdir);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $lab = abs_path('src/tools/corosync-lab.sh');
+my $dir = tempdir('imsg_lab_XXXX', TMPDIR => 1, CLEANUP => 1);
+my @shm_before = glob('/dev/shm/qb-*');
+
+sub lab { system('bash', $lab, @_) == 0 or die "corosync-lab.sh @_ failed"; }
+
+lab('start', $dir, 3);
+END { system('bash', $lab, 'stop', $dir) if $dir; }
+pass('three corosync nodes started, each in its own network namespace');
+
+# pg_ctl runs in node I's network namespace; every other program as usual
+my $bindir = `pg_config --bindir`;
+chomp $bindir;
+my @nodes;
+for my $i (1 .. 3)
+{
+	my $inst = "$dir/inst$i";
+	mkdir $inst;
+	mkdir "$inst/bin";
+	for my $prog (glob("$bindir/*"))
+	{
+		my $name = ($prog =~ m{([^/]+)$})[0];
+		next if $name eq 'pg_ctl';
+		symlink($prog, "$inst/bin/$name") or die "symlink: $!";
+	}
+	open my $fh, '>', "$inst/bin/pg_ctl" or die;
+	# (only start matters: stop must work even after the namespaces are gone)
+	print $fh qq{#!/bin/sh
+case " \$* " in
+*" start "*|*" restart "*) exec bash '$lab' exec '$dir' $i '$bindir/pg_ctl' "\$@" ;;
+*) exec '$bindir/pg_ctl' "\$@" ;;
+esac
+};
+	close $fh;
+	chmod 0755, "$inst/bin/pg_ctl";
+
+	my $node = PostgreSQL::Test::Cluster->new("node$i", install_path => $inst);
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+max_worker_processes = 16
+imessages.gcs = corosync
+imessages.gcs_group = 'imsg_lab'
+imessages.node_name = 'node$i'
+imessages.commit_timeout = 60000
+});
+	$node->start;
+	$node->safe_psql('postgres', q{
+CREATE EXTENSION imessages;
+CREATE TABLE t (id integer PRIMARY KEY, v text);
+SELECT imsg_replicate('t');
+});
+	push @nodes, $node;
+}
+
+sub all_agree
+{
+	my ($sql, $expected, $what, @which) = @_;
+	@which = @nodes unless @which;
+	for my $node (@which)
+	{
+		$node->poll_query_until('postgres', $sql, $expected)
+		  or die "$what: " . $node->name . ' has ' . $node->safe_psql('postgres', $sql);
+	}
+	pass($what);
+}
+
+my $members = q{SELECT string_agg(node || '=' || gcs_nodeid, ',' ORDER BY node) FROM imsg_group_members()};
+all_agree($members, 'node1=1,node2=2,node3=3',
+	'the group forms across the network: each node is its own corosync node');
+
+my $rows = q{SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t};
+$nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (1, 'sync from node1')});
+$nodes[1]->safe_psql('postgres', q{INSERT INTO t VALUES (2, 'async from node2')});
+$nodes[2]->safe_psql('postgres', q{INSERT INTO t VALUES (3, 'async from node3')});
+all_agree($rows, '1:sync from node1,2:async from node2,3:async from node3',
+	'rows written on each node reach all');
+
+# corosync's flow control: large change sets from every node at once make
+# cpg_mcast_joined answer CS_ERR_TRY_AGAIN; the frames wait in order
+my @bg = map { $_->background_psql('postgres') } @nodes;
+for my $round (0 .. 2)
+{
+	for my $i (0 .. 2)
+	{
+		my $base = 100000 * ($i + 1) + 10000 * $round;
+		$bg[$i]->query_until(qr/sent/, qq{
+\\echo sent
+INSERT INTO t SELECT g, repeat(md5(g::text), 64) FROM generate_series($base, $base + 1999) g;
+});
+	}
+	$_->query_safe('SELECT 1') for @bg;
+}
+$_->quit for @bg;
+all_agree(q{SELECT count(*), sum(length(v)) FROM t WHERE id >= 100000}, '18000|36864000',
+	'large change sets sent by three nodes at once all arrive, whole');
+$nodes[0]->safe_psql('postgres', 'DELETE FROM t WHERE id >= 100000');
+all_agree(q{SELECT count(*) FROM t WHERE id >= 100000}, '0', 'and their delete');
+for my $node (@nodes)
+{
+	unlike(slurp_file($node->logfile), qr/terminated by signal/, $node->name . ': no process crashed');
+}
+
+# --- node3's corosync is killed ----------------------------------------
+lab('kill', $dir, 3);
+$nodes[2]->poll_query_until('postgres', 'SELECT group_members = 0 FROM imsg_manager_status()')
+  or die 'node3 still counts members';
+ok($nodes[2]->wait_for_log(qr/imessages manager lost its connection to "corosync"; reconnecting/),
+	'node3 logs the loss of corosync');
+all_agree($members, 'node1=1,node2=2', 'the others see node3 leave', @nodes[0 .. 1]);
+
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t'), '3', 'node3 keeps serving queries');
+is($nodes[2]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 'f',
+	'node3 is not quorate');
+is($nodes[0]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 't',
+	'node1 still is');
+my ($rc, $out, $err) = $nodes[2]->psql('postgres',
+	q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (30, 'sync from node3 alone')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/08006: imessages manager is not connected to the group communication system "corosync"/,
+	'a sync commit on node3 fails at once with 08006, not after commit_timeout');
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 30'), '0', 'and is rolled back');
+$nodes[2]->safe_psql('postgres', q{INSERT INTO t VALUES (31, 'async from node3 alone')});
+is($nodes[2]->safe_psql('postgres', 'SELECT v FROM t WHERE id = 31'), 'async from node3 alone',
+	'an async commit on node3 commits locally');
+
+$nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (10, 'node1 while node3 is away')});
+$nodes[1]->safe_psql('postgres', q{INSERT INTO t VALUES (11, 'node2 while node3 is away')});
+all_agree(q{SELECT count(*) FROM t WHERE id IN (10, 11)}, '2',
+	'nodes 1 and 2 go on committing (sync too) and replicating', @nodes[0 .. 1]);
+
+# --- node3's corosync is back --------------------------------------------
+lab('up', $dir, 3);
+all_agree($members, 'node1=1,node2=2,node3=3', 'node3 rejoins');
+all_agree(q{SELECT v FROM t WHERE id = 31}, 'async from node3 alone',
+	"node3's async change set, held while it was away, reaches the others");
+$nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (12, 'after')});
+all_agree(q{SELECT v FROM t WHERE id = 12}, 'after', 'node3 applies what is committed after it rejoined');
+# what was committed while it was away is not sent again: no state transfer
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id IN (10, 11)'), '0',
+	'node3 did not get what it missed (documented: no state transfer)');
+for my $node (@nodes)
+{
+	is($node->safe_psql('postgres', 'SELECT apply_errors FROM imsg_manager_status()'),
+		'0', $node->name . ': no apply error');
+}
+
+# --- nodes 1 and 2 lose corosync: node3 is alone, connected but no quorum --
+lab('kill', $dir, 1);
+lab('kill', $dir, 2);
+$nodes[2]->poll_query_until('postgres',
+	q{SELECT group_members = 1 AND NOT group_quorate FROM imsg_manager_status()})
+  or die 'node3 did not lose quorum';
+pass('node3 alone in its view is connected but not quorate');
+($rc, $out, $err) = $nodes[2]->psql('postgres',
+	q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (40, 'sync from node3 without quorum')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/08006: this node has no quorum in the group communication system "corosync"/,
+	'a sync commit without quorum fails at once with 08006');
+my $delivered3 = $nodes[2]->safe_psql('postgres', 'SELECT change_sets_delivered FROM imsg_manager_status()');
+$nodes[2]->safe_psql('postgres', q{INSERT INTO t VALUES (41, 'async from node3 without quorum')});
+ok($nodes[2]->wait_for_log(qr/holds the change set of transaction \d+: this node has no quorum in "corosync"/),
+	'an async change set without quorum is held, and the log says why');
+is($nodes[2]->safe_psql('postgres', 'SELECT change_sets_delivered FROM imsg_manager_status()'),
+	$delivered3, 'not even delivered to node3 itself: nothing is ordered in a minority');
+lab('up', $dir, 1);
+lab('up', $dir, 2);
+all_agree($members, 'node1=1,node2=2,node3=3', 'the group forms again');
+all_agree(q{SELECT group_quorate FROM imsg_manager_status()}, 't', 'every node is quorate again');
+all_agree(q{SELECT v FROM t WHERE id = 41}, 'async from node3 without quorum',
+	'the held change set reaches every node once there is quorum');
+is($nodes[0]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 40'), '0',
+	'the failed sync commit is nowhere');
+
+# --- cleanup ------------------------------------------------------------
+$_->stop for @nodes;
+lab('stop', $dir);
+# (pgrep without a shell, whose own command line would name $dir)
+open my $ph, '-|', 'pgrep', '-u', $>, '-f', $dir or die "pgrep: $!";
+my @procs = <$ph>;
+close $ph;
+is(scalar(@procs), 0, 'no corosync or namespace process left') or diag(`ps -fp @procs`);
+my %before = map { $_ => 1 } @shm_before;
+my @left = grep { !$before{$_} } glob('/dev/shm/qb-*');
+is(scalar(@left), 0, 'no /dev/shm file left behind') or diag("@left");
+done_testing();
