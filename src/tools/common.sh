@@ -12,7 +12,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 export PG_CONFIG
 PG_BIN=$(dirname "$PG_CONFIG")
-PACKAGES="make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl corosync libcpg-dev libquorum-dev"
+PACKAGES="make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl corosync libcpg-dev libquorum-dev iproute2"
 FUZZ_PACKAGES="clang-14 libclang-rt-14-dev"		# src/tools/fuzz.sh
 VALGRIND_PACKAGES="valgrind"					# run-tests.sh --valgrind
 
