@@ -26,14 +26,17 @@ def as_user(cmd):
 
 
 class Cluster:
-    def __init__(self, pg_bin):
+    def __init__(self, pg_bin, port=PORT, extra_conf="", ctl_prefix=()):
         self.pg_bin = pg_bin
+        self.port = port
+        self.extra_conf = extra_conf
+        self.ctl_prefix = list(ctl_prefix)  # runs pg_ctl start (a network namespace)
         self.dir = tempfile.mkdtemp(prefix="imessages-bench.")
         if IS_ROOT:
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = os.path.join(self.dir, "data")
-        self.conninfo = f"host={self.dir} port={PORT} dbname=postgres user=postgres"
-        self.env = dict(os.environ, PGHOST=self.dir, PGPORT=str(PORT),
+        self.conninfo = f"host={self.dir} port={port} dbname=postgres user=postgres"
+        self.env = dict(os.environ, PGHOST=self.dir, PGPORT=str(port),
                         PGUSER="postgres", PGDATABASE="postgres")
 
     def bin(self, name):
@@ -45,7 +48,7 @@ class Cluster:
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write(f"""
 shared_preload_libraries = 'imessages'
-port = {PORT}
+port = {self.port}
 listen_addresses = ''
 unix_socket_directories = '{self.dir}'
 max_connections = 60
@@ -54,8 +57,9 @@ shared_buffers = 256MB
 synchronous_commit = off
 imessages.buffer_size = 8MB
 imessages.min_helpers = 1
+{self.extra_conf}
 """)
-        subprocess.run(as_user([self.bin("pg_ctl"), "-D", self.data, "-l",
+        subprocess.run(as_user(self.ctl_prefix + [self.bin("pg_ctl"), "-D", self.data, "-l",
                                 os.path.join(self.dir, "server.log"), "-w", "start"]),
                        check=True, capture_output=True)
 
@@ -95,6 +99,39 @@ imessages.min_helpers = 1
                 return
             time.sleep(0.02)
         raise RuntimeError(f"timed out waiting for: {sql}")
+
+
+class LabGroup:
+    """N clusters, each in a network namespace with its own corosync
+    (src/tools/corosync-lab.sh), joined in one CPG group."""
+
+    def __init__(self, pg_bin, top, n):
+        self.lab = os.path.join(top, "src", "tools", "corosync-lab.sh")
+        self.dir = tempfile.mkdtemp(prefix="imessages-lab.")
+        if IS_ROOT:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.n = n
+        self.nodes = [Cluster(pg_bin, port=PORT + 10 + i, ctl_prefix=["bash", self.lab, "exec", self.dir, str(i)],
+                              extra_conf=f"imessages.gcs = corosync\nimessages.gcs_group = 'bench'\n"
+                                         f"imessages.node_name = 'node{i}'\nimessages.commit_timeout = 60000")
+                      for i in range(1, n + 1)]
+
+    def start(self):
+        subprocess.run(as_user(["bash", self.lab, "start", self.dir, str(self.n)]), check=True)
+        for c in self.nodes:
+            c.start()
+        for c in self.nodes:
+            c.psql("CREATE EXTENSION imessages; "
+                   "CREATE TABLE bench_rep (id bigint PRIMARY KEY, v text); "
+                   "CREATE SEQUENCE bench_rep_seq; SELECT imsg_replicate('bench_rep')")
+        for c in self.nodes:
+            c.wait_for(f"SELECT group_members = {self.n} AND group_quorate FROM imsg_manager_status()")
+
+    def stop(self):
+        for c in self.nodes:
+            c.stop()
+        subprocess.run(as_user(["bash", self.lab, "stop", self.dir]), capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 SETUP_SQL = r"""
@@ -358,12 +395,51 @@ COMMIT;""")
                                   "-b", "tpcb-like"], env=env)
             self.record("changesets_tpcb", f"capture {mode}", 0, tps, "tps")
 
+    # f. change sets replicated across 1, 2 and 3 nodes (one corosync each)
+    def replication(self):
+        dur = self.tpcb_duration
+        reps = self.reps
+        for n in (1, 2, 3):
+            group = LabGroup(self.args.pg_bin, self.args.top, n)
+            try:
+                group.start()
+                scripts = [self.write_script(
+                    f"rep_node{i}.sql",
+                    f"INSERT INTO bench_rep VALUES (nextval('bench_rep_seq') * 8 + {i}, repeat('x', 100));\n")
+                    for i in range(n)]
+                for rep in range(reps):
+                    for mode in ("async", "sync"):
+                        before = [int(c.psql("SELECT count(*) FROM bench_rep")) for c in group.nodes]
+                        env = [dict(c.env, PGOPTIONS=f"-c imessages.commit_mode={mode}") for c in group.nodes]
+                        t0 = time.time()
+                        procs = [subprocess.Popen(as_user([c.bin("pgbench"), "-n", "-c", "2", "-j", "2",
+                                                           "-T", str(dur), "-f", scripts[i]]),
+                                                  env=env[i], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                  text=True)
+                                 for i, c in enumerate(group.nodes)]
+                        total = 0
+                        for p in procs:
+                            out, err = p.communicate(timeout=dur + 120)
+                            if p.returncode != 0:
+                                raise RuntimeError(f"pgbench failed: {err}")
+                            total += int(next(l for l in out.splitlines()
+                                              if l.startswith("number of transactions actually processed"))
+                                         .split(":")[1].split("/")[0])
+                        # every node has every row: that is when they are replicated
+                        for c, b in zip(group.nodes, before):
+                            c.wait_for(f"SELECT count(*) >= {b + total} FROM bench_rep", timeout=300)
+                        elapsed = time.time() - t0
+                        self.record("replication", f"{mode} {n} node{'s' if n > 1 else ''}", 0,
+                                    total / elapsed, "cs/s")
+            finally:
+                group.stop()
+
     def run(self):
         self.c.psql(SETUP_SQL)
         self.c.wait_for("SELECT imsg_manager_pid() IS NOT NULL")
         self.tpcb_setup()
         sizes = [64, 1024, 8192]
-        want = set(self.args.only or "abcde")
+        want = set(self.args.only or "abcdef")
         for rep in range(self.reps):
             print(f"== repetition {rep + 1} of {self.reps}", flush=True)
             for size in sizes:
@@ -379,6 +455,9 @@ COMMIT;""")
                 self.contention()
             if "e" in want:
                 self.tpcb()
+        if "f" in want:
+            print("== f. replication across nodes", flush=True)
+            self.replication()
 
 
 def summarize(rows):
@@ -440,6 +519,12 @@ def summarize(rows):
     none = med("changesets_tpcb", "capture none", 0)
     row("e. TPC-B TPS, capture async vs none", med("changesets_tpcb", "capture async", 0), none, "tps", 0.85)
     row("e. TPC-B TPS, capture sync vs none", med("changesets_tpcb", "capture sync", 0), none, "tps", 0.75)
+    for mode in ("async", "sync"):
+        one = med("replication", f"{mode} 1 node", 0)
+        row(f"f. {mode} change sets/s, 1 node (corosync)", one, None, "cs/s", None)
+        for n in (2, 3):
+            row(f"f. {mode} change sets/s, {n} nodes vs 1", med("replication", f"{mode} {n} nodes", 0),
+                one, "cs/s", None)
     return lines, by
 
 
@@ -458,6 +543,9 @@ def plot(by, outdir):
                 if v:
                     f.write(f"{size} {statistics.median(v)}\n")
             f.write("\n\n")
+    if not any(by.get((scen, system, size)) for scen, system, _ in series for size in (64, 1024, 8192)):
+        print("no throughput figures (scenarios a and b not run): no plot")
+        return
     if not shutil.which("gnuplot"):
         print("gnuplot not found: no plot")
         return
