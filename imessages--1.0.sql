@@ -80,7 +80,8 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               change_sets_delivered bigint, change_set_bytes bigint,
               change_sets_discarded bigint,
               remote_change_sets_applied bigint, apply_errors bigint,
-              change_sets_conflicted bigint, group_quorate boolean)
+              change_sets_conflicted bigint, group_quorate boolean,
+              certification_rows bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 

@@ -45,6 +45,7 @@ char	   *imsg_gcs_group = NULL;
 char	   *imsg_node_name = NULL;
 int			imsg_commit_mode = IMSG_COMMIT_ASYNC;
 int			imsg_commit_timeout_ms = 10000;
+int			imsg_certification_window = 262144;
 
 static const struct config_enum_entry commit_mode_options[] = {
 	{"async", IMSG_COMMIT_ASYNC, false},
@@ -171,6 +172,16 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.certification_window",
+							"How many delivered change sets certification remembers rows for.",
+							"Conflicts between change sets delivered further apart are not detected.  "
+							"Use the same value on every node.",
+							&imsg_certification_window,
+							262144, 1000, INT_MAX,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("imessages.node_name",
 							   "This node's name in the group; unique within the group.",

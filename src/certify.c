@@ -36,6 +36,19 @@
  * may decide differently about change sets concurrent with its start
  * (see README).
  *
+ * The map is bounded by age, in delivered change sets: each entry notes
+ * when (the how-manyth change set certified here) its row was written,
+ * and every window/4 change sets the entries older than
+ * imessages.certification_window change sets are dropped.  Both counts
+ * come from the delivery order alone, so every node drops the same entries
+ * at the same point and still decides the same.  What is lost: a conflict
+ * between two change sets delivered more than a window apart (a sync
+ * change set is delivered within imessages.commit_timeout of its snapshot,
+ * so the window must hold what the group delivers in that time).  Pruning
+ * by what every node has applied would keep less, but an async change
+ * set's snapshot can be older than what its node reports later, and the
+ * window needs no extra messages.
+ *
  * Copyright (c) 2026, imessages developers
  *
  * IDENTIFICATION
@@ -58,32 +71,101 @@ typedef struct LastWriter
 	uint64		row;			/* hash key */
 	int			origin;			/* index into origins[] */
 	uint64		counter;
+	uint64		written_at;		/* certified_count when it was recorded */
 } LastWriter;
 
 #define IMSG_MAX_ORIGINS	256
 
-static char origins[IMSG_MAX_ORIGINS][NAMEDATALEN + 16];
+/* An origin (node name and manager pid), and how many entries name it. */
+typedef struct Origin
+{
+	char		id[NAMEDATALEN + 16];
+	int64		entries;
+	uint64		last_used;		/* certified_count of its last change set */
+} Origin;
+
+static Origin origins[IMSG_MAX_ORIGINS];
 static int	num_origins = 0;
 static HTAB *last_writers = NULL;
+static uint64 certified_count = 0;	/* change sets certified so far */
+static uint64 next_prune_at = 0;
+
+static void drop_entries(int origin, uint64 older_than);
 
 static int
 origin_index(const char *node, int pid)
 {
 	char		id[NAMEDATALEN + 16];
 	int			i;
+	int			victim = -1;
 
 	snprintf(id, sizeof(id), "%s/%d", node, pid);
 	for (i = 0; i < num_origins; i++)
-		if (strcmp(origins[i], id) == 0)
+		if (strcmp(origins[i].id, id) == 0)
 			return i;
-	if (num_origins == IMSG_MAX_ORIGINS)
+	if (num_origins < IMSG_MAX_ORIGINS)
+		victim = num_origins++;
+	else
 	{
-		/* forget the oldest origin's name; its rows are now unknown */
-		memmove(origins, origins[1], sizeof(origins[0]) * (IMSG_MAX_ORIGINS - 1));
-		num_origins--;
+		/*
+		 * Reuse the slot of an origin no entry names, else the one used
+		 * least recently, forgetting its rows: the same choice on every
+		 * node, since it depends on the delivery order only.
+		 */
+		for (i = 0; i < IMSG_MAX_ORIGINS; i++)
+		{
+			if (origins[i].entries == 0)
+			{
+				victim = i;
+				break;
+			}
+			if (victim < 0 || origins[i].last_used < origins[victim].last_used)
+				victim = i;
+		}
+		if (origins[victim].entries > 0)
+			drop_entries(victim, PG_UINT64_MAX);
 	}
-	strlcpy(origins[num_origins], id, sizeof(origins[0]));
-	return num_origins++;
+	strlcpy(origins[victim].id, id, sizeof(origins[victim].id));
+	origins[victim].entries = 0;
+	return victim;
+}
+
+/* Drop the entries of 'origin' (-1: any) written before 'older_than'. */
+static void
+drop_entries(int origin, uint64 older_than)
+{
+	HASH_SEQ_STATUS scan;
+	LastWriter *lw;
+
+	hash_seq_init(&scan, last_writers);
+	while ((lw = hash_seq_search(&scan)) != NULL)
+	{
+		if ((origin < 0 || lw->origin == origin) && lw->written_at < older_than)
+		{
+			origins[lw->origin].entries--;
+			(void) hash_search(last_writers, &lw->row, HASH_REMOVE, NULL);
+		}
+	}
+}
+
+/* Every window/4 change sets, forget rows written more than a window ago. */
+static void
+prune_old_entries(void)
+{
+	uint64		window = (uint64) imsg_certification_window;
+
+	if (certified_count < next_prune_at)
+		return;
+	next_prune_at = certified_count + Max(window / 4, 1);
+	if (certified_count > window)
+		drop_entries(-1, certified_count - window);
+}
+
+/* Rows in the map, for imsg_manager_status(). */
+int64
+imsg_certification_rows(void)
+{
+	return last_writers ? (int64) hash_get_num_entries(last_writers) : 0;
 }
 
 static void
@@ -265,7 +347,7 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 				char		id[NAMEDATALEN + 16];
 
 				snprintf(id, sizeof(id), "%s/%d", seen[j].node, seen[j].pid);
-				if (strcmp(id, origins[lw->origin]) == 0)
+				if (strcmp(id, origins[lw->origin].id) == 0)
 				{
 					applied = seen[j].counter;
 					break;
@@ -273,7 +355,7 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			}
 			if (lw->counter > applied)
 			{
-				snprintf(winner, winner_len, "%s", origins[lw->origin]);
+				snprintf(winner, winner_len, "%s", origins[lw->origin].id);
 				if (certify)
 					ok = false;
 				else
@@ -284,6 +366,8 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			}
 		}
 	}
+	certified_count++;
+	origins[me].last_used = certified_count;
 	if (ok)
 	{
 		for (i = 0; i < rows.n; i++)
@@ -291,10 +375,15 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			bool		found;
 			LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_ENTER, &found);
 
+			if (found)
+				origins[lw->origin].entries--;
 			lw->origin = me;
 			lw->counter = counter;
+			lw->written_at = certified_count;
+			origins[me].entries++;
 		}
 	}
 	pfree(rows.rows);
+	prune_old_entries();
 	return ok;
 }

@@ -44,6 +44,7 @@ extern char *imsg_gcs_group;
 extern char *imsg_node_name;
 extern int	imsg_commit_mode;
 extern int	imsg_commit_timeout_ms;
+extern int	imsg_certification_window;
 
 #define IMSG_COMMIT_ASYNC		0
 #define IMSG_COMMIT_SYNC		1
@@ -389,6 +390,7 @@ typedef struct ImsgManagerShared
 	char		gcs[NAMEDATALEN];
 	int			group_members;
 	bool		group_quorate;	/* the GCS lets this node order messages */
+	int64		certification_rows; /* rows in certify.c's map of last writers */
 	ImsgGroupMember members[IMSG_MAX_GROUP_MEMBERS];
 	uint64		messages_received;
 	uint64		messages_delivered;
@@ -460,6 +462,7 @@ extern int	imsg_nest_mark_abort(ImsgNestMarks *marks);
 extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
 
 /* certify.c */
+extern int64 imsg_certification_rows(void);
 extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 						 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
 						 char *winner, Size winner_len, bool *overtaken);

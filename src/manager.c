@@ -1066,6 +1066,22 @@ reply_ordered(int origin_pid, uint64 xid, uint64 seq, ImsgCsOutcome outcome)
  * A change set delivered by the GCS in total order: certify it (sync ones;
  * see certify.c), number it, and settle, apply or answer it.
  */
+/* imsg_certify, and publish the size of its map */
+static bool
+certify_changeset(const char *node, int pid, uint64 counter, bool certify,
+				  const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
+				  char *winner, Size winner_len, bool *overtaken)
+{
+	bool		ok = imsg_certify(node, pid, counter, certify, seen, nseen, cs, cslen,
+								  winner, winner_len, overtaken);
+	int64		rows = imsg_certification_rows();
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->certification_rows = rows;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	return ok;
+}
+
 static void
 deliver_changeset(const char *origin, const char *data, Size len)
 {
@@ -1112,8 +1128,8 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	overtaken = false;
 	/* a group of one has nothing to certify against, nor a map to keep */
 	if (strcmp(gcs->name, "local") != 0 &&
-		!imsg_certify(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
-					  winner, sizeof(winner), &overtaken))
+		!certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
+						   winner, sizeof(winner), &overtaken))
 	{
 		/* the later of two conflicting change sets: aborted, applied nowhere */
 		SpinLockAcquire(&ImsgManagerState->mutex);
@@ -1443,6 +1459,7 @@ imsg_manager_main(Datum main_arg)
 	strlcpy(ImsgManagerState->gcs, gcs->name, sizeof(ImsgManagerState->gcs));
 	ImsgManagerState->group_members = 0;
 	ImsgManagerState->group_quorate = false;
+	ImsgManagerState->certification_rows = 0;
 	SpinLockRelease(&ImsgManagerState->mutex);
 
 	SpinLockAcquire(&area->manager_lock);

@@ -148,8 +148,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[18];
-	bool		nulls[18] = {0};
+	Datum		values[19];
+	bool		nulls[19] = {0};
 	int			running;
 
 	imsg_check_available();
@@ -190,6 +190,7 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[15] = Int64GetDatum((int64) copy.apply_errors);
 	values[16] = Int64GetDatum((int64) copy.change_sets_conflicted);
 	values[17] = BoolGetDatum(copy.pid != 0 && copy.group_quorate);
+	values[18] = Int64GetDatum(copy.certification_rows);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -95,6 +95,7 @@ max_worker_processes = 16
 imessages.gcs = corosync
 imessages.gcs_group = '$group'
 imessages.node_name = 'node$i'
+imessages.certification_window = 1000
 restart_after_crash = on
 });
 	$node->start;
@@ -243,6 +244,27 @@ $a2->query_safe("COMMIT");
 $a2->quit;
 all_agree(q{SELECT owner FROM acc WHERE id = 77}, 'insert node2',
 	'async: the later of two inserts of one key wins everywhere');
+
+# certification forgets rows written more than certification_window (1000)
+# change sets ago, pruning every 250: 3000 one-row change sets leave at
+# most 1250 rows in the map, the same on every node
+$nodes[0]->safe_psql('postgres', q{
+DO $$ BEGIN
+	FOR i IN 10001 .. 13000 LOOP
+		INSERT INTO acc VALUES (i, 'many', 0);
+		COMMIT;
+	END LOOP;
+END $$;
+});
+all_agree(q{SELECT count(*) FROM acc WHERE owner = 'many'}, '3000', '3000 one-row change sets reach all');
+for my $node (@nodes)
+{
+	my $rows = $node->safe_psql('postgres', 'SELECT certification_rows FROM imsg_manager_status()');
+	ok($rows > 0 && $rows <= 1250, $node->name . ": the certification map is bounded ($rows rows)");
+}
+is( join(',', map { $_->safe_psql('postgres', 'SELECT certification_rows FROM imsg_manager_status()') } @nodes),
+	join(',', ($nodes[0]->safe_psql('postgres', 'SELECT certification_rows FROM imsg_manager_status()')) x 3),
+	'and holds the same number of rows on every node');
 
 # a node whose manager is killed leaves the group (the postmaster of node3
 # reinitializes and starts a new manager); the others go on committing
