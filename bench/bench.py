@@ -398,7 +398,7 @@ COMMIT;""")
     # f. change sets replicated across 1, 2 and 3 nodes (one corosync each)
     def replication(self):
         dur = self.tpcb_duration
-        reps = self.reps
+        reps = 2 if self.args.quick else self.reps   # quick mode stays under 2 minutes
         for n in (1, 2, 3):
             group = LabGroup(self.args.pg_bin, self.args.top, n)
             try:
