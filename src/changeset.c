@@ -505,6 +505,13 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 								GetConfigOption("imessages.gcs", false, false)),
 						 errdetail("The transaction is rolled back; its change set was sent to no node.  A node cut off from the primary component cannot commit in sync mode."),
 						 errhint("Check imsg_manager_status().group_quorate and the group's network, or use imessages.commit_mode = 'async'.")));
+			if (outcome == IMSG_CS_OUTCOME_LOST)
+				ereport(ERROR,
+						(errcode(ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN),
+						 errmsg("the connection to the group communication system \"%s\" was lost before the transaction's change set was ordered",
+								GetConfigOption("imessages.gcs", false, false)),
+						 errdetail("The transaction is rolled back on this node; other nodes may have applied its change set."),
+						 errhint("Check the server log and imsg_manager_status() on every node.")));
 			if (outcome == IMSG_CS_OUTCOME_CONFLICT)
 				ereport(ERROR,
 						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

@@ -538,8 +538,19 @@ corosync_connect(void)
 	err = cpg_initialize(&cpg_handle, &cpg_callbacks);
 	if (err != CS_OK)
 	{
-		elog(LOG, "imessages: cannot connect to corosync (cpg_initialize: error %d); is corosync running?",
-			 (int) err);
+		/* the manager retries every second: say it once a minute */
+		static TimestampTz last_logged = 0;
+		static int	last_err = 0;
+		TimestampTz now = GetCurrentTimestamp();
+
+		if ((int) err != last_err ||
+			TimestampDifferenceExceeds(last_logged, now, 60 * 1000))
+		{
+			elog(LOG, "imessages: cannot connect to corosync (cpg_initialize: error %d); is corosync running?",
+				 (int) err);
+			last_logged = now;
+			last_err = (int) err;
+		}
 		return false;
 	}
 	cpg_initialized = true;

@@ -72,7 +72,8 @@ typedef enum ImsgCsOutcome
 	IMSG_CS_OUTCOME_ORDERED = 0,	/* delivered in total order: commit */
 	IMSG_CS_OUTCOME_CONFLICT = 1,	/* lost certification: 40001 */
 	IMSG_CS_OUTCOME_NO_GROUP = 2,	/* the GCS is not connected: not sent */
-	IMSG_CS_OUTCOME_NO_QUORUM = 3	/* not in the primary component: not sent */
+	IMSG_CS_OUTCOME_NO_QUORUM = 3,	/* not in the primary component: not sent */
+	IMSG_CS_OUTCOME_LOST = 4	/* sent, then the GCS was lost: unknown */
 } ImsgCsOutcome;
 
 #define IMSG_PING_MANAGER		0

@@ -130,6 +130,8 @@ static List *retry_list = NIL;
 static bool retry_waiting_for(int pid, RetrySend *upto);
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
+static int	gcs_failures = 0;		/* connection attempts failed in a row */
+static TimestampTz gcs_failure_logged = 0;
 static TimestampTz gcs_retry_at = 0;
 static bool wait_set_stale = true;
 
@@ -1293,18 +1295,46 @@ gcs_try_connect(void)
 	if (!gcs_connected)
 	{
 		gcs_retry_at = TimestampTzPlusMilliseconds(now, IMSG_GCS_RETRY_MS);
-		ereport(LOG,
-				(errmsg("imessages manager could not join the group through \"%s\"; retrying",
-						gcs->name)));
+		/* the first failure, then once a minute */
+		if (gcs_failures++ == 0 ||
+			TimestampDifferenceExceeds(gcs_failure_logged, now, 60 * 1000))
+		{
+			ereport(LOG,
+					(errmsg("imessages manager could not join the group through \"%s\"; retrying every %d ms",
+							gcs->name, IMSG_GCS_RETRY_MS),
+					 gcs_failures > 1 ? errdetail("%d attempts failed so far.", gcs_failures) : 0));
+			gcs_failure_logged = now;
+		}
 	}
+	else
+		gcs_failures = 0;
 }
 
 static void
 gcs_lost(void)
 {
+	ListCell   *lc;
+
 	ereport(LOG,
 			(errmsg("imessages manager lost its connection to \"%s\"; reconnecting",
 					gcs->name)));
+
+	/*
+	 * Sync change sets multicast but not delivered back will not be now:
+	 * their backends fail at once rather than at commit_timeout.  Whether
+	 * other nodes delivered them is unknown (08007); their transactions
+	 * roll back here and they are settled as discarded.
+	 */
+	foreach(lc, inflight)
+	{
+		Inflight   *e = lfirst(lc);
+
+		if (e->sync && e->multicast && !e->ordered)
+		{
+			e->ordered = true;
+			reply_ordered(e->origin_pid, e->xid, 0, IMSG_CS_OUTCOME_LOST);
+		}
+	}
 	gcs->disconnect();
 	gcs_connected = false;
 	wait_set_stale = true;

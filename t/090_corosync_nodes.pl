@@ -118,7 +118,32 @@ for my $node (@nodes)
 }
 
 # --- node3's corosync is killed ----------------------------------------
+# First frozen, with a sync commit of node3 in flight: its change set is
+# multicast (into corosync's IPC) but cannot be ordered.  When corosync then
+# dies, the commit fails at once with 08007: rolled back here, and whether
+# another node delivered it is unknown.  (Without that it would wait for
+# commit_timeout, 60 s here, and fail with a different message.)
+my $coro3 = slurp_file("$dir/n3/corosync.pid");
+chomp $coro3;
+kill 'STOP', $coro3;
+my $inflight = $nodes[2]->background_psql('postgres', on_error_stop => 0);
+$inflight->query_until(qr/sent/, q{
+\echo sent
+SET imessages.commit_mode = 'sync';
+INSERT INTO t VALUES (20, 'sync in flight when corosync died');
+\echo done
+});
+$nodes[2]->poll_query_until('postgres', q{
+SELECT count(*) = 1 FROM pg_stat_activity
+ WHERE query LIKE 'INSERT INTO t VALUES (20,%' AND wait_event_type = 'Extension'})
+  or die 'the sync commit is not waiting for its change set';
 lab('kill', $dir, 3);
+$inflight->query_until(qr/done/, '');
+like($inflight->{stderr},
+	qr/the connection to the group communication system "corosync" was lost before the transaction's change set was ordered/,
+	'a sync commit in flight when corosync dies fails at once');
+like($inflight->query("\\echo :LAST_ERROR_SQLSTATE"), qr/08007/, 'with SQLSTATE 08007 (outcome unknown)');
+$inflight->quit;
 $nodes[2]->poll_query_until('postgres', 'SELECT group_members = 0 FROM imsg_manager_status()')
   or die 'node3 still counts members';
 ok($nodes[2]->wait_for_log(qr/imessages manager lost its connection to "corosync"; reconnecting/),
@@ -126,6 +151,8 @@ ok($nodes[2]->wait_for_log(qr/imessages manager lost its connection to "corosync
 all_agree($members, 'node1=1,node2=2', 'the others see node3 leave', @nodes[0 .. 1]);
 
 is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t'), '3', 'node3 keeps serving queries');
+my $retry_lines = () = slurp_file($nodes[2]->logfile) =~ /could not join the group through "corosync"/g;
+is($retry_lines, 1, 'node3 retries every second but says so once (then once a minute)');
 is($nodes[2]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 'f',
 	'node3 is not quorate');
 is($nodes[0]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 't',
