@@ -351,16 +351,28 @@ imsg_segment_free(ImsgSegment *seg)
  * A message id unique for the life of the postmaster.  Each process takes a
  * block of ids at a time so that senders do not all hit one atomic.
  */
+static uint64 next_id = 0;		/* this process's block of ids */
+static uint64 id_limit = 0;
+
 uint64
 imsg_next_message_id(void)
 {
-	static uint64 next = 0;
-	static uint64 limit = 0;
-
-	if (next == limit)
+	if (next_id == id_limit)
 	{
-		next = pg_atomic_fetch_add_u64(&ImsgAreaPtr->next_msg_id, IMSG_ID_BLOCK);
-		limit = next + IMSG_ID_BLOCK;
+		next_id = pg_atomic_fetch_add_u64(&ImsgAreaPtr->next_msg_id, IMSG_ID_BLOCK);
+		id_limit = next_id + IMSG_ID_BLOCK;
 	}
-	return next++;
+	return next_id++;
+}
+
+/*
+ * A run of 'count' message ids for a pipelined batch (see mailbox.c).  The
+ * rest of this process's block is dropped, so that its ids keep increasing
+ * in send order: the run is above the block, the next block above the run.
+ */
+uint64
+imsg_reserve_message_ids(uint64 count)
+{
+	next_id = id_limit = 0;
+	return pg_atomic_fetch_add_u64(&ImsgAreaPtr->next_msg_id, count);
 }

@@ -114,9 +114,44 @@ struct ImsgMessage
 #define IMSG_STATE_READY		2
 #define IMSG_STATE_CANCELLED	3
 #define IMSG_STATE_CONSUMED		4	/* taken out of order by its owner */
+#define IMSG_STATE_MASK			0x7
 
 #define IMSG_HEADER_SIZE		MAXALIGN(sizeof(ImsgMessage))
 #define IMSG_MESSAGE_SPACE(len) (IMSG_HEADER_SIZE + MAXALIGN(len))
+
+/*
+ * A compact message: what ImsgSendPipelined writes into a batch segment (see
+ * mailbox.c), 8 bytes of header where a full message has 48.  What all the
+ * batch's messages share (sender, role, recipient, time, the first id) is
+ * in the segment's header.  Its first word takes the place of 'state':
+ *
+ *	bits 0-2	IMSG_STATE_* (READY when published; the owner may set CONSUMED)
+ *	bit 3		IMSG_STATE_COMPACT
+ *	bits 4-17	payload length (< IMSG_COMPACT_MAX_LEN + 1)
+ *	bits 18-31	offset in its segment, in 8-byte units
+ *
+ * so the state test is the same for both kinds, and the accessors find the
+ * segment from the message.  Its id is the batch's first id plus its offset
+ * in 8-byte units: unique, and increasing in send order.
+ */
+typedef struct ImsgCompactMessage
+{
+	pg_atomic_uint32 word;
+	int32		msgtype;
+	/* payload follows */
+} ImsgCompactMessage;
+
+#define IMSG_STATE_COMPACT		0x8
+#define IMSG_COMPACT_HEADER		MAXALIGN(sizeof(ImsgCompactMessage))
+#define IMSG_COMPACT_SPACE(len) (IMSG_COMPACT_HEADER + MAXALIGN(len))
+#define IMSG_COMPACT_MAX_LEN	((1U << 14) - 1)
+#define IMSG_COMPACT_MAX_OFFSET ((1U << 14) * 8)	/* a batch segment's limit */
+
+static inline uint32
+imsg_compact_word(uint32 state, uint32 len, uint32 offset)
+{
+	return state | IMSG_STATE_COMPACT | (len << 4) | ((offset / 8) << 18);
+}
 
 /*
  * A segment: a run of pages in a mailbox's chain.
@@ -135,9 +170,56 @@ typedef struct ImsgSegment
 	struct ImsgSegment *next;
 	pg_atomic_uint32 end;
 	uint32		size;			/* bytes, this header included */
+	/* a batch segment's compact messages share these (set before publishing) */
+	uint64		batch_first_id;
+	TimestampTz batch_sent_at;
+	int32		batch_sender_pid;
+	int32		batch_recipient_pid;
+	Oid			batch_sender_role;
 } ImsgSegment;
 
 #define IMSG_SEGMENT_HEADER		MAXALIGN(sizeof(ImsgSegment))
+
+/* A message's state, whichever its kind. */
+static inline uint32
+imsg_msg_state(ImsgMessage *msg)
+{
+	return pg_atomic_read_u32(&msg->state) & IMSG_STATE_MASK;
+}
+
+static inline bool
+imsg_msg_is_compact(ImsgMessage *msg)
+{
+	return (pg_atomic_read_u32(&msg->state) & IMSG_STATE_COMPACT) != 0;
+}
+
+/* Bytes it takes in its segment, header included. */
+static inline uint32
+imsg_msg_space(ImsgMessage *msg)
+{
+	uint32		word = pg_atomic_read_u32(&msg->state);
+
+	if (word & IMSG_STATE_COMPACT)
+		return IMSG_COMPACT_SPACE((word >> 4) & IMSG_COMPACT_MAX_LEN);
+	return msg->space;
+}
+
+/* The owner marks a message taken out of order (either kind). */
+static inline void
+imsg_msg_set_state(ImsgMessage *msg, uint32 state)
+{
+	uint32		word = pg_atomic_read_u32(&msg->state);
+
+	pg_atomic_write_u32(&msg->state, (word & ~IMSG_STATE_MASK) | state);
+}
+
+static inline ImsgSegment *
+imsg_compact_segment(ImsgMessage *msg)
+{
+	uint32		word = pg_atomic_read_u32(&msg->state);
+
+	return (ImsgSegment *) ((char *) msg - (Size) (word >> 18) * 8);
+}
 
 /*
  * A mailbox, one per PGPROC slot (index = pgprocno).
@@ -529,6 +611,7 @@ extern ImsgSegment *imsg_segment_alloc(Size min_bytes, Size want_bytes,
 									   long timeout_ms, ImsgResult *result);
 extern void imsg_segment_free(ImsgSegment *seg);
 extern uint64 imsg_next_message_id(void);
+extern uint64 imsg_reserve_message_ids(uint64 count);
 extern Size imsg_largest_message(void);
 
 /* mailbox.c */

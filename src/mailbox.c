@@ -198,9 +198,9 @@ imsg_writes_in_progress(ImsgMailbox *mb)
 		{
 			ImsgMessage *msg = (ImsgMessage *) ((char *) seg + off);
 
-			if (pg_atomic_read_u32(&msg->state) == IMSG_STATE_RESERVED)
+			if (imsg_msg_state(msg) == IMSG_STATE_RESERVED)
 				return true;
-			off += msg->space;
+			off += imsg_msg_space(msg);
 		}
 	}
 	return false;
@@ -701,7 +701,7 @@ static struct
 	uint32		generation;
 	int			owner_pid;
 	uint32		count;
-	TimestampTz sent_at;		/* shared by the batch's messages */
+	uint32		limit;			/* where its messages must end */
 }			batch;
 
 /*
@@ -779,56 +779,72 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 	ImsgResult	result;
 	uint32		space;
 	uint32		end;
-	ImsgMessage *msg;
+	ImsgCompactMessage *msg;
+	Oid			role;
+	int			sec_context;
 
 	if ((result = imsg_check_send(len)) != IMSG_OK)
 		return result;
 	if (pending_msg != NULL)
 		elog(ERROR, "imessages: a reservation is already in progress");
-	space = IMSG_MESSAGE_SPACE(len);
 
+	/* a message too big for a compact record goes on its own */
+	if (len > IMSG_COMPACT_MAX_LEN || IMSG_COMPACT_SPACE(len) > IMSG_BATCH_SEGMENT / 2)
+	{
+		(void) imsg_publish_batch();
+		return ImsgSend(recipient_pid, msgtype, data, len, timeout_ms, msg_id);
+	}
+	space = IMSG_COMPACT_SPACE(len);
+	/* not GetUserId(): it asserts a role, and a worker may have none */
+	GetUserIdAndSecContext(&role, &sec_context);
+
+	/* the batch's messages share recipient and role */
 	if (batch.seg != NULL &&
 		(batch.recipient_pid != recipient_pid ||
-		 batch.seg->size - pg_atomic_read_u32(&batch.seg->end) < space))
+		 batch.seg->batch_sender_role != role ||
+		 batch.limit - pg_atomic_read_u32(&batch.seg->end) < space))
 		(void) imsg_publish_batch();
-
-	/* a message bigger than a batch goes on its own */
-	if (space > IMSG_BATCH_SEGMENT / 2)
-		return ImsgSend(recipient_pid, msgtype, data, len, timeout_ms, msg_id);
 
 	if (batch.seg == NULL)
 	{
+		ImsgSegment *seg;
+
 		result = imsg_lookup(recipient_pid, &batch.procno, &batch.generation);
 		if (result != IMSG_OK)
 			return result;
-		batch.seg = imsg_take_spare(imsg_mailbox(batch.procno), batch.generation,
-									IMSG_SEGMENT_HEADER + space);
-		if (batch.seg == NULL)
-			batch.seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space, IMSG_BATCH_SEGMENT,
-										   timeout_ms, &result);
-		if (batch.seg == NULL)
+		seg = imsg_take_spare(imsg_mailbox(batch.procno), batch.generation,
+							  IMSG_SEGMENT_HEADER + space);
+		if (seg == NULL)
+			seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space, IMSG_BATCH_SEGMENT,
+									 timeout_ms, &result);
+		if (seg == NULL)
 			return result;
-		batch.seg->next = NULL;
-		pg_atomic_init_u32(&batch.seg->end, IMSG_SEGMENT_HEADER);
+		seg->next = NULL;
+		pg_atomic_init_u32(&seg->end, IMSG_SEGMENT_HEADER);
+		/* offsets of compact messages must fit in their first word */
+		batch.limit = Min(seg->size, IMSG_COMPACT_MAX_OFFSET);
 		batch.recipient_pid = recipient_pid;
 		batch.owner_pid = recipient_pid == IMSG_MANAGER ?
 			imsg_mailbox(batch.procno)->owner_pid : recipient_pid;
 		batch.count = 0;
-		batch.sent_at = GetCurrentTimestamp();
+		seg->batch_first_id = imsg_reserve_message_ids(batch.limit / 8);
+		seg->batch_sent_at = GetCurrentTimestamp();
+		seg->batch_sender_pid = MyProcPid;
+		seg->batch_recipient_pid = batch.owner_pid;
+		seg->batch_sender_role = role;
+		batch.seg = seg;
 	}
 
 	/* nobody else sees this segment yet: plain writes */
 	end = pg_atomic_read_u32(&batch.seg->end);
-	msg = (ImsgMessage *) ((char *) batch.seg + end);
-	pg_atomic_init_u32(&msg->state, IMSG_STATE_READY);
-	msg->space = space;
-	imsg_fill_header(msg, msgtype, len, batch.owner_pid, batch.sent_at);
-	msg->length = len;
-	memcpy((char *) msg + IMSG_HEADER_SIZE, data, len);
+	msg = (ImsgCompactMessage *) ((char *) batch.seg + end);
+	pg_atomic_init_u32(&msg->word, imsg_compact_word(IMSG_STATE_READY, (uint32) len, end));
+	msg->msgtype = msgtype;
+	memcpy((char *) msg + IMSG_COMPACT_HEADER, data, len);
 	pg_atomic_write_u32(&batch.seg->end, end + space);
 	batch.count++;
 	if (msg_id)
-		*msg_id = msg->msg_id;
+		*msg_id = batch.seg->batch_first_id + end / 8;
 	return IMSG_OK;
 }
 
@@ -926,7 +942,7 @@ imsg_next_message(ImsgMessage **msgp)
 		if (cursor.off < end)
 		{
 			ImsgMessage *msg = (ImsgMessage *) ((char *) cursor.seg + cursor.off);
-			uint32		state = pg_atomic_read_u32(&msg->state);
+			uint32		state = imsg_msg_state(msg);
 
 			if (state == IMSG_STATE_RESERVED)
 				return NEXT_BLOCKED;
@@ -945,7 +961,7 @@ imsg_next_message(ImsgMessage **msgp)
 				cursor = release;
 				continue;
 			}
-			cursor.off += msg->space;
+			cursor.off += imsg_msg_space(msg);
 			cursor.count++;
 			if (state != IMSG_STATE_READY)
 				continue;
@@ -995,13 +1011,13 @@ imsg_find_matching(ImsgMatchFunc match, void *arg)
 		{
 			ImsgMessage *msg = (ImsgMessage *) ((char *) seg + off);
 
-			if (pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY)
+			if (imsg_msg_state(msg) == IMSG_STATE_READY)
 			{
 				pg_read_barrier();
 				if (match(msg, arg))
 					return msg;
 			}
-			off += msg->space;
+			off += imsg_msg_space(msg);
 			continue;
 		}
 		next = ((volatile ImsgSegment *) seg)->next;
@@ -1121,7 +1137,7 @@ ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 bool
 ImsgMatchType(const ImsgMessage *msg, void *msgtype)
 {
-	return msg->msgtype == *(const int32 *) msgtype;
+	return ImsgMessageType(msg) == *(const int32 *) msgtype;
 }
 
 /*
@@ -1135,14 +1151,14 @@ ImsgConsume(ImsgMessage *msg)
 {
 	ImsgMessage *next;
 
-	Assert(pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY);
-	pg_atomic_write_u32(&msg->state, IMSG_STATE_CONSUMED);
+	Assert(imsg_msg_state(msg) == IMSG_STATE_READY);
+	imsg_msg_set_state(msg, IMSG_STATE_CONSUMED);
 
 	/* if it was at the head, let the cursor step over it (and release it) */
 	if (imsg_next_message(&next) == NEXT_MESSAGE)
 	{
 		/* one too far: step back before that READY message (same segment) */
-		cursor.off -= next->space;
+		cursor.off -= imsg_msg_space(next);
 		cursor.count--;
 	}
 	if (unpublished_msgs > 0)
@@ -1196,7 +1212,7 @@ imsg_cursor_at_end(void)
 		ImsgMessage *msg = (ImsgMessage *) ((char *) cursor.seg + cursor.off);
 
 		/* a message still being written is nothing to take yet */
-		return pg_atomic_read_u32(&msg->state) == IMSG_STATE_RESERVED;
+		return imsg_msg_state(msg) == IMSG_STATE_RESERVED;
 	}
 	return ((volatile ImsgSegment *) cursor.seg)->next == NULL;
 }
@@ -1226,6 +1242,7 @@ static ImsgMessage *
 imsg_release_one(bool *passed_segment)
 {
 	ImsgMessage *m;
+	uint32		space;
 
 	while (release.off >= pg_atomic_read_u32(&release.seg->end))
 	{
@@ -1234,11 +1251,12 @@ imsg_release_one(bool *passed_segment)
 		*passed_segment = true;
 	}
 	m = (ImsgMessage *) ((char *) release.seg + release.off);
-	release.off += m->space;
+	space = imsg_msg_space(m);
+	release.off += space;
 	release.count++;
 	unpublished_msgs++;
-	unpublished_bytes += m->space;
-	if (pg_atomic_read_u32(&m->state) != IMSG_STATE_CANCELLED)
+	unpublished_bytes += space;
+	if (imsg_msg_state(m) != IMSG_STATE_CANCELLED)
 		unpublished_received++;
 	return m;
 }
@@ -1425,51 +1443,77 @@ imsg_publish_release(void)
 }
 
 /* Accessors */
+/*
+ * Accessors.  A compact message (from a pipelined batch) keeps what its
+ * batch shares in its segment's header; the message's first word says which
+ * kind it is and where that header is.
+ */
+#define COMPACT(msg) ((ImsgCompactMessage *) unconstify(ImsgMessage *, (msg)))
+#define SEGMENT_OF(msg) imsg_compact_segment(unconstify(ImsgMessage *, (msg)))
+#define IS_COMPACT(msg) imsg_msg_is_compact(unconstify(ImsgMessage *, (msg)))
+
 uint64
 ImsgMessageId(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return SEGMENT_OF(msg)->batch_first_id +
+			(uint64) (((const char *) msg - (const char *) SEGMENT_OF(msg)) / 8);
 	return msg->msg_id;
 }
 
 int32
 ImsgMessageType(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return COMPACT(msg)->msgtype;
 	return msg->msgtype;
 }
 
 int
 ImsgMessageSender(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return SEGMENT_OF(msg)->batch_sender_pid;
 	return msg->sender_pid;
 }
 
 int
 ImsgMessageRecipient(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return SEGMENT_OF(msg)->batch_recipient_pid;
 	return msg->recipient_pid;
 }
 
 Oid
 ImsgMessageSenderRole(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return SEGMENT_OF(msg)->batch_sender_role;
 	return msg->sender_role;
 }
 
 TimestampTz
 ImsgMessageSentAt(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return SEGMENT_OF(msg)->batch_sent_at;
 	return msg->sent_at;
 }
 
 uint32
 ImsgMessageLength(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return (pg_atomic_read_u32(&COMPACT(msg)->word) >> 4) & IMSG_COMPACT_MAX_LEN;
 	return msg->length;
 }
 
 const char *
 ImsgMessageData(const ImsgMessage *msg)
 {
+	if (IS_COMPACT(msg))
+		return (const char *) msg + IMSG_COMPACT_HEADER;
 	return (const char *) msg + IMSG_HEADER_SIZE;
 }
 

@@ -555,10 +555,10 @@ imsg_mailbox_stats(PG_FUNCTION_ARGS)
 		{
 			ImsgMessage *msg = (ImsgMessage *) ((char *) mb->head + mb->head_off);
 
-			if (pg_atomic_read_u32(&msg->state) == IMSG_STATE_READY)
+			if (imsg_msg_state(msg) == IMSG_STATE_READY)
 			{
 				pg_read_barrier();
-				oldest = msg->sent_at;
+				oldest = ImsgMessageSentAt(msg);
 			}
 		}
 		SpinLockRelease(&mb->mutex);

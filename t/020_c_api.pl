@@ -89,6 +89,26 @@ is( $r->query_safe(
 		"SELECT count(*), bool_and(v = ord) FROM (SELECT ('x' || encode(payload, 'hex'))::bit(32)::integer AS v,
 		        row_number() OVER () AS ord FROM imsg_receive(2000)) s"),
 	'200|t', 'all arrive, in order');
+# Pipelined messages travel as compact records (8-byte header, the shared
+# fields once per batch); every field is still the message's own.  Sizes
+# across the compact limit (16383) mix compact and full messages, in order.
+{
+	my $s = $node->background_psql('postgres');
+	my ($spid, $srole) = split /\|/, $s->query_safe('SELECT pg_backend_pid(), current_user');
+	my $sizes = '0,1,64,1000,16383,16384,7,40000,16383,5';
+	my $ids = $s->query_safe("SELECT imsg_test_send_pipelined_sizes($rpid, '{$sizes}')");
+	my $got = $r->query_safe(qq{
+SELECT string_agg(msg_id::text, ',' ORDER BY ord), string_agg(msgtype::text, ',' ORDER BY ord),
+       bool_and(length(payload) = msgtype AND (msgtype = 0 OR payload = decode(repeat(lpad(to_hex(msgtype % 251), 2, '0'), msgtype), 'hex'))),
+       bool_and(sender_pid = $spid), bool_and(sender_role::text = '$srole'), count(DISTINCT sent_at) <= 5
+  FROM (SELECT *, row_number() OVER () AS ord FROM imsg_receive(2000)) m});
+	is($got, "$ids|$sizes|t|t|t|t",
+		'pipelined messages: ids as reported at send, types, payloads, sender and role, in order');
+	my @id = split /,/, $ids;
+	ok((grep { $id[$_] <= $id[$_ - 1] } 1 .. $#id) == 0, 'their ids increase in send order');
+	$s->quit;
+}
+
 $r->query_until(qr/waiting/, "\\echo waiting\nSELECT count(*) FROM imsg_receive(30000, 1);\n");
 is($node->safe_psql('postgres', "SELECT imsg_test_send_pipelined($rpid, 3)"),
 	'ok', 'pipelined sends to a waiting receiver');

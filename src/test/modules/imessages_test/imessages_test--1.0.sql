@@ -29,6 +29,9 @@ RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 CREATE FUNCTION imsg_test_send_pipelined(recipient integer, n integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
+CREATE FUNCTION imsg_test_send_pipelined_sizes(recipient integer, sizes integer[])
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
 CREATE FUNCTION imsg_test_send_pipelined_noflush(recipient integer, n integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 

@@ -14,6 +14,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "imessages.h"
@@ -210,6 +212,43 @@ imsg_test_send_pipelined(PG_FUNCTION_ARGS)
 	}
 	ImsgFlush(recipient);
 	PG_RETURN_TEXT_P(cstring_to_text("ok"));
+}
+
+PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_sizes);
+
+/*
+ * One pipelined message per size: msgtype = size, every payload byte =
+ * size % 251; then a flush.  Returns the ids ImsgSendPipelined reported,
+ * comma-separated.
+ */
+Datum
+imsg_test_send_pipelined_sizes(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	ArrayType  *sizes = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *elems;
+	int			n;
+	int			i;
+	StringInfoData ids;
+
+	deconstruct_array(sizes, INT4OID, 4, true, TYPALIGN_INT, &elems, NULL, &n);
+	initStringInfo(&ids);
+	for (i = 0; i < n; i++)
+	{
+		int32		size = DatumGetInt32(elems[i]);
+		char	   *data = palloc(Max(size, 1));
+		uint64		id;
+		ImsgResult	r;
+
+		memset(data, size % 251, size);
+		r = ImsgSendPipelined(recipient, size, data, size, 5000, &id);
+		if (r != IMSG_OK)
+			PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+		appendStringInfo(&ids, "%s" UINT64_FORMAT, i > 0 ? "," : "", id);
+		pfree(data);
+	}
+	ImsgFlush(recipient);
+	PG_RETURN_TEXT_P(cstring_to_text(ids.data));
 }
 
 PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_noflush);
