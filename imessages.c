@@ -45,6 +45,7 @@ char	   *imsg_gcs_group = NULL;
 char	   *imsg_node_name = NULL;
 int			imsg_commit_mode = IMSG_COMMIT_ASYNC;
 int			imsg_commit_timeout_ms = 10000;
+int			imsg_settle_delay_ms = 1;
 int			imsg_certification_window = 262144;
 
 static const struct config_enum_entry commit_mode_options[] = {
@@ -126,6 +127,15 @@ _PG_init(void)
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
 							imsg_check_max_message_size, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.settle_delay",
+							"Longest the manager takes to notice that transactions whose change sets it holds have ended.",
+							"While such transactions are committing, the manager looks at their outcome this often instead of being woken by each; 0 has every commit wake it.",
+							&imsg_settle_delay_ms,
+							1, 0, 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("imessages.min_helpers",
 							"Helper backends the manager keeps running.",

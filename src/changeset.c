@@ -608,7 +608,17 @@ imsg_cs_send(void)
 		ImsgBufferPutInt8(&out, (final ? IMSG_CS_FINAL : 0) | (sync ? IMSG_CS_SYNC : 0));
 		ImsgBufferPutInt32(&out, cs_nchanges);
 		ImsgBufferPutBytes(&out, cs_buf.data + off, n);
-		ImsgCommit(&out);
+
+		/*
+		 * async: the COMMIT or ABORT callback wakes the manager moments
+		 * later, when the outcome is in the commit log, so the final chunk
+		 * need not: the manager then settles the change set in one pass.
+		 * Earlier chunks wake it, so that it makes room for the next.
+		 */
+		if (final && !sync)
+			imsg_commit_quiet(&out);
+		else
+			ImsgCommit(&out);
 		cs_sent = true;
 		off += n;
 		chunk_no++;
@@ -620,13 +630,24 @@ imsg_cs_send(void)
 		imsg_cs_wait_ordered(fxid, manager_pid);
 }
 
-/* Tell the manager to look at our transaction's outcome now. */
+/*
+ * Tell the manager to look at our transaction's outcome now, unless it
+ * said it will within imessages.settle_delay anyway.
+ */
 static void
 imsg_cs_wake_manager(void)
 {
 	ImsgArea   *area = ImsgAreaPtr;
 	int			procno;
 
+	/*
+	 * Our change set (and our commit or abort) before the flag: pairs with
+	 * the manager's barrier between clearing it and its last look at the
+	 * mailbox.
+	 */
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&ImsgManagerState->settle_polling) != 0)
+		return;
 	procno = IMSG_IDENT_PROCNO(pg_atomic_read_u64(&area->manager_ident));
 	if (procno >= 0)
 		SetLatch(&GetPGProcByNumber(procno)->procLatch);

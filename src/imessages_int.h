@@ -44,6 +44,7 @@ extern char *imsg_gcs_group;
 extern char *imsg_node_name;
 extern int	imsg_commit_mode;
 extern int	imsg_commit_timeout_ms;
+extern int	imsg_settle_delay_ms;
 extern int	imsg_certification_window;
 
 #define IMSG_COMMIT_ASYNC		0
@@ -433,6 +434,14 @@ typedef struct ImsgHelperSlot
  * The manager's status, for imsg_manager_status().  Written by the manager
  * under 'mutex'; survives manager restarts (not server restarts), so that
  * 'last_error' tells why the previous manager exited.
+ *
+ * 'settle_polling' is the exception: an atomic, written only by the manager,
+ * read without the mutex by backends at COMMIT and ABORT.  Nonzero, it says
+ * that the manager will look at committing transactions' outcomes within
+ * imessages.settle_delay without being woken, so they skip the SetLatch.
+ * The manager clears it, issues a full barrier and looks at its mailbox
+ * once more before it sleeps; a backend queues its change set, issues a
+ * full barrier and reads the flag (imsg_cs_wake_manager).
  */
 /*
  * A member of the group, as the GCS reports it: 'node' is its
@@ -468,6 +477,7 @@ typedef struct ImsgSeen
 typedef struct ImsgManagerShared
 {
 	slock_t		mutex;
+	pg_atomic_uint32 settle_polling;	/* see above; no mutex */
 	int			pid;
 	TimestampTz started_at;
 	char		gcs[NAMEDATALEN];
@@ -625,6 +635,8 @@ typedef struct ImsgCursorMark
 extern void imsg_check_available(void);
 extern ImsgMailbox *imsg_my_mailbox(void);
 extern void imsg_cancel_pending(void);
+extern uint64 imsg_commit_quiet(ImsgBuffer *buf);
+extern bool imsg_mailbox_has_ready(void);
 extern void imsg_rewind_unreleased(void);
 extern void imsg_release_all_received(void);
 extern void imsg_flush_release(void);

@@ -33,6 +33,8 @@
  */
 #include "postgres.h"
 
+#include <sched.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "portability/instr_time.h"
@@ -597,10 +599,11 @@ ImsgReserve(int recipient_pid, int32 msgtype, Size len, long timeout_ms,
 }
 
 /*
- * Mark the pending message READY or CANCELLED and wake its recipient.
+ * Mark the pending message READY or CANCELLED and, if 'wake', wake its
+ * recipient.
  */
 static void
-imsg_finish_pending(ImsgMessage *msg, uint32 state)
+imsg_finish_pending(ImsgMessage *msg, uint32 state, bool wake)
 {
 	int			procno = pending_procno;
 
@@ -615,11 +618,19 @@ imsg_finish_pending(ImsgMessage *msg, uint32 state)
 	pg_write_barrier();
 	pg_atomic_write_u32(&msg->state, state);
 	/* from here on the owner may release and reuse the memory: no access */
-	SetLatch(&GetPGProcByNumber(procno)->procLatch);
+	if (wake)
+		SetLatch(&GetPGProcByNumber(procno)->procLatch);
 }
 
-uint64
-ImsgCommit(ImsgBuffer *buf)
+/*
+ * Publish the reserved message.  imsg_commit_quiet() does not wake the
+ * recipient: for a caller that wakes it anyway moments later (change-set
+ * capture's final chunk, followed by the COMMIT or ABORT callback's
+ * SetLatch), so that the recipient runs once, not twice.  A cancelled
+ * reservation always wakes: a reader may be stopped at it.
+ */
+static uint64
+imsg_commit_reserved(ImsgBuffer *buf, bool wake)
 {
 	ImsgMessage *msg = (ImsgMessage *) buf->reservation;
 	uint64		id;
@@ -630,9 +641,21 @@ ImsgCommit(ImsgBuffer *buf)
 	msg->length = buf->len;
 	id = msg->msg_id;
 	buf->reservation = NULL;
-	imsg_finish_pending(msg, IMSG_STATE_READY);
+	imsg_finish_pending(msg, IMSG_STATE_READY, wake);
 	pg_atomic_write_u64(&MyMailbox->sent, pg_atomic_read_u64(&MyMailbox->sent) + 1);
 	return id;
+}
+
+uint64
+ImsgCommit(ImsgBuffer *buf)
+{
+	return imsg_commit_reserved(buf, true);
+}
+
+uint64
+imsg_commit_quiet(ImsgBuffer *buf)
+{
+	return imsg_commit_reserved(buf, false);
 }
 
 void
@@ -643,7 +666,7 @@ ImsgCancel(ImsgBuffer *buf)
 	if (msg == NULL || msg != pending_msg)
 		return;
 	buf->reservation = NULL;
-	imsg_finish_pending(msg, IMSG_STATE_CANCELLED);
+	imsg_finish_pending(msg, IMSG_STATE_CANCELLED, true);
 }
 
 /* Cancel this process's reservation, if any: for error cleanup. */
@@ -651,7 +674,7 @@ void
 imsg_cancel_pending(void)
 {
 	if (pending_msg != NULL)
-		imsg_finish_pending(pending_msg, IMSG_STATE_CANCELLED);
+		imsg_finish_pending(pending_msg, IMSG_STATE_CANCELLED, true);
 }
 
 ImsgResult
@@ -1070,16 +1093,25 @@ imsg_wait_for_message(long timeout_ms, TimestampTz *deadline)
  * both of them context switches, which dominated the C-path benchmark.
  * Only the segment's 'end' and 'next' are read, and pg_spin_delay keeps
  * the polling gentle on the other hyperthread.
+ *
+ * A process waiting for a reply (a ping's, a sync commit's) polls longer,
+ * IMSG_REPLY_SPIN_US, but yields the CPU between looks: the process that
+ * answers may need this very CPU (on a small, busy machine it often does),
+ * and being woken by a signal costs the replier a kill() and us a context
+ * switch, more than the reply's own work.  With nothing else runnable the
+ * yield returns at once, so the poll only uses time the CPU had spare.
  */
 #define IMSG_SPIN_US 50
+#define IMSG_REPLY_SPIN_US 200
 
 static bool streaming = false;
 
 static bool
-imsg_spin_for_message(void)
+imsg_spin_for_message(bool for_reply)
 {
 	instr_time	start;
 	instr_time	now;
+	int			limit_us = for_reply ? IMSG_REPLY_SPIN_US : IMSG_SPIN_US;
 	int			i = 0;
 
 	INSTR_TIME_SET_CURRENT(start);
@@ -1087,12 +1119,16 @@ imsg_spin_for_message(void)
 	{
 		if (!imsg_cursor_at_end())
 			return true;
-		pg_spin_delay();
-		if (++i % 64 == 0)
+		if (for_reply)
+			sched_yield();
+		else
+			pg_spin_delay();
+		/* a yield is a system call: look at the clock after each one */
+		if (for_reply || ++i % 64 == 0)
 		{
 			INSTR_TIME_SET_CURRENT(now);
 			INSTR_TIME_SUBTRACT(now, start);
-			if (INSTR_TIME_GET_MICROSEC(now) >= IMSG_SPIN_US)
+			if (INSTR_TIME_GET_MICROSEC(now) >= limit_us)
 				return false;
 		}
 	}
@@ -1123,10 +1159,10 @@ ImsgReceiveMatching(long timeout_ms, ImsgMatchFunc match, void *arg,
 
 		/*
 		 * A reply (a ping's, a sync commit's) usually comes within tens of
-		 * microseconds: poll for it once, as ImsgReceive does in a stream,
-		 * before paying for a sleep and a signal.
+		 * microseconds: poll for it once (see imsg_spin_for_message) before
+		 * paying for a sleep and a signal.
 		 */
-		if (!spun && timeout_ms != 0 && imsg_spin_for_message())
+		if (!spun && timeout_ms != 0 && imsg_spin_for_message(true))
 			continue;
 		r = imsg_wait_for_message(timeout_ms, &deadline);
 		if (r != IMSG_OK)
@@ -1190,7 +1226,7 @@ ImsgReceive(long timeout_ms, ImsgMessage **msgp)
 		if (streaming && timeout_ms != 0)
 		{
 			streaming = false;
-			if (imsg_spin_for_message())
+			if (imsg_spin_for_message(false))
 				continue;
 		}
 		streaming = false;
@@ -1215,6 +1251,13 @@ imsg_cursor_at_end(void)
 		return imsg_msg_state(msg) == IMSG_STATE_RESERVED;
 	}
 	return ((volatile ImsgSegment *) cursor.seg)->next == NULL;
+}
+
+/* Is there a message for the owner to take (not one still being written)? */
+bool
+imsg_mailbox_has_ready(void)
+{
+	return MyMailbox != NULL && !imsg_cursor_at_end();
 }
 
 /*

@@ -836,14 +836,20 @@ count_discarded(Inflight *e)
  * committed ones are multicast (async) or recorded as delivered (sync,
  * already ordered); the others are discarded, never delivered.  The
  * backends' COMMIT and ABORT callbacks set our latch so that this runs
- * promptly; a backend that died is caught here too.  'mailbox_empty': we
- * have read every message queued for us, so a committed transaction whose
- * change set is still incomplete will never complete.
+ * promptly, unless we said we would look again within settle_delay (see
+ * imsg_manager_sleep); a backend that died is caught here too.
+ * 'mailbox_empty': we have read every message queued for us, so a
+ * committed transaction whose change set is still incomplete will never
+ * complete.  Returns how many change sets' transactions are in progress,
+ * and sets *settled to how many change sets were settled.
  */
-static void
-settle_inflight(bool mailbox_empty)
+static int
+settle_inflight(bool mailbox_empty, int *settled)
 {
 	ListCell   *lc;
+	int			in_progress = 0;
+
+	*settled = 0;
 
 	foreach(lc, inflight)
 	{
@@ -852,7 +858,10 @@ settle_inflight(bool mailbox_empty)
 		bool		committed;
 
 		if (TransactionIdIsInProgress(xid))
+		{
+			in_progress++;
 			continue;
+		}
 		if (e->sync && e->multicast && !e->ordered)
 			continue;			/* wait for the GCS to deliver it back */
 		committed = TransactionIdDidCommit(xid);
@@ -901,7 +910,9 @@ settle_inflight(bool mailbox_empty)
 		inflight = foreach_delete_current(inflight, lc);
 		pfree(e->buf.data);
 		pfree(e);
+		(*settled)++;
 	}
+	return in_progress;
 }
 
 /*
@@ -1380,11 +1391,17 @@ manager_loop(void)
 	WaitEventSet *set = NULL;
 	bool		gcs_readable = false;
 
+	/* a previous manager may have exited polling: be woken until we poll */
+	pg_atomic_write_u32(&ImsgManagerState->settle_polling, 0);
+
 	while (!ShutdownRequestPending)
 	{
 		MemoryContext old;
 		bool		more;
 		long		timeout = -1;
+		long		settle_timeout;
+		int			in_progress;
+		int			settled;
 		WaitEvent	events[1 + IMSG_GCS_MAX_FDS];
 		int			nevents;
 		int			i;
@@ -1413,11 +1430,39 @@ manager_loop(void)
 		requeue_orphaned_jobs();
 		run_pending_jobs();
 		run_apply_queue();
-		settle_inflight(!more && imsg_mailbox_drained());
+		in_progress = settle_inflight(!more && imsg_mailbox_drained(), &settled);
 		MemoryContextSwitchTo(old);
 
 		if (more || (gcs_connected && gcs->pending()))
 			continue;
+
+		/*
+		 * Transactions with change sets are committing (some we hold are
+		 * in progress, or we just settled some): rather than have each one
+		 * wake us at COMMIT (a kill() per transaction, which on a busy
+		 * server costs more than the settling), look again within
+		 * settle_delay, and say so.  Otherwise say that we sleep until
+		 * woken, then look at the mailbox once more: a backend that saw the
+		 * old flag skipped its SetLatch, but the barrier pairs with the one
+		 * in imsg_cs_wake_manager (Dekker), so either it sees the cleared
+		 * flag and wakes us, or we see the message it queued before.
+		 */
+		if ((in_progress > 0 || settled > 0) && imsg_settle_delay_ms > 0)
+		{
+			pg_atomic_write_u32(&ImsgManagerState->settle_polling, 1);
+			settle_timeout = imsg_settle_delay_ms;
+		}
+		else
+		{
+			settle_timeout = -1;
+			if (pg_atomic_read_u32(&ImsgManagerState->settle_polling) != 0)
+			{
+				pg_atomic_write_u32(&ImsgManagerState->settle_polling, 0);
+				pg_memory_barrier();
+				if (imsg_mailbox_has_ready())
+					continue;
+			}
+		}
 
 		if (wait_set_stale)
 			set = build_wait_set(set);
@@ -1427,6 +1472,8 @@ manager_loop(void)
 		/* backstop for change sets whose backend died: recheck often */
 		if (inflight != NIL)
 			timeout = min_timeout(timeout, 10);
+		if (settle_timeout >= 0)
+			timeout = min_timeout(timeout, settle_timeout);
 		/* messages waiting for room: look again soon */
 		if (retry_list != NIL)
 			timeout = min_timeout(timeout, 10);

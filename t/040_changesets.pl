@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('changesets');
 $node->init;
@@ -117,6 +118,52 @@ is(status('change_sets_delivered') - $delivered, 1,
 is(status('change_sets_discarded') - $discarded, 0, 'and not discarded');
 is($node->safe_psql('postgres', 'SELECT changes FROM imsg_recent_changesets(1)'),
 	'4000', 'with all its changes');
+
+# Settling without a wake-up per commit (imessages.settle_delay): while
+# transactions with change sets keep committing, the manager looks at their
+# outcome on a timer and backends skip their SetLatch; once idle it is
+# woken again.  A lost wake-up would leave a change set in the mailbox with
+# nothing to deliver it, so each step must deliver within a few seconds.
+sub delivered_within
+{
+	my ($want, $secs) = @_;
+	for (1 .. $secs * 20)
+	{
+		return 1 if status('change_sets_delivered') >= $want;
+		usleep(50_000);
+	}
+	return 0;
+}
+
+$delivered = status('change_sets_delivered');
+my $burst = join '', map { "INSERT INTO t VALUES ('settle $_', $_);\n" } 1 .. 200;
+$node->safe_psql('postgres', $burst);
+ok(delivered_within($delivered + 200, 10),
+	'200 async commits in a row are all delivered');
+
+# the manager has gone idle: the next commit must wake it
+usleep(300_000);
+$node->safe_psql('postgres', "INSERT INTO t VALUES ('after idle', 0)");
+ok(delivered_within($delivered + 201, 5),
+	'a commit after the manager went idle wakes it and is delivered');
+
+# a sync commit right after async ones, and after idle
+$node->safe_psql('postgres', q{
+SET imessages.commit_mode = 'sync';
+INSERT INTO t VALUES ('sync after burst', 1);
+});
+ok(delivered_within($delivered + 202, 5), 'a sync commit is delivered');
+
+# settle_delay = 0: every commit wakes the manager, as before
+$node->append_conf('postgresql.conf', 'imessages.settle_delay = 0');
+$node->reload;
+$node->poll_query_until('postgres', q{
+SELECT setting = '0' FROM pg_settings WHERE name = 'imessages.settle_delay'});
+$burst = join '', map { "INSERT INTO t VALUES ('nodelay $_', $_);\n" } 1 .. 50;
+$node->safe_psql('postgres', $burst);
+ok(delivered_within($delivered + 252, 10),
+	'with imessages.settle_delay = 0 every commit is delivered');
+is(status('change_sets_discarded'), $discarded, 'none of them discarded');
 
 $node->stop;
 done_testing();
