@@ -724,6 +724,7 @@ static struct
 	uint32		generation;
 	int			owner_pid;
 	uint32		count;
+	uint32		end;			/* where the next message goes */
 	uint32		limit;			/* where its messages must end */
 }			batch;
 
@@ -762,7 +763,9 @@ imsg_publish_batch(void)
 	if (seg == NULL)
 		return IMSG_OK;
 	batch.seg = NULL;
-	used = pg_atomic_read_u32(&seg->end) - IMSG_SEGMENT_HEADER;
+	/* 'end' is kept privately while the batch fills, published here */
+	pg_atomic_write_u32(&seg->end, batch.end);
+	used = batch.end - IMSG_SEGMENT_HEADER;
 	mb = imsg_mailbox(batch.procno);
 
 	/*
@@ -825,7 +828,7 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 	if (batch.seg != NULL &&
 		(batch.recipient_pid != recipient_pid ||
 		 batch.seg->batch_sender_role != role ||
-		 batch.limit - pg_atomic_read_u32(&batch.seg->end) < space))
+		 batch.limit - batch.end < space))
 		(void) imsg_publish_batch();
 
 	if (batch.seg == NULL)
@@ -850,6 +853,7 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 		batch.owner_pid = recipient_pid == IMSG_MANAGER ?
 			imsg_mailbox(batch.procno)->owner_pid : recipient_pid;
 		batch.count = 0;
+		batch.end = IMSG_SEGMENT_HEADER;
 		seg->batch_first_id = imsg_reserve_message_ids(batch.limit / 8);
 		seg->batch_sent_at = GetCurrentTimestamp();
 		seg->batch_sender_pid = MyProcPid;
@@ -859,12 +863,12 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 	}
 
 	/* nobody else sees this segment yet: plain writes */
-	end = pg_atomic_read_u32(&batch.seg->end);
+	end = batch.end;
 	msg = (ImsgCompactMessage *) ((char *) batch.seg + end);
 	pg_atomic_init_u32(&msg->word, imsg_compact_word(IMSG_STATE_READY, (uint32) len, end));
 	msg->msgtype = msgtype;
 	memcpy((char *) msg + IMSG_COMPACT_HEADER, data, len);
-	pg_atomic_write_u32(&batch.seg->end, end + space);
+	batch.end = end + space;
 	batch.count++;
 	if (msg_id)
 		*msg_id = batch.seg->batch_first_id + end / 8;
