@@ -626,7 +626,10 @@ imsg_finish_pending(ImsgMessage *msg, uint32 state, bool wake)
  * Publish the reserved message.  imsg_commit_quiet() does not wake the
  * recipient: for a caller that wakes it anyway moments later (change-set
  * capture's final chunk, followed by the COMMIT or ABORT callback's
- * SetLatch), so that the recipient runs once, not twice.  A cancelled
+ * imsg_cs_wake_manager), so that the recipient runs once, not twice.  The
+ * invariant every caller must keep: after a quiet commit, this process
+ * runs a wake-up that reads the manager's settle_polling flag after a full
+ * barrier (see manager_loop), or the message may wait unseen.  A cancelled
  * reservation always wakes: a reader may be stopped at it.
  */
 static uint64
@@ -1102,8 +1105,9 @@ imsg_wait_for_message(long timeout_ms, TimestampTz *deadline)
  * IMSG_REPLY_SPIN_US, but yields the CPU between looks: the process that
  * answers may need this very CPU (on a small, busy machine it often does),
  * and being woken by a signal costs the replier a kill() and us a context
- * switch, more than the reply's own work.  With nothing else runnable the
- * yield returns at once, so the poll only uses time the CPU had spare.
+ * switch, more than the reply's own work.  The yield is only a hint (CFS
+ * may run us again at once), so a wait can cost up to 200 us of CPU; on
+ * the 2-CPU benchmark machine it still made sync commits faster (DESIGN.md).
  */
 #define IMSG_SPIN_US 50
 #define IMSG_REPLY_SPIN_US 200

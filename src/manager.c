@@ -94,8 +94,18 @@ typedef struct Inflight
 	uint64		seq;
 	int32		next_chunk;
 	int32		nchanges;
+	int			looks;			/* settle passes that found it in progress */
 	StringInfoData buf;
 } Inflight;
+
+/*
+ * A transaction still in progress after this many settle passes (about as
+ * many milliseconds at settle_delay = 1 ms) is not committing promptly: a
+ * sync commit waiting for the group, or a commit waiting for a synchronous
+ * standby.  It stops keeping the manager on its settle_delay timer, and its
+ * COMMIT callback wakes the manager as before.
+ */
+#define IMSG_SETTLE_MAX_LOOKS	20
 
 /*
  * A small message the manager could not send because the area was full,
@@ -837,11 +847,12 @@ count_discarded(Inflight *e)
  * already ordered); the others are discarded, never delivered.  The
  * backends' COMMIT and ABORT callbacks set our latch so that this runs
  * promptly, unless we said we would look again within settle_delay (see
- * imsg_manager_sleep); a backend that died is caught here too.
+ * manager_loop); a backend that died is caught here too.
  * 'mailbox_empty': we have read every message queued for us, so a
  * committed transaction whose change set is still incomplete will never
- * complete.  Returns how many change sets' transactions are in progress,
- * and sets *settled to how many change sets were settled.
+ * complete.  Returns how many change sets' transactions are in progress
+ * (and not for long: IMSG_SETTLE_MAX_LOOKS), and sets *settled to how many
+ * change sets were settled.
  */
 static int
 settle_inflight(bool mailbox_empty, int *settled)
@@ -859,7 +870,8 @@ settle_inflight(bool mailbox_empty, int *settled)
 
 		if (TransactionIdIsInProgress(xid))
 		{
-			in_progress++;
+			if (e->looks++ < IMSG_SETTLE_MAX_LOOKS)
+				in_progress++;
 			continue;
 		}
 		if (e->sync && e->multicast && !e->ordered)
@@ -1391,9 +1403,6 @@ manager_loop(void)
 	WaitEventSet *set = NULL;
 	bool		gcs_readable = false;
 
-	/* a previous manager may have exited polling: be woken until we poll */
-	pg_atomic_write_u32(&ImsgManagerState->settle_polling, 0);
-
 	while (!ShutdownRequestPending)
 	{
 		MemoryContext old;
@@ -1445,7 +1454,11 @@ manager_loop(void)
 		 * woken, then look at the mailbox once more: a backend that saw the
 		 * old flag skipped its SetLatch, but the barrier pairs with the one
 		 * in imsg_cs_wake_manager (Dekker), so either it sees the cleared
-		 * flag and wakes us, or we see the message it queued before.
+		 * flag and wakes us, or we see the message it queued before.  (If
+		 * an earlier message is still being written, we stop at it; its
+		 * writer wakes us when it commits or cancels it, or, if it is a
+		 * quiet final chunk, its own COMMIT or ABORT callback reads the
+		 * flag after our clear and wakes us.)
 		 */
 		if ((in_progress > 0 || settled > 0) && imsg_settle_delay_ms > 0)
 		{
@@ -1538,6 +1551,15 @@ imsg_manager_main(Datum main_arg)
 	ImsgManagerState->group_quorate = false;
 	ImsgManagerState->certification_rows = 0;
 	SpinLockRelease(&ImsgManagerState->mutex);
+
+	/*
+	 * A previous manager may have exited with settle_polling set: clear it
+	 * before backends can find us, or one could skip the wake-up for a
+	 * change set we would never look at.  The barrier orders the clear
+	 * before the publication of manager_ident below.
+	 */
+	pg_atomic_write_u32(&ImsgManagerState->settle_polling, 0);
+	pg_memory_barrier();
 
 	SpinLockAcquire(&area->manager_lock);
 	area->manager_pid = MyProcPid;

@@ -9,7 +9,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('changesets');
-$node->init;
+$node->init(allows_streaming => 1);	# sync rep waits need a wal sender slot
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'imessages'
 imessages.min_helpers = 0
@@ -154,6 +154,45 @@ INSERT INTO t VALUES ('sync after burst', 1);
 });
 ok(delivered_within($delivered + 202, 5), 'a sync commit is delivered');
 
+# A transaction that stays in progress after sending its change set (here:
+# a sync commit, ordered by the group, then waiting for a synchronous
+# standby that does not exist) must not keep the
+# manager waking every settle_delay: after a few looks it sleeps until
+# woken.  Counted with the manager's voluntary context switches.
+$node->append_conf('postgresql.conf', "synchronous_standby_names = 'nobody'");
+$node->reload;
+$node->poll_query_until('postgres', q{SELECT current_setting('synchronous_standby_names') = 'nobody'});
+my $stuck = $node->background_psql('postgres', on_error_stop => 0);
+$stuck->query_until(qr/started/, q{
+SET imessages.commit_mode = 'sync';
+\echo started
+INSERT INTO t VALUES ('waits for a standby', 0);
+});
+$node->poll_query_until('postgres', q{
+SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
+usleep(200_000);
+sub voluntary_switches
+{
+	open my $fh, '<', "/proc/$_[0]/status" or die "no /proc/$_[0]/status: $!";
+	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
+	close $fh;
+	return $n;
+}
+$manager = $node->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+my $switches = voluntary_switches($manager);
+sleep 1;
+$switches = voluntary_switches($manager) - $switches;
+cmp_ok($switches, '<', 200,
+	'a transaction stuck in progress does not keep the manager polling every millisecond');
+$node->safe_psql('postgres', q{
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
+$stuck->quit;
+$node->append_conf('postgresql.conf', "synchronous_standby_names = ''");
+$node->reload;
+$node->poll_query_until('postgres', q{SELECT current_setting('synchronous_standby_names') = ''});
+ok(delivered_within($delivered + 203, 5),
+	'its change set is delivered once the transaction commits');
+
 # settle_delay = 0: every commit wakes the manager, as before
 $node->append_conf('postgresql.conf', 'imessages.settle_delay = 0');
 $node->reload;
@@ -161,7 +200,7 @@ $node->poll_query_until('postgres', q{
 SELECT setting = '0' FROM pg_settings WHERE name = 'imessages.settle_delay'});
 $burst = join '', map { "INSERT INTO t VALUES ('nodelay $_', $_);\n" } 1 .. 50;
 $node->safe_psql('postgres', $burst);
-ok(delivered_within($delivered + 252, 10),
+ok(delivered_within($delivered + 253, 10),
 	'with imessages.settle_delay = 0 every commit is delivered');
 is(status('change_sets_discarded'), $discarded, 'none of them discarded');
 
