@@ -464,6 +464,51 @@ imsg_chunk_size(void)
 	return limit > IMSG_CS_CHUNK_HEADER + 1024 ? limit - IMSG_CS_CHUNK_HEADER : 1024;
 }
 
+/*
+ * The manager's answer to a sync commit: return if the change set was
+ * ordered, else the ERROR that rolls the transaction back.
+ */
+static void
+imsg_cs_report_outcome(ImsgCsOutcome outcome)
+{
+	const char *gcs = GetConfigOption("imessages.gcs", false, false);
+
+	switch (outcome)
+	{
+		case IMSG_CS_OUTCOME_ORDERED:
+			return;
+		case IMSG_CS_OUTCOME_NO_GROUP:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("imessages manager is not connected to the group communication system \"%s\"", gcs),
+					 errdetail("The transaction is rolled back; its change set was sent to no node."),
+					 errhint("Check the server log and imsg_manager_status(), or use imessages.commit_mode = 'async'.")));
+			break;
+		case IMSG_CS_OUTCOME_NO_QUORUM:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("this node has no quorum in the group communication system \"%s\"", gcs),
+					 errdetail("The transaction is rolled back; its change set was sent to no node.  A node cut off from the primary component cannot commit in sync mode."),
+					 errhint("Check imsg_manager_status().group_quorate and the group's network, or use imessages.commit_mode = 'async'.")));
+			break;
+		case IMSG_CS_OUTCOME_LOST:
+			ereport(ERROR,
+					(errcode(ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN),
+					 errmsg("the connection to the group communication system \"%s\" was lost before the transaction's change set was ordered", gcs),
+					 errdetail("The transaction is rolled back on this node; other nodes may have applied its change set."),
+					 errhint("Check the server log and imsg_manager_status() on every node.")));
+			break;
+		case IMSG_CS_OUTCOME_CONFLICT:
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent update on another node"),
+					 errdetail("A change set of another node that changed the same rows was delivered first."),
+					 errhint("The transaction might succeed if retried.")));
+			break;
+	}
+	elog(ERROR, "imessages: unknown sync commit outcome %d", (int) outcome);
+}
+
 /* sync mode: wait until the manager says the group ordered our change set. */
 static void
 imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
@@ -491,33 +536,7 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 			ImsgConsume(msg);
 			if (xid != U64FromFullTransactionId(fxid))
 				continue;		/* a reply for a transaction that gave up */
-			if (outcome == IMSG_CS_OUTCOME_NO_GROUP)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("imessages manager is not connected to the group communication system \"%s\"",
-								GetConfigOption("imessages.gcs", false, false)),
-						 errdetail("The transaction is rolled back; its change set was sent to no node."),
-						 errhint("Check the server log and imsg_manager_status(), or use imessages.commit_mode = 'async'.")));
-			if (outcome == IMSG_CS_OUTCOME_NO_QUORUM)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("this node has no quorum in the group communication system \"%s\"",
-								GetConfigOption("imessages.gcs", false, false)),
-						 errdetail("The transaction is rolled back; its change set was sent to no node.  A node cut off from the primary component cannot commit in sync mode."),
-						 errhint("Check imsg_manager_status().group_quorate and the group's network, or use imessages.commit_mode = 'async'.")));
-			if (outcome == IMSG_CS_OUTCOME_LOST)
-				ereport(ERROR,
-						(errcode(ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN),
-						 errmsg("the connection to the group communication system \"%s\" was lost before the transaction's change set was ordered",
-								GetConfigOption("imessages.gcs", false, false)),
-						 errdetail("The transaction is rolled back on this node; other nodes may have applied its change set."),
-						 errhint("Check the server log and imsg_manager_status() on every node.")));
-			if (outcome == IMSG_CS_OUTCOME_CONFLICT)
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not serialize access due to a concurrent update on another node"),
-						 errdetail("A change set of another node that changed the same rows was delivered first."),
-						 errhint("The transaction might succeed if retried.")));
+			imsg_cs_report_outcome((ImsgCsOutcome) outcome);
 			return;
 		}
 		(void) imsg_resolve_manager(&now_pid);

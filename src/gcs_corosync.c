@@ -139,6 +139,7 @@ static bool quorate = false;
 static uint32 quorum_view[IMSG_MAX_QUORUM_VIEW];
 static int	quorum_view_count = 0;
 static bool connection_failed = false;
+static int	last_connect_err = CS_OK;	/* cpg_initialize's, logged once */
 
 /* The group as corosync last reported it, with what we know of each. */
 static ImsgGroupMember members[IMSG_MAX_GROUP_MEMBERS];
@@ -538,21 +539,17 @@ corosync_connect(void)
 	err = cpg_initialize(&cpg_handle, &cpg_callbacks);
 	if (err != CS_OK)
 	{
-		/* the manager retries every second: say it once a minute */
-		static TimestampTz last_logged = 0;
-		static int	last_err = 0;
-		TimestampTz now = GetCurrentTimestamp();
-
-		if ((int) err != last_err ||
-			TimestampDifferenceExceeds(last_logged, now, 60 * 1000))
-		{
+		/*
+		 * The manager retries every second and repeats its own line once a
+		 * minute (gcs_try_connect); say why here when the reason changes.
+		 */
+		if ((int) err != last_connect_err)
 			elog(LOG, "imessages: cannot connect to corosync (cpg_initialize: error %d); is corosync running?",
 				 (int) err);
-			last_logged = now;
-			last_err = (int) err;
-		}
+		last_connect_err = (int) err;
 		return false;
 	}
+	last_connect_err = CS_OK;
 	cpg_initialized = true;
 	strlcpy(cpg_group.value, imsg_gcs_group, sizeof(cpg_group.value));
 	cpg_group.length = strlen(cpg_group.value);

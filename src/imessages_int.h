@@ -154,6 +154,19 @@ imsg_compact_word(uint32 state, uint32 len, uint32 offset)
 	return state | IMSG_STATE_COMPACT | (len << 4) | ((offset / 8) << 18);
 }
 
+/* The payload length, and the offset in 8-byte units, of a compact word. */
+static inline uint32
+imsg_compact_len(uint32 word)
+{
+	return (word >> 4) & IMSG_COMPACT_MAX_LEN;
+}
+
+static inline uint32
+imsg_compact_offset8(uint32 word)
+{
+	return word >> 18;
+}
+
 /*
  * A segment: a run of pages in a mailbox's chain.
  *
@@ -201,7 +214,7 @@ imsg_msg_space(ImsgMessage *msg)
 	uint32		word = pg_atomic_read_u32(&msg->state);
 
 	if (word & IMSG_STATE_COMPACT)
-		return IMSG_COMPACT_SPACE((word >> 4) & IMSG_COMPACT_MAX_LEN);
+		return IMSG_COMPACT_SPACE(imsg_compact_len(word));
 	return msg->space;
 }
 
@@ -219,7 +232,7 @@ imsg_compact_segment(ImsgMessage *msg)
 {
 	uint32		word = pg_atomic_read_u32(&msg->state);
 
-	return (ImsgSegment *) ((char *) msg - (Size) (word >> 18) * 8);
+	return (ImsgSegment *) ((char *) msg - (Size) imsg_compact_offset8(word) * 8);
 }
 
 /*

@@ -1493,7 +1493,6 @@ imsg_publish_release(void)
 		imsg_segment_free(extra);
 }
 
-/* Accessors */
 /*
  * Accessors.  A compact message (from a pipelined batch) keeps what its
  * batch shares in its segment's header; the message's first word says which
@@ -1508,7 +1507,7 @@ ImsgMessageId(const ImsgMessage *msg)
 {
 	if (IS_COMPACT(msg))
 		return SEGMENT_OF(msg)->batch_first_id +
-			(uint64) (((const char *) msg - (const char *) SEGMENT_OF(msg)) / 8);
+			imsg_compact_offset8(pg_atomic_read_u32(&COMPACT(msg)->word));
 	return msg->msg_id;
 }
 
@@ -1556,7 +1555,7 @@ uint32
 ImsgMessageLength(const ImsgMessage *msg)
 {
 	if (IS_COMPACT(msg))
-		return (pg_atomic_read_u32(&COMPACT(msg)->word) >> 4) & IMSG_COMPACT_MAX_LEN;
+		return imsg_compact_len(pg_atomic_read_u32(&COMPACT(msg)->word));
 	return msg->length;
 }
 

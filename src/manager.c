@@ -531,11 +531,6 @@ handle_job_done(ImsgMessage *msg)
 static uint64 own_counter = 0;
 
 /*
- * Multicast a change set: the fixed header, then what certification needs
- * (our manager pid, our number for it, what we have applied of every other
- * origin), then the change set itself.
- */
-/*
  * May this node order messages now?  It must be connected to the GCS and,
  * if the GCS has a notion of quorum, in the primary component: what a node
  * cut off from the others multicasts is delivered to it alone.
@@ -550,6 +545,7 @@ gcs_order_state(void)
 	return IMSG_CS_OUTCOME_ORDERED;
 }
 
+/* For log lines; ORDERED here means the GCS refused the multicast. */
 static const char *
 gcs_order_state_text(ImsgCsOutcome state)
 {
@@ -576,6 +572,11 @@ publish_order_state(void)
 						gcs->name)));
 }
 
+/*
+ * Multicast a change set: the fixed header, then what certification needs
+ * (our manager pid, our number for it, what we have applied of every other
+ * origin), then the change set itself.
+ */
 static bool
 multicast_changeset(Inflight *e)
 {
@@ -909,7 +910,7 @@ settle_inflight(bool mailbox_empty, int *settled)
 					ereport(LOG,
 							(errmsg("imessages manager holds the change set of transaction %llu: %s \"%s\"",
 									(unsigned long long) e->xid,
-									gcs_order_state_text(state == IMSG_CS_OUTCOME_ORDERED ? IMSG_CS_OUTCOME_NO_GROUP : state),
+									gcs_order_state_text(state),
 									gcs->name),
 							 errdetail("It is sent when the node is back in the group.")));
 				e->held_logged = true;
@@ -1087,10 +1088,6 @@ reply_ordered(int origin_pid, uint64 xid, uint64 seq, ImsgCsOutcome outcome)
 	imsg_manager_send(origin_pid, IMSG_T_CS_ORDERED, out.data, out.len);
 }
 
-/*
- * A change set delivered by the GCS in total order: certify it (sync ones;
- * see certify.c), number it, and settle, apply or answer it.
- */
 /* imsg_certify, and publish the size of its map */
 static bool
 certify_changeset(const char *node, int pid, uint64 counter, bool certify,
@@ -1107,6 +1104,10 @@ certify_changeset(const char *node, int pid, uint64 counter, bool certify,
 	return ok;
 }
 
+/*
+ * A change set delivered by the GCS in total order: certify it (sync ones;
+ * see certify.c), number it, and settle, apply or answer it.
+ */
 static void
 deliver_changeset(const char *origin, const char *data, Size len)
 {
@@ -1462,7 +1463,9 @@ manager_loop(void)
 		 */
 		if ((in_progress > 0 || settled > 0) && imsg_settle_delay_ms > 0)
 		{
-			pg_atomic_write_u32(&ImsgManagerState->settle_polling, 1);
+			/* every backend reads the flag at commit: write it on change only */
+			if (pg_atomic_read_u32(&ImsgManagerState->settle_polling) == 0)
+				pg_atomic_write_u32(&ImsgManagerState->settle_polling, 1);
 			settle_timeout = imsg_settle_delay_ms;
 		}
 		else
