@@ -126,7 +126,7 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
 /*
  * Pipelined sending, for a stream of messages to one recipient (like
  * shm_mq_send with force_flush = false): ImsgSendPipelined writes each
- * message into a batch of up to 32 kB that this process fills on its own
+ * message into a batch of up to 64 kB that this process fills on its own
  * (its room is taken from the area when the batch starts, so an accepted
  * message never waits for space again), and publishes the batch to the
  * recipient, with one wake-up, when it is full or at the next of:

@@ -91,21 +91,34 @@ is( $r->query_safe(
 	'200|t', 'all arrive, in order');
 # Pipelined messages travel as compact records (8-byte header, the shared
 # fields once per batch); every field is still the message's own.  Sizes
-# across the compact limit (16383) mix compact and full messages, in order.
+# across the compact limit (16383) mix compact and full messages, in order;
+# sizes around 8-byte words and the streaming-store limit (256) check the
+# copy, byte by byte.
 {
 	my $s = $node->background_psql('postgres');
 	my ($spid, $srole) = split /\|/, $s->query_safe('SELECT pg_backend_pid(), current_user');
-	my $sizes = '0,1,64,1000,16383,16384,7,40000,16383,5';
+	my $sizes = '0,1,64,1000,16383,16384,7,40000,16383,5,8,9,15,63,65,255,256,257,264';
 	my $ids = $s->query_safe("SELECT imsg_test_send_pipelined_sizes($rpid, '{$sizes}')");
 	my $got = $r->query_safe(qq{
 SELECT string_agg(msg_id::text, ',' ORDER BY ord), string_agg(msgtype::text, ',' ORDER BY ord),
-       bool_and(length(payload) = msgtype AND (msgtype = 0 OR payload = decode(repeat(lpad(to_hex(msgtype % 251), 2, '0'), msgtype), 'hex'))),
+       bool_and(length(payload) = msgtype AND
+                payload = (SELECT coalesce(string_agg(set_byte('\\x00'::bytea, 0, (msgtype + i) % 251), '' ORDER BY i), '')
+                             FROM generate_series(0, msgtype - 1) i)),
        bool_and(sender_pid = $spid), bool_and(sender_role::text = '$srole'), count(DISTINCT sent_at) <= 5
   FROM (SELECT *, row_number() OVER () AS ord FROM imsg_receive(2000)) m});
 	is($got, "$ids|$sizes|t|t|t|t",
 		'pipelined messages: ids as reported at send, types, payloads, sender and role, in order');
 	my @id = split /,/, $ids;
 	ok((grep { $id[$_] <= $id[$_ - 1] } 1 .. $#id) == 0, 'their ids increase in send order');
+
+	# a role change in the middle of a stream starts a new batch
+	$node->safe_psql('postgres', 'CREATE ROLE imsg_other_role');
+	is($s->query_safe("SELECT imsg_test_send_pipelined_roles($rpid, 'imsg_other_role')"),
+		'ok', 'pipelined sends with a role change in between');
+	is( $r->query_safe(
+			"SELECT string_agg(msgtype || ':' || sender_role::text, ',' ORDER BY msg_id) FROM imsg_receive(2000)"),
+		"1:$srole,2:imsg_other_role,3:imsg_other_role,4:$srole",
+		'each pipelined message carries the role it was sent as');
 	$s->quit;
 }
 

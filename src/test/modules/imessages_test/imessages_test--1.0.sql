@@ -32,6 +32,9 @@ RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 CREATE FUNCTION imsg_test_send_pipelined_sizes(recipient integer, sizes integer[])
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
+CREATE FUNCTION imsg_test_send_pipelined_roles(recipient integer, role regrole)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
 CREATE FUNCTION imsg_test_send_pipelined_noflush(recipient integer, n integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 

@@ -217,8 +217,8 @@ imsg_test_send_pipelined(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_sizes);
 
 /*
- * One pipelined message per size: msgtype = size, every payload byte =
- * size % 251; then a flush.  Returns the ids ImsgSendPipelined reported,
+ * One pipelined message per size: msgtype = size, payload byte i =
+ * (size + i) % 251; then a flush.  Returns the ids ImsgSendPipelined reported,
  * comma-separated.
  */
 Datum
@@ -240,7 +240,8 @@ imsg_test_send_pipelined_sizes(PG_FUNCTION_ARGS)
 		uint64		id;
 		ImsgResult	r;
 
-		memset(data, size % 251, size);
+		for (int b = 0; b < size; b++)
+			data[b] = (char) ((size + b) % 251);
 		r = ImsgSendPipelined(recipient, size, data, size, 5000, &id);
 		if (r != IMSG_OK)
 			PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
@@ -249,6 +250,39 @@ imsg_test_send_pipelined_sizes(PG_FUNCTION_ARGS)
 	}
 	ImsgFlush(recipient);
 	PG_RETURN_TEXT_P(cstring_to_text(ids.data));
+}
+
+PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_roles);
+
+/*
+ * Four pipelined messages (msgtype 1..4) to one recipient, the middle two
+ * sent as 'role' (as inside a SECURITY DEFINER function), then a flush:
+ * each must carry the role it was sent as, though a batch records one.
+ */
+Datum
+imsg_test_send_pipelined_roles(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	Oid			role = PG_GETARG_OID(1);
+	Oid			saved_role;
+	int			saved_context;
+	int			i;
+
+	GetUserIdAndSecContext(&saved_role, &saved_context);
+	for (i = 1; i <= 4; i++)
+	{
+		ImsgResult	r;
+
+		if (i == 2)
+			SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE);
+		r = ImsgSendPipelined(recipient, i, "r", 1, 5000, NULL);
+		if (i == 3)
+			SetUserIdAndSecContext(saved_role, saved_context);
+		if (r != IMSG_OK)
+			PG_RETURN_TEXT_P(cstring_to_text(ImsgResultString(r)));
+	}
+	ImsgFlush(recipient);
+	PG_RETURN_TEXT_P(cstring_to_text("ok"));
 }
 
 PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_noflush);
