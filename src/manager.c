@@ -1403,6 +1403,7 @@ manager_loop(void)
 {
 	WaitEventSet *set = NULL;
 	bool		gcs_readable = false;
+	int			settled_since_wait = 0;
 
 	while (!ShutdownRequestPending)
 	{
@@ -1441,6 +1442,11 @@ manager_loop(void)
 		run_pending_jobs();
 		run_apply_queue();
 		in_progress = settle_inflight(!more && imsg_mailbox_drained(), &settled);
+		/*
+		 * Counted until we sleep: the pass that settles a change set may not
+		 * be the last before it (the local GCS delivers it in the next).
+		 */
+		settled_since_wait += settled;
 		MemoryContextSwitchTo(old);
 
 		if (more || (gcs_connected && gcs->pending()))
@@ -1461,7 +1467,7 @@ manager_loop(void)
 		 * quiet final chunk, its own COMMIT or ABORT callback reads the
 		 * flag after our clear and wakes us.)
 		 */
-		if ((in_progress > 0 || settled > 0) && imsg_settle_delay_ms > 0)
+		if ((in_progress > 0 || settled_since_wait > 0) && imsg_settle_delay_ms > 0)
 		{
 			/* every backend reads the flag at commit: write it on change only */
 			if (pg_atomic_read_u32(&ImsgManagerState->settle_polling) == 0)
@@ -1503,6 +1509,7 @@ manager_loop(void)
 
 		nevents = WaitEventSetWait(set, timeout, events, lengthof(events),
 								   PG_WAIT_EXTENSION);
+		settled_since_wait = 0;
 		for (i = 0; i < nevents; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)

@@ -141,6 +141,36 @@ $node->safe_psql('postgres', $burst);
 ok(delivered_within($delivered + 200, 10),
 	'200 async commits in a row are all delivered');
 
+# ... and without a wake-up per commit: with a 50 ms settle_delay, 400
+# commits in a row wake the manager about once per 50 ms, not 400 times
+# (with the local GCS, the pass that delivered a change set used to forget
+# that it had settled one, and the manager slept until the next commit woke
+# it).  Counted with the manager's voluntary context switches.
+sub voluntary_switches
+{
+	open my $fh, '<', "/proc/$_[0]/status" or die "no /proc/$_[0]/status: $!";
+	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
+	close $fh;
+	return $n;
+}
+$node->append_conf('postgresql.conf', 'imessages.settle_delay = 50');
+$node->reload;
+$node->poll_query_until('postgres', q{
+SELECT setting = '50' FROM pg_settings WHERE name = 'imessages.settle_delay'});
+$manager = $node->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+$burst = join '', map { "INSERT INTO t VALUES ('polled $_', $_);\n" } 1 .. 400;
+my $switches = voluntary_switches($manager);
+$node->safe_psql('postgres', $burst);
+$switches = voluntary_switches($manager) - $switches;
+cmp_ok($switches, '<', 200,
+	'400 async commits in a row do not wake the manager one by one');
+ok(delivered_within($delivered + 600, 10), 'and are all delivered');
+$node->append_conf('postgresql.conf', 'imessages.settle_delay = 1');
+$node->reload;
+$node->poll_query_until('postgres', q{
+SELECT setting = '1' FROM pg_settings WHERE name = 'imessages.settle_delay'});
+$delivered += 400;
+
 # the manager has gone idle: the next commit must wake it
 usleep(300_000);
 $node->safe_psql('postgres', "INSERT INTO t VALUES ('after idle', 0)");
@@ -171,15 +201,7 @@ INSERT INTO t VALUES ('waits for a standby', 0);
 $node->poll_query_until('postgres', q{
 SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
 usleep(200_000);
-sub voluntary_switches
-{
-	open my $fh, '<', "/proc/$_[0]/status" or die "no /proc/$_[0]/status: $!";
-	my ($n) = map { /^voluntary_ctxt_switches:\s+(\d+)/ ? $1 : () } <$fh>;
-	close $fh;
-	return $n;
-}
-$manager = $node->safe_psql('postgres', 'SELECT imsg_manager_pid()');
-my $switches = voluntary_switches($manager);
+$switches = voluntary_switches($manager);
 sleep 1;
 $switches = voluntary_switches($manager) - $switches;
 cmp_ok($switches, '<', 200,
