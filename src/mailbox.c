@@ -951,14 +951,12 @@ ImsgSendPipelined(int recipient_pid, int32 msgtype, const void *data,
 	Oid			role;
 	int			sec_context;
 
+	/* a batch's messages share their recipient and their sender's role */
+	GetUserIdAndSecContext(&role, &sec_context);
 	if (unlikely(batch.seg == NULL || batch.recipient_pid != recipient_pid ||
+				 role != batch.role ||
 				 len > IMSG_COMPACT_MAX_LEN || len > (Size) imsg_max_message_size ||
 				 batch.limit - batch.end < IMSG_COMPACT_SPACE(len)))
-		return imsg_send_pipelined_slow(recipient_pid, msgtype, data, len,
-										timeout_ms, msg_id);
-	/* a batch's messages share their sender's role */
-	GetUserIdAndSecContext(&role, &sec_context);
-	if (unlikely(role != batch.role))
 		return imsg_send_pipelined_slow(recipient_pid, msgtype, data, len,
 										timeout_ms, msg_id);
 	imsg_batch_append(msgtype, data, len, msg_id);
