@@ -46,6 +46,7 @@ char	   *imsg_node_name = NULL;
 int			imsg_commit_mode = IMSG_COMMIT_ASYNC;
 int			imsg_commit_timeout_ms = 10000;
 int			imsg_settle_delay_ms = 1;
+int			imsg_gcs_join_wait_ms = 3000;
 int			imsg_certification_window = 262144;
 
 static const struct config_enum_entry commit_mode_options[] = {
@@ -182,6 +183,15 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.gcs_join_wait",
+							"How long a node that regains a majority in the group waits for the managers of the other nodes before it orders change sets without them.",
+							"What is ordered before a manager joins never reaches its node.  0 orders as soon as there is a majority.",
+							&imsg_gcs_join_wait_ms,
+							3000, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("imessages.certification_window",
 							"How many delivered change sets certification remembers rows for.",

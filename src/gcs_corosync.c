@@ -33,8 +33,16 @@
  * view have a manager in our CPG group.  The second condition matters when
  * corosync comes back before the managers: corosync is quorate at once,
  * but a message multicast before the other managers have joined again is
- * delivered to the sender alone.  Without a quorum provider in
- * corosync.conf (quorum_type QUORUM_FREE) every view counts as quorate,
+ * delivered to the sender alone.  For the same reason a node that has just
+ * regained a majority waits up to imessages.gcs_join_wait for the managers
+ * of the rest of the view, and of the nodes seen in the group before (the
+ * view grows as corosyncs come back, a manager reconnects within a second
+ * of its corosync), before it orders anything: otherwise what it held
+ * while it was in a minority would go out to the first majority, and a
+ * manager joining a moment later would never get it (there is no state
+ * transfer).  A node already ordering does not wait for newcomers.  Without a quorum
+ * provider in corosync.conf (quorum_type QUORUM_FREE) every view counts as
+ * quorate,
  * which is right for a single corosync node.  The quorum state is tracked
  * from its own descriptor (with the view) and its flag read again at every
  * CPG view change, so that it is current when the view's messages arrive.
@@ -138,6 +146,12 @@ static bool quorate = false;
 #define IMSG_MAX_QUORUM_VIEW 384	/* corosync's PROCESSOR_COUNT_MAX */
 static uint32 quorum_view[IMSG_MAX_QUORUM_VIEW];
 static int	quorum_view_count = 0;
+/* ordering (corosync_quorate); else when it started waiting for managers, or 0 */
+static bool primary = false;
+static TimestampTz join_wait_since = 0;
+/* corosync nodes that have had a manager in our group since we started */
+static uint32 known_nodes[IMSG_MAX_QUORUM_VIEW];
+static int	num_known_nodes = 0;
 static bool connection_failed = false;
 static int	last_connect_err = CS_OK;	/* cpg_initialize's, logged once */
 
@@ -319,6 +333,18 @@ refresh_quorate(void)
 }
 
 static void
+note_known_node(uint32 nodeid)
+{
+	int			i;
+
+	for (i = 0; i < num_known_nodes; i++)
+		if (known_nodes[i] == nodeid)
+			return;
+	if (num_known_nodes < IMSG_MAX_QUORUM_VIEW)
+		known_nodes[num_known_nodes++] = nodeid;
+}
+
+static void
 cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 			   const struct cpg_address *member_list, size_t member_list_entries,
 			   const struct cpg_address *left_list, size_t left_list_entries,
@@ -351,6 +377,7 @@ cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 		}
 		if (m->nodeid == my_nodeid && m->pid == (uint32) MyProcPid)
 			strlcpy(m->node, imsg_my_node_name(), sizeof(m->node));
+		note_known_node(m->nodeid);
 	}
 
 	/* forget half-received messages of members that left */
@@ -513,6 +540,8 @@ corosync_disconnect(void)
 	quorum_fd = -1;
 	quorate = false;
 	quorum_view_count = 0;
+	primary = false;
+	join_wait_since = 0;
 	out_frames = partials = delivered = NIL;
 	num_members = 0;
 	if (cpg_context != NULL)
@@ -702,41 +731,134 @@ corosync_pending(void)
 	return out_frames != NIL && GetCurrentTimestamp() >= retry_at;
 }
 
+static TimestampTz
+join_wait_end(void)
+{
+	return TimestampTzPlusMilliseconds(join_wait_since, imsg_gcs_join_wait_ms);
+}
+
 static long
 corosync_next_timeout(void)
 {
-	long		ms;
+	long		ms = -1;
 
-	if (out_frames == NIL)
-		return -1;
-	ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), retry_at);
-	return Max(ms, 0);
+	if (out_frames != NIL)
+		ms = Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), retry_at), 0);
+	/* wake when the wait for managers is over, to order without them */
+	if (join_wait_since != 0)
+	{
+		long		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+															  join_wait_end());
+
+		wait_ms = Max(wait_ms, 0);
+		ms = ms < 0 ? wait_ms : Min(ms, wait_ms);
+	}
+	return ms;
 }
 
+/* Has corosync node 'nodeid' a manager in our group? */
+static bool
+has_manager(uint32 nodeid)
+{
+	int			i;
+
+	for (i = 0; i < num_members; i++)
+		if (members[i].nodeid == nodeid)
+			return true;
+	return false;
+}
+
+/*
+ * How many of the nodes in corosync's view, and of those that had a
+ * manager in our group before, have none now; their ids go to 'names' if
+ * it is not NULL.  (Known nodes count because the view itself can grow in
+ * steps: a corosync that rejoins a moment after the others is not in it
+ * yet.)
+ */
+static int
+missing_managers(StringInfo names)
+{
+	int			missing = 0;
+	int			i,
+				j;
+
+	for (i = 0; i < quorum_view_count + num_known_nodes; i++)
+	{
+		uint32		nodeid;
+
+		if (i < quorum_view_count)
+			nodeid = quorum_view[i];
+		else
+		{
+			nodeid = known_nodes[i - quorum_view_count];
+			for (j = 0; j < quorum_view_count; j++)
+				if (quorum_view[j] == nodeid)
+					break;
+			if (j < quorum_view_count)
+				continue;		/* counted already */
+		}
+		if (has_manager(nodeid))
+			continue;
+		missing++;
+		if (names != NULL)
+			appendStringInfo(names, "%s%u", names->len > 0 ? ", " : "", nodeid);
+	}
+	return missing;
+}
+
+/*
+ * Is this node in the primary component, so that it may order?  Its
+ * corosync is quorate, a majority of the nodes in corosync's quorate view
+ * have a manager in our group, and, if it just got that majority, the
+ * managers of the other nodes in the view (or known before) have joined
+ * too or imessages.gcs_join_wait has passed (see the top of the file).
+ * Called on every pass of the manager's loop, which corosync_next_timeout
+ * wakes when the wait is over.
+ */
 static bool
 corosync_quorate(void)
 {
 	int			in_group = 0;
-	int			i,
-				j;
+	int			i;
 
 	if (!cpg_initialized || !quorate)
+	{
+		primary = false;
+		join_wait_since = 0;
 		return false;
+	}
 	if (!quorum_provided)
 		return true;
-	/* a majority of the quorate nodes must have a manager in the group */
 	for (i = 0; i < quorum_view_count; i++)
+		if (has_manager(quorum_view[i]))
+			in_group++;
+	if (2 * in_group <= quorum_view_count)
 	{
-		for (j = 0; j < num_members; j++)
-		{
-			if (members[j].nodeid == quorum_view[i])
-			{
-				in_group++;
-				break;
-			}
-		}
+		primary = false;
+		join_wait_since = 0;
+		return false;
 	}
-	return 2 * in_group > quorum_view_count;
+	if (primary)
+		return true;
+	if (imsg_gcs_join_wait_ms > 0 && missing_managers(NULL) > 0)
+	{
+		if (join_wait_since == 0)
+		{
+			StringInfoData names;
+
+			join_wait_since = GetCurrentTimestamp();
+			initStringInfo(&names);
+			(void) missing_managers(&names);
+			elog(LOG, "imessages: this node has a majority in corosync group \"%s\" and waits up to %d ms for the managers of corosync nodes %s to join before it orders change sets",
+				 imsg_gcs_group, imsg_gcs_join_wait_ms, names.data);
+			pfree(names.data);
+		}
+		if (GetCurrentTimestamp() < join_wait_end())
+			return false;
+	}
+	primary = true;
+	join_wait_since = 0;
+	return true;
 }
 
 const ImsgGcsOps imsg_gcs_corosync_ops = {

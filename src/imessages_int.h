@@ -45,6 +45,7 @@ extern char *imsg_node_name;
 extern int	imsg_commit_mode;
 extern int	imsg_commit_timeout_ms;
 extern int	imsg_settle_delay_ms;
+extern int	imsg_gcs_join_wait_ms;
 extern int	imsg_certification_window;
 
 #define IMSG_COMMIT_ASYNC		0

@@ -206,12 +206,38 @@ ok($nodes[2]->wait_for_log(qr/holds the change set of transaction \d+: this node
 	'an async change set without quorum is held, and the log says why');
 is($nodes[2]->safe_psql('postgres', 'SELECT change_sets_delivered FROM imsg_manager_status()'),
 	$delivered3, 'not even delivered to node3 itself: nothing is ordered in a minority');
+# Their corosyncs come back, node1's first, and node2's manager is stopped
+# (as if slow to reconnect).  A node that regains a majority waits up to
+# imessages.gcs_join_wait for the managers of the other nodes, those in
+# corosync's view and those seen in the group before, before it orders:
+# 60 s on node3 (set here), so its held change set waits for node2's
+# manager even while node2's corosync is not back yet; the default 3 s on
+# node1, which then orders without node2 (what node2 misses is not sent
+# again: no state transfer).
+$nodes[2]->safe_psql('postgres', q{ALTER SYSTEM SET imessages.gcs_join_wait = '60s'; SELECT pg_reload_conf()});
+my $manager2 = $nodes[1]->safe_psql('postgres', 'SELECT pid FROM imsg_manager_status()');
+kill 'STOP', $manager2;
+END { kill 'CONT', $manager2 if $manager2; }
 lab('up', $dir, 1);
+all_agree($members, 'node1=1,node3=3', "node1's manager rejoins", @nodes[0, 2]);
+is($nodes[2]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 'f',
+	'node3 has a majority but waits for node2, seen in the group before');
+is($nodes[0]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 41'), '0',
+	'so its held change set has not gone out yet');
 lab('up', $dir, 2);
+ok($nodes[0]->wait_for_log(qr/imessages manager: this node is quorate in "corosync": change sets are ordered again/,
+		$nodes[0]->wait_for_log(qr/waits up to 3000 ms for the managers of corosync nodes 2 to join/)),
+	'node1 waits up to gcs_join_wait (3 s) for node2\'s manager, then orders without it');
+$nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (42, 'sync from node1 without node2')});
+all_agree(q{SELECT v FROM t WHERE id = 42}, 'sync from node1 without node2',
+	'node1 commits sync and replicates to node3 without node2\'s manager', @nodes[0, 2]);
+kill 'CONT', $manager2;
 all_agree($members, 'node1=1,node2=2,node3=3', 'the group forms again');
 all_agree(q{SELECT group_quorate FROM imsg_manager_status()}, 't', 'every node is quorate again');
 all_agree(q{SELECT v FROM t WHERE id = 41}, 'async from node3 without quorum',
-	'the held change set reaches every node once there is quorum');
+	'the held change set reaches every node, node2 included');
+is($nodes[1]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 42'), '0',
+	'node2 did not get what was ordered while its manager was away');
 is($nodes[0]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 40'), '0',
 	'the failed sync commit is nowhere');
 
