@@ -40,12 +40,12 @@
  * of its corosync), before it orders anything: otherwise what it held
  * while it was in a minority would go out to the first majority, and a
  * manager joining a moment later would never get it (there is no state
- * transfer).  A node already ordering does not wait for newcomers.  Without a quorum
- * provider in corosync.conf (quorum_type QUORUM_FREE) every view counts as
- * quorate,
- * which is right for a single corosync node.  The quorum state is tracked
- * from its own descriptor (with the view) and its flag read again at every
- * CPG view change, so that it is current when the view's messages arrive.
+ * transfer).  A node already ordering does not wait for newcomers.
+ * Without a quorum provider in corosync.conf (quorum_type QUORUM_FREE)
+ * every view counts as quorate, which is right for a single corosync node.
+ * The quorum state is tracked from its own descriptor (with the view) and
+ * its flag read again at every CPG view change, so that it is current when
+ * the view's messages arrive.
  *
  * Callbacks: cpg_dispatch runs our deliver and confchg callbacks inside
  * the corosync library.  They only copy what arrived into local queues; the
@@ -146,7 +146,7 @@ static bool quorate = false;
 #define IMSG_MAX_QUORUM_VIEW 384	/* corosync's PROCESSOR_COUNT_MAX */
 static uint32 quorum_view[IMSG_MAX_QUORUM_VIEW];
 static int	quorum_view_count = 0;
-/* ordering (corosync_quorate); else when it started waiting for managers, or 0 */
+/* ordering (corosync_quorate); else since when it waits for managers, or 0 */
 static bool primary = false;
 static TimestampTz join_wait_since = 0;
 /* corosync nodes that have had a manager in our group since we started */
