@@ -740,17 +740,17 @@ join_wait_end(void)
 static long
 corosync_next_timeout(void)
 {
+	TimestampTz now = GetCurrentTimestamp();
 	long		ms = -1;
 
+	/* (TimestampDifferenceMilliseconds: 0, never less, once it is time) */
 	if (out_frames != NIL)
-		ms = Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), retry_at), 0);
+		ms = TimestampDifferenceMilliseconds(now, retry_at);
 	/* wake when the wait for managers is over, to order without them */
 	if (join_wait_since != 0)
 	{
-		long		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-															  join_wait_end());
+		long		wait_ms = TimestampDifferenceMilliseconds(now, join_wait_end());
 
-		wait_ms = Max(wait_ms, 0);
 		ms = ms < 0 ? wait_ms : Min(ms, wait_ms);
 	}
 	return ms;
@@ -768,6 +768,17 @@ has_manager(uint32 nodeid)
 	return false;
 }
 
+static bool
+in_quorum_view(uint32 nodeid)
+{
+	int			i;
+
+	for (i = 0; i < quorum_view_count; i++)
+		if (quorum_view[i] == nodeid)
+			return true;
+	return false;
+}
+
 /*
  * How many of the nodes in corosync's view, and of those that had a
  * manager in our group before, have none now; their ids go to 'names' if
@@ -779,24 +790,16 @@ static int
 missing_managers(StringInfo names)
 {
 	int			missing = 0;
-	int			i,
-				j;
+	int			i;
 
 	for (i = 0; i < quorum_view_count + num_known_nodes; i++)
 	{
-		uint32		nodeid;
+		uint32		nodeid = i < quorum_view_count ? quorum_view[i] :
+			known_nodes[i - quorum_view_count];
 
-		if (i < quorum_view_count)
-			nodeid = quorum_view[i];
-		else
-		{
-			nodeid = known_nodes[i - quorum_view_count];
-			for (j = 0; j < quorum_view_count; j++)
-				if (quorum_view[j] == nodeid)
-					break;
-			if (j < quorum_view_count)
-				continue;		/* counted already */
-		}
+		/* a known node in the view was counted with the view */
+		if (i >= quorum_view_count && in_quorum_view(nodeid))
+			continue;
 		if (has_manager(nodeid))
 			continue;
 		missing++;
