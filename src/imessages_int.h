@@ -651,6 +651,7 @@ extern ImsgMailbox *imsg_my_mailbox(void);
 extern void imsg_cancel_pending(void);
 extern uint64 imsg_commit_quiet(ImsgBuffer *buf);
 extern bool imsg_mailbox_has_ready(void);
+extern bool imsg_poll_mailbox(void);
 extern void imsg_rewind_unreleased(void);
 extern void imsg_release_all_received(void);
 extern void imsg_flush_release(void);

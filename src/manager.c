@@ -144,6 +144,8 @@ static int	gcs_failures = 0;		/* connection attempts failed in a row */
 static TimestampTz gcs_failure_logged = 0;
 static TimestampTz gcs_retry_at = 0;
 static bool wait_set_stale = true;
+/* user messages the current pass took: a stream is worth polling for */
+static int	user_messages_in_pass = 0;
 
 typedef void (*ImsgHandler) (ImsgMessage *msg);
 
@@ -629,6 +631,8 @@ static void
 handle_user_message(ImsgMessage *msg)
 {
 	static const char kind = GCS_USER_MESSAGE;
+
+	user_messages_in_pass++;
 
 	/* the kind byte and the payload go out without a copy here */
 	if (gcs_order_state() != IMSG_CS_OUTCOME_ORDERED ||
@@ -1413,12 +1417,14 @@ manager_loop(void)
 		long		settle_timeout;
 		int			in_progress;
 		int			settled;
+		bool		stream_continues;
 		WaitEvent	events[1 + IMSG_GCS_MAX_FDS];
 		int			nevents;
 		int			i;
 
 		MemoryContextReset(loop_context);
 		old = MemoryContextSwitchTo(loop_context);
+		user_messages_in_pass = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -1451,6 +1457,19 @@ manager_loop(void)
 
 		if (more || (gcs_connected && gcs->pending()))
 			continue;
+
+		/*
+		 * A pass that took user messages is most likely in a stream from
+		 * imsg_send: look for more for a while (imsg_poll_mailbox) rather
+		 * than sleep, which costs the sender a kill() per wake-up and us a
+		 * context switch.  If some came, take them after a wait that does
+		 * not block, so that the GCS socket and the postmaster are still
+		 * watched.  Not while change sets are committing: they are settled
+		 * on the settle_delay timer below, and polling then takes CPU from
+		 * the committing backends.
+		 */
+		stream_continues = user_messages_in_pass > 0 && in_progress == 0 &&
+			imsg_poll_mailbox();
 
 		/*
 		 * Transactions with change sets are committing (some we hold are
@@ -1506,6 +1525,8 @@ manager_loop(void)
 			timeout = min_timeout(timeout, IMSG_GCS_RETRY_MS);
 		else if (gcs->next_timeout)
 			timeout = min_timeout(timeout, gcs->next_timeout());
+		if (stream_continues)
+			timeout = 0;
 
 		nevents = WaitEventSetWait(set, timeout, events, lengthof(events),
 								   PG_WAIT_EXTENSION);
