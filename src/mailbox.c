@@ -1349,7 +1349,10 @@ imsg_cursor_at_end(void)
 /*
  * The manager's poll after a pass that took user messages, whose sender is
  * likely still sending: look for the next message every
- * IMSG_MANAGER_POLL_US for up to IMSG_SPIN_US; true if one is ready.
+ * IMSG_MANAGER_POLL_US for up to IMSG_SPIN_US.  True if the cursor is not
+ * at the end: usually a message to take, at worst a cancelled one or one
+ * still being written at the start of a new segment, which costs the
+ * caller one more pass.
  *
  * Not imsg_spin_for_message's close look: a reader right behind the writer
  * takes each line of the stream from the writer's cache as it is written,

@@ -1459,17 +1459,19 @@ manager_loop(void)
 			continue;
 
 		/*
-		 * A pass that took user messages is most likely in a stream from
-		 * imsg_send: look for more for a while (imsg_poll_mailbox) rather
-		 * than sleep, which costs the sender a kill() per wake-up and us a
-		 * context switch.  If some came, take them after a wait that does
-		 * not block, so that the GCS socket and the postmaster are still
-		 * watched.  Not while change sets are committing: they are settled
-		 * on the settle_delay timer below, and polling then takes CPU from
-		 * the committing backends.
+		 * A pass that took several user messages is most likely in a
+		 * stream from imsg_send: look for more for a while
+		 * (imsg_poll_mailbox) rather than sleep, which costs the sender a
+		 * kill() per wake-up and us a context switch.  If some came, take
+		 * them after a wait that does not block, so that the GCS socket and
+		 * the postmaster are still watched.  A single message (an
+		 * occasional sender) is not worth the poll's CPU.  Nor while change
+		 * sets are committing or were just settled: the settle_delay timer
+		 * below looks after those, and polling then takes CPU from the
+		 * committing backends.
 		 */
-		stream_continues = user_messages_in_pass > 0 && in_progress == 0 &&
-			imsg_poll_mailbox();
+		stream_continues = user_messages_in_pass > 1 && in_progress == 0 &&
+			settled_since_wait == 0 && imsg_poll_mailbox();
 
 		/*
 		 * Transactions with change sets are committing (some we hold are
