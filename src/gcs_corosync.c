@@ -332,14 +332,32 @@ refresh_quorate(void)
 		quorate = q != 0;
 }
 
-static void
-note_known_node(uint32 nodeid)
+/* Not in the primary component (any more): the next majority waits again. */
+static bool
+not_primary(void)
+{
+	primary = false;
+	join_wait_since = 0;
+	return false;
+}
+
+/* Is corosync node 'nodeid' among the 'n' in 'nodeids'? */
+static bool
+node_listed(const uint32 *nodeids, int n, uint32 nodeid)
 {
 	int			i;
 
-	for (i = 0; i < num_known_nodes; i++)
-		if (known_nodes[i] == nodeid)
-			return;
+	for (i = 0; i < n; i++)
+		if (nodeids[i] == nodeid)
+			return true;
+	return false;
+}
+
+static void
+note_known_node(uint32 nodeid)
+{
+	if (node_listed(known_nodes, num_known_nodes, nodeid))
+		return;
 	if (num_known_nodes < IMSG_MAX_QUORUM_VIEW)
 		known_nodes[num_known_nodes++] = nodeid;
 }
@@ -540,8 +558,7 @@ corosync_disconnect(void)
 	quorum_fd = -1;
 	quorate = false;
 	quorum_view_count = 0;
-	primary = false;
-	join_wait_since = 0;
+	(void) not_primary();
 	out_frames = partials = delivered = NIL;
 	num_members = 0;
 	if (cpg_context != NULL)
@@ -768,15 +785,15 @@ has_manager(uint32 nodeid)
 	return false;
 }
 
-static bool
-in_quorum_view(uint32 nodeid)
+/* 1 if corosync node 'nodeid' has no manager in our group (named in 'names') */
+static int
+missing_manager(uint32 nodeid, StringInfo names)
 {
-	int			i;
-
-	for (i = 0; i < quorum_view_count; i++)
-		if (quorum_view[i] == nodeid)
-			return true;
-	return false;
+	if (has_manager(nodeid))
+		return 0;
+	if (names != NULL)
+		appendStringInfo(names, "%s%u", names->len > 0 ? ", " : "", nodeid);
+	return 1;
 }
 
 /*
@@ -792,20 +809,12 @@ missing_managers(StringInfo names)
 	int			missing = 0;
 	int			i;
 
-	for (i = 0; i < quorum_view_count + num_known_nodes; i++)
-	{
-		uint32		nodeid = i < quorum_view_count ? quorum_view[i] :
-			known_nodes[i - quorum_view_count];
-
-		/* a known node in the view was counted with the view */
-		if (i >= quorum_view_count && in_quorum_view(nodeid))
-			continue;
-		if (has_manager(nodeid))
-			continue;
-		missing++;
-		if (names != NULL)
-			appendStringInfo(names, "%s%u", names->len > 0 ? ", " : "", nodeid);
-	}
+	for (i = 0; i < quorum_view_count; i++)
+		missing += missing_manager(quorum_view[i], names);
+	/* a known node in the view was counted with the view */
+	for (i = 0; i < num_known_nodes; i++)
+		if (!node_listed(quorum_view, quorum_view_count, known_nodes[i]))
+			missing += missing_manager(known_nodes[i], names);
 	return missing;
 }
 
@@ -825,22 +834,14 @@ corosync_quorate(void)
 	int			i;
 
 	if (!cpg_initialized || !quorate)
-	{
-		primary = false;
-		join_wait_since = 0;
-		return false;
-	}
+		return not_primary();
 	if (!quorum_provided)
 		return true;
 	for (i = 0; i < quorum_view_count; i++)
 		if (has_manager(quorum_view[i]))
 			in_group++;
 	if (2 * in_group <= quorum_view_count)
-	{
-		primary = false;
-		join_wait_since = 0;
-		return false;
-	}
+		return not_primary();
 	if (primary)
 		return true;
 	if (imsg_gcs_join_wait_ms > 0 && missing_managers(NULL) > 0)

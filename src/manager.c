@@ -144,8 +144,6 @@ static int	gcs_failures = 0;		/* connection attempts failed in a row */
 static TimestampTz gcs_failure_logged = 0;
 static TimestampTz gcs_retry_at = 0;
 static bool wait_set_stale = true;
-/* user messages the current pass took: a stream is worth polling for */
-static int	user_messages_in_pass = 0;
 
 typedef void (*ImsgHandler) (ImsgMessage *msg);
 
@@ -631,8 +629,6 @@ static void
 handle_user_message(ImsgMessage *msg)
 {
 	static const char kind = GCS_USER_MESSAGE;
-
-	user_messages_in_pass++;
 
 	/* the kind byte and the payload go out without a copy here */
 	if (gcs_order_state() != IMSG_CS_OUTCOME_ORDERED ||
@@ -1241,7 +1237,8 @@ imsg_gcs_set_members(const ImsgGroupMember *members, int count)
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
-static void
+/* Handle one message; true if it was a user message. */
+static bool
 dispatch_message(ImsgMessage *msg)
 {
 	int32		msgtype = ImsgMessageType(msg);
@@ -1250,35 +1247,41 @@ dispatch_message(ImsgMessage *msg)
 	if (msgtype >= IMSG_FIRST_USER_TYPE)
 	{
 		handle_user_message(msg);
-		return;
+		return true;
 	}
 	for (i = 0; i < lengthof(handlers); i++)
 	{
 		if (handlers[i].msgtype == msgtype)
 		{
 			handlers[i].handler(msg);
-			return;
+			return false;
 		}
 	}
 	ereport(LOG,
 			(errmsg("imessages manager ignored message %llu of unknown type %d from process %d",
 					(unsigned long long) ImsgMessageId(msg), msgtype,
 					ImsgMessageSender(msg))));
+	return false;
 }
 
-/* Handle up to one batch of messages; true if the batch was full. */
+/*
+ * Handle up to one batch of messages; true if the batch was full.  Sets
+ * *user_messages to how many of them were user messages.
+ */
 static bool
-drain_mailbox(void)
+drain_mailbox(int *user_messages)
 {
 	ImsgMessage *msg;
 	ImsgMessage *last = NULL;
 	int			n;
 
+	*user_messages = 0;
 	for (n = 0; n < IMSG_MANAGER_BATCH; n++)
 	{
 		if (ImsgReceive(0, &msg) != IMSG_OK)
 			break;
-		dispatch_message(msg);
+		if (dispatch_message(msg))
+			(*user_messages)++;
 		last = msg;
 	}
 	if (last != NULL)
@@ -1417,6 +1420,7 @@ manager_loop(void)
 		long		settle_timeout;
 		int			in_progress;
 		int			settled;
+		int			user_messages;
 		bool		stream_continues;
 		WaitEvent	events[1 + IMSG_GCS_MAX_FDS];
 		int			nevents;
@@ -1424,7 +1428,6 @@ manager_loop(void)
 
 		MemoryContextReset(loop_context);
 		old = MemoryContextSwitchTo(loop_context);
-		user_messages_in_pass = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -1434,7 +1437,7 @@ manager_loop(void)
 		}
 
 		gcs_try_connect();
-		more = drain_mailbox();
+		more = drain_mailbox(&user_messages);
 		if (gcs_connected && (gcs_readable || gcs->pending()))
 		{
 			gcs_readable = false;
@@ -1470,7 +1473,7 @@ manager_loop(void)
 		 * below looks after those, and polling then takes CPU from the
 		 * committing backends.
 		 */
-		stream_continues = user_messages_in_pass > 1 && in_progress == 0 &&
+		stream_continues = user_messages > 1 && in_progress == 0 &&
 			settled_since_wait == 0 && imsg_poll_mailbox();
 
 		/*
