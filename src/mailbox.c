@@ -1199,32 +1199,50 @@ imsg_wait_for_message(long timeout_ms, TimestampTz *deadline)
 
 static bool streaming = false;
 
+/*
+ * Look for a message to take, every look_every_us (0: on every iteration),
+ * until limit_us have passed; true as soon as the cursor is not at the end.
+ * Between looks, yield the CPU or (spinning) pg_spin_delay.
+ */
 static bool
-imsg_spin_for_message(bool for_reply)
+imsg_poll_cursor(int limit_us, int look_every_us, bool yield)
 {
 	instr_time	start;
 	instr_time	now;
-	int			limit_us = for_reply ? IMSG_REPLY_SPIN_US : IMSG_SPIN_US;
+	long		elapsed = 0;
+	long		next_look = look_every_us;
 	int			i = 0;
 
 	INSTR_TIME_SET_CURRENT(start);
 	for (;;)
 	{
-		if (!imsg_cursor_at_end())
-			return true;
-		if (for_reply)
+		if (elapsed >= next_look)
+		{
+			if (!imsg_cursor_at_end())
+				return true;
+			if (elapsed >= limit_us)
+				return false;
+			next_look += look_every_us;
+		}
+		if (yield)
 			sched_yield();
 		else
 			pg_spin_delay();
 		/* a yield is a system call: look at the clock after each one */
-		if (for_reply || ++i % 64 == 0)
+		if (yield || ++i % 64 == 0)
 		{
 			INSTR_TIME_SET_CURRENT(now);
 			INSTR_TIME_SUBTRACT(now, start);
-			if (INSTR_TIME_GET_MICROSEC(now) >= limit_us)
-				return false;
+			elapsed = INSTR_TIME_GET_MICROSEC(now);
 		}
 	}
+}
+
+static bool
+imsg_spin_for_message(bool for_reply)
+{
+	return imsg_poll_cursor(for_reply ? IMSG_REPLY_SPIN_US : IMSG_SPIN_US, 0,
+							for_reply);
 }
 
 /*
@@ -1370,29 +1388,9 @@ imsg_cursor_at_end(void)
 bool
 imsg_poll_mailbox(void)
 {
-	instr_time	start;
-	instr_time	now;
-	long		next_look = IMSG_MANAGER_POLL_US;
-
 	if (MyMailbox == NULL)
 		return false;
-	INSTR_TIME_SET_CURRENT(start);
-	for (;;)
-	{
-		long		elapsed;
-
-		sched_yield();
-		INSTR_TIME_SET_CURRENT(now);
-		INSTR_TIME_SUBTRACT(now, start);
-		elapsed = INSTR_TIME_GET_MICROSEC(now);
-		if (elapsed < next_look)
-			continue;
-		if (!imsg_cursor_at_end())
-			return true;
-		if (elapsed >= IMSG_SPIN_US)
-			return false;
-		next_look += IMSG_MANAGER_POLL_US;
-	}
+	return imsg_poll_cursor(IMSG_SPIN_US, IMSG_MANAGER_POLL_US, true);
 }
 
 /* Is there a message for the owner to take (not one still being written)? */
