@@ -3,7 +3,8 @@ MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
        src/changeset.o src/changeset_decode.o src/changeset_walk.o \
-       src/nestmarks.o src/apply.o src/certify.o
+       src/nestmarks.o src/apply.o src/certify.o src/checksum.o \
+       src/local_writes.o
 # Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev and
 # libquorum-dev are there
 ifeq ($(words $(wildcard /usr/include/corosync/cpg.h /usr/include/corosync/quorum.h)),2)
@@ -16,7 +17,7 @@ DATA = $(wildcard imessages--*.sql)
 HEADERS_imessages = include/imessages.h
 PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src $(PG_CPPFLAGS_COROSYNC)
 
-REGRESS = setup send_receive errors manager changeset security hostile
+REGRESS = setup send_receive errors manager changeset checksum security hostile
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait changeset_commits
 ISOLATION_OPTS = --temp-config=$(srcdir)/imessages.conf
@@ -28,4 +29,4 @@ include $(PGXS)
 
 # PGXS does not track header dependencies: every object depends on ours.
 $(OBJS): src/imessages_int.h include/imessages.h
-src/changeset_decode.o src/changeset_walk.o: src/changeset_walk.h
+src/changeset_decode.o src/changeset_walk.o src/certify.o src/changeset.o src/apply.o: src/changeset_walk.h

@@ -81,7 +81,8 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               change_sets_discarded bigint,
               remote_change_sets_applied bigint, apply_errors bigint,
               change_sets_conflicted bigint, group_quorate boolean,
-              certification_rows bigint)
+              certification_rows bigint, change_sets_to_apply bigint,
+              remote_writes_skipped bigint, local_writes bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 
@@ -185,6 +186,18 @@ RETURNS TABLE(ord integer, relation text, op text, key jsonb, new_row jsonb)
 AS 'MODULE_PATHNAME', 'imsg_changeset_decode'
 LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
+CREATE FUNCTION imsg_table_checksum(tbl regclass, OUT rows bigint, OUT digest text)
+AS 'MODULE_PATHNAME', 'imsg_table_checksum'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+
+-- Used by the helpers' apply statements (see src/local_writes.c): may the
+-- change set being applied overwrite a row version written by this
+-- transaction?  True outside an apply.  Costly on purpose: the planner
+-- then checks the key before it, so it is called only on the row sought.
+CREATE FUNCTION imsg_remote_wins(xmin xid) RETURNS boolean
+AS 'MODULE_PATHNAME', 'imsg_remote_wins'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED COST 100;
+
 CREATE FUNCTION imsg_recent_changesets(n integer DEFAULT 10)
 RETURNS TABLE(seq bigint, origin_pid integer, xid xid8, changes integer,
               bytes integer, delivered_at timestamptz, payload bytea)
@@ -220,6 +233,8 @@ REVOKE ALL ON FUNCTION imsg_replicate(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_unreplicate(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_changeset_decode(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_recent_changesets(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_table_checksum(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_remote_wins(xid) FROM PUBLIC;
 REVOKE ALL ON imsg_replicated_tables FROM PUBLIC;
 REVOKE ALL ON imsg_area FROM PUBLIC;
 REVOKE ALL ON imsg_mailboxes FROM PUBLIC;

@@ -203,6 +203,16 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("imessages.max_local_writes",
+							"How many of this node's recent transactions, and rows they removed, are remembered for async replication.",
+							"A remote change set delivered before one of ours must not overwrite our rows here; "
+							"a transaction that finds the map full fails at commit.",
+							&imsg_max_local_writes,
+							65536, 1024, 16 * 1024 * 1024,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomStringVariable("imessages.node_name",
 							   "This node's name in the group; unique within the group.",
 							   "Empty: cluster_name if set, else host name and port.",

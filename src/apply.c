@@ -7,10 +7,18 @@
  * Tables are matched by schema and name; each must have the same live
  * columns (names and types, in order) as on the origin, or the change set
  * is refused: nodes start from identical definitions (see README).  Rows
- * are found by their primary key (the key columns of the 'R' record).  An
- * UPDATE or DELETE that finds no row, or an INSERT that hits an existing
- * key, is an error: the nodes have diverged, and skipping it would hide
- * that.  The helper runs with session_replication_role = replica, so the
+ * are found by their primary key (the key columns of the 'R' record).
+ *
+ * Every statement skips a row this node's own transactions wrote, or
+ * removed, and whose change set is delivered after the one being applied
+ * (see local_writes.c): of two writes of a row, the later-delivered one
+ * stays, here as on every other node.  An async change set then puts rows
+ * (an INSERT of an existing key updates it, an UPDATE that finds no row
+ * inserts it) and removes them (a DELETE that finds none is done).  A sync
+ * change set was certified, so a row missing or in the way, with no local
+ * write to explain it, is an error: the nodes have diverged, and skipping
+ * it would hide that.  An UPDATE that changes the key is a removal of the
+ * old row and a put of the new.  The helper runs with session_replication_role = replica, so the
  * capture trigger (an ordinary trigger) does not fire and applied changes
  * are not captured again; constraints and replica triggers still apply.
  *
@@ -41,6 +49,7 @@
 #include "utils/rel.h"
 
 #include "imessages_int.h"
+#include "changeset_walk.h"
 
 /* A column of an 'R' record, resolved against the local table. */
 typedef struct ApplyColumn
@@ -63,13 +72,23 @@ typedef struct ApplyRel
 	int			ncols;
 	int			nkeys;
 	ApplyColumn *cols;
-	SPIPlanPtr	insert_plan;
 	SPIPlanPtr	upsert_plan;
 	SPIPlanPtr	update_plan;
 	SPIPlanPtr	delete_plan;
 } ApplyRel;
 
 static List *apply_rels = NIL;	/* of the change set being applied */
+
+/* Each change's row identities (see changeset_walk.h), by change number. */
+typedef struct ChangeRows
+{
+	uint64		row;
+	uint64		new_row;
+} ChangeRows;
+
+static ChangeRows *change_rows = NULL;
+static int64 rows_kept = 0;		/* row writes skipped: a local write won */
+static char *ext_schema = NULL;	/* where imsg_remote_wins() lives */
 
 /*
  * Overwrite mode, for async change sets (last writer wins): an INSERT of an
@@ -306,7 +325,8 @@ prepare_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
-static bool
+/* Run a plan; the number of rows it changed. */
+static uint64
 run_plan(SPIPlanPtr plan, Datum *values, bool *nulls, int nargs, int expected_spi,
 		 ApplyRel *r, const char *what)
 {
@@ -317,25 +337,93 @@ run_plan(SPIPlanPtr plan, Datum *values, bool *nulls, int nargs, int expected_sp
 	for (i = 0; i < nargs; i++)
 		nullchars[i] = nulls[i] ? 'n' : ' ';
 	nullchars[nargs] = '\0';
+	imsg_remote_wins_reset();
 	ret = SPI_execute_plan(plan, values, nullchars, false, 0);
 	if (ret != expected_spi)
 		elog(ERROR, "imessages: %s on \"%s.%s\" failed: %s", what, r->schema, r->name,
 			 SPI_result_code_string(ret));
-	if (SPI_processed != 1 && apply_overwrite)
+	pfree(nullchars);
+	return SPI_processed;
+}
+
+/* Did the statement just run skip a row because a local write beats us? */
+static bool
+local_write_won(void)
+{
+	bool		called;
+	bool		lost;
+
+	imsg_remote_wins_result(&called, &lost);
+	if (lost)
+		rows_kept++;
+	return lost;
+}
+
+/* A local removal beats the change set for this absent row. */
+static bool
+local_removal_won(uint64 row)
+{
+	if (!imsg_local_removal_wins(row))
 		return false;
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("replicated %s on \"%s.%s\" found no row with its key",
-						what, r->schema, r->name),
-				 errdetail("The nodes have diverged.")));
+	rows_kept++;
 	return true;
 }
 
-/* INSERT ... ON CONFLICT (key) DO UPDATE: the row ends with these values. */
-static void
-upsert_row(ApplyRel *r, Datum *values, bool *nulls)
+/* Row writes of the last change set applied that a local write beat. */
+int64
+imsg_apply_rows_kept(void)
 {
+	return rows_kept;
+}
+
+static void
+diverged(ApplyRel *r, const char *what, bool found)
+{
+	ereport(ERROR,
+			(errcode(found ? ERRCODE_UNIQUE_VIOLATION : ERRCODE_NO_DATA_FOUND),
+			 errmsg("replicated %s on \"%s.%s\" found %s with its key",
+					what, r->schema, r->name, found ? "a row" : "no row"),
+			 errdetail("The nodes have diverged.")));
+}
+
+/* "schema.imsg_remote_wins(alias.xmin)": the filter of every apply statement */
+static void
+append_remote_wins(StringInfo sql, const char *alias)
+{
+	appendStringInfo(sql, "%s.imsg_remote_wins(%s%sxmin)",
+					 quote_identifier(ext_schema), alias ? alias : "", alias ? "." : "");
+}
+
+static void remove_row(ApplyRel *r, Datum *keys, bool *key_nulls, uint64 row, bool strict);
+
+/* The key columns' values out of a full row's. */
+static void
+key_values(ApplyRel *r, Datum *values, bool *nulls, Datum *keys, bool *key_nulls)
+{
+	int			i;
+	int			k = 0;
+
+	for (i = 0; i < r->ncols; i++)
+		if (r->cols[i].is_key)
+		{
+			keys[k] = values[i];
+			key_nulls[k++] = nulls[i];
+		}
+}
+
+/*
+ * Put a row (identity 'row'): INSERT ... ON CONFLICT (key) DO UPDATE, so
+ * that it ends with these values, unless this node's own write of it beats
+ * the change set (a version written, or the row removed, by a local
+ * transaction delivered after it).  'strict': an existing row that does
+ * not beat us means the nodes diverged.
+ */
+static void
+put_row(ApplyRel *r, Datum *values, bool *nulls, uint64 row, bool strict)
+{
+	bool		called;
+	bool		lost;
+
 	if (r->upsert_plan == NULL)
 	{
 		StringInfoData sql;
@@ -344,7 +432,7 @@ upsert_row(ApplyRel *r, Datum *values, bool *nulls)
 		int			k = 0;
 
 		initStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s VALUES (",
+		appendStringInfo(&sql, "INSERT INTO %s AS imsg_target VALUES (",
 						 quote_qualified_identifier(r->schema, r->name));
 		for (i = 0; i < r->ncols; i++)
 			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
@@ -358,52 +446,96 @@ upsert_row(ApplyRel *r, Datum *values, bool *nulls)
 			appendStringInfo(&sql, "%s%s = EXCLUDED.%s", i > 0 ? ", " : "",
 							 quote_identifier(r->cols[i].name),
 							 quote_identifier(r->cols[i].name));
+		appendStringInfoString(&sql, " WHERE ");
+		append_remote_wins(&sql, "imsg_target");
 		r->upsert_plan = prepare_plan(sql.data, r->ncols, column_types(r, false, types));
 	}
 	(void) run_plan(r->upsert_plan, values, nulls, r->ncols, SPI_OK_INSERT, r, "INSERT");
+	imsg_remote_wins_result(&called, &lost);
+	if (!called)
+	{
+		/*
+		 * Inserted.  Checked after the insert, not before: a local
+		 * transaction removing the row and still running would have
+		 * made us wait, and is in the map by now.
+		 */
+		if (local_removal_won(row))
+		{
+			Datum	   *keys = palloc(sizeof(Datum) * r->nkeys);
+			bool	   *key_nulls = palloc(sizeof(bool) * r->nkeys);
+
+			key_values(r, values, nulls, keys, key_nulls);
+			remove_row(r, keys, key_nulls, row, false);
+		}
+	}
+	else if (lost)
+		rows_kept++;
+	else if (strict)
+		diverged(r, "INSERT", true);
+}
+
+/*
+ * Remove a row by its key, unless a local write beats the change set.
+ * 'strict': a row that is absent, and not removed by such a write, means
+ * the nodes diverged.
+ */
+static void
+remove_row(ApplyRel *r, Datum *keys, bool *key_nulls, uint64 row, bool strict)
+{
+	if (r->delete_plan == NULL)
+	{
+		StringInfoData sql;
+		Oid		   *types = palloc(sizeof(Oid) * r->nkeys);
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "DELETE FROM %s WHERE ",
+						 quote_qualified_identifier(r->schema, r->name));
+		append_key_match(&sql, r, 1);
+		appendStringInfoString(&sql, " AND ");
+		append_remote_wins(&sql, NULL);
+		r->delete_plan = prepare_plan(sql.data, r->nkeys, column_types(r, true, types));
+	}
+	if (run_plan(r->delete_plan, keys, key_nulls, r->nkeys, SPI_OK_DELETE, r, "DELETE") > 0 ||
+		local_write_won())
+		return;
+	if (strict && !local_removal_won(row))
+		diverged(r, "DELETE", false);
 }
 
 static void
-apply_insert(ImsgBuffer *in)
+apply_insert(ImsgBuffer *in, int64 n)
 {
 	ApplyRel   *r = find_rel(ImsgBufferGetInt32(in));
 	Datum	   *values = palloc(sizeof(Datum) * Max(r->ncols, 1));
 	bool	   *nulls = palloc(sizeof(bool) * Max(r->ncols, 1));
 
 	read_values(in, r, false, values, nulls);
-	if (apply_overwrite)
-	{
-		upsert_row(r, values, nulls);
-		return;
-	}
-	if (r->insert_plan == NULL)
-	{
-		StringInfoData sql;
-		Oid		   *types = palloc(sizeof(Oid) * Max(r->ncols, 1));
-		int			i;
-
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s VALUES (",
-						 quote_qualified_identifier(r->schema, r->name));
-		for (i = 0; i < r->ncols; i++)
-			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoChar(&sql, ')');
-		r->insert_plan = prepare_plan(sql.data, r->ncols, column_types(r, false, types));
-	}
-	(void) run_plan(r->insert_plan, values, nulls, r->ncols, SPI_OK_INSERT, r, "INSERT");
+	put_row(r, values, nulls, change_rows[n].new_row, !apply_overwrite);
 }
 
 static void
-apply_update(ImsgBuffer *in)
+apply_update(ImsgBuffer *in, int64 n)
 {
 	ApplyRel   *r = find_rel(ImsgBufferGetInt32(in));
 	int			nargs = r->ncols + r->nkeys;
 	Datum	   *values = palloc(sizeof(Datum) * nargs);
 	bool	   *nulls = palloc(sizeof(bool) * nargs);
+	uint64		row = change_rows[n].row;
+	uint64		new_row = change_rows[n].new_row;
+	bool		strict = !apply_overwrite;
 
 	/* plan parameters: the new values, then the old key */
 	read_values(in, r, true, values + r->ncols, nulls + r->ncols);
 	read_values(in, r, false, values, nulls);
+
+	/* a new key: the old row goes and the new one comes, each on its own */
+	if (row != new_row)
+	{
+		remove_row(r, values + r->ncols, nulls + r->ncols, row, strict);
+		put_row(r, values, nulls, new_row, strict);
+		return;
+	}
+
 	if (r->update_plan == NULL)
 	{
 		StringInfoData sql;
@@ -418,34 +550,65 @@ apply_update(ImsgBuffer *in)
 							 quote_identifier(r->cols[i].name), i + 1);
 		appendStringInfoString(&sql, " WHERE ");
 		append_key_match(&sql, r, r->ncols + 1);
+		appendStringInfoString(&sql, " AND ");
+		append_remote_wins(&sql, NULL);
 		column_types(r, false, types);
 		column_types(r, true, types + r->ncols);
 		r->update_plan = prepare_plan(sql.data, nargs, types);
 	}
-	if (!run_plan(r->update_plan, values, nulls, nargs, SPI_OK_UPDATE, r, "UPDATE"))
-		upsert_row(r, values, nulls);	/* overwrite mode: the row ends as sent */
+	if (run_plan(r->update_plan, values, nulls, nargs, SPI_OK_UPDATE, r, "UPDATE") > 0 ||
+		local_write_won() || local_removal_won(row))
+		return;
+	if (strict)
+		diverged(r, "UPDATE", false);
+	put_row(r, values, nulls, new_row, false);	/* async: the row ends as sent */
 }
 
 static void
-apply_delete(ImsgBuffer *in)
+apply_delete(ImsgBuffer *in, int64 n)
 {
 	ApplyRel   *r = find_rel(ImsgBufferGetInt32(in));
 	Datum	   *values = palloc(sizeof(Datum) * r->nkeys);
 	bool	   *nulls = palloc(sizeof(bool) * r->nkeys);
 
 	read_values(in, r, true, values, nulls);
-	if (r->delete_plan == NULL)
-	{
-		StringInfoData sql;
-		Oid		   *types = palloc(sizeof(Oid) * r->nkeys);
+	remove_row(r, values, nulls, change_rows[n].row, !apply_overwrite);
+}
 
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "DELETE FROM %s WHERE ",
-						 quote_qualified_identifier(r->schema, r->name));
-		append_key_match(&sql, r, 1);
-		r->delete_plan = prepare_plan(sql.data, r->nkeys, column_types(r, true, types));
+/* imsg_changeset_read callback: each change's row identities, by number */
+static void
+note_change_rows(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
+{
+	int64	   *size = arg;
+
+	if (n >= *size)
+	{
+		*size = Max(*size * 2, n + 16);
+		change_rows = change_rows ? repalloc_huge(change_rows, sizeof(ChangeRows) * *size) :
+			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ChangeRows) * *size);
 	}
-	(void) run_plan(r->delete_plan, values, nulls, r->nkeys, SPI_OK_DELETE, r, "DELETE");
+	change_rows[n].row = row;
+	change_rows[n].new_row = new_row;
+}
+
+/*
+ * The extension's schema (not relocatable: it never changes once created).
+ * PostgreSQL 15 does not export get_extension_schema().
+ */
+static char *
+find_extension_schema(void)
+{
+	int			ret = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e"
+								  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+								  " WHERE e.extname = 'imessages'", true, 1);
+
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"imessages\" is not created in this database"),
+				 errhint("Run CREATE EXTENSION imessages in the database the helpers apply change sets in.")));
+	return MemoryContextStrdup(TopMemoryContext,
+							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 }
 
 /*
@@ -454,13 +617,25 @@ apply_delete(ImsgBuffer *in)
  * Returns the number of changes applied.
  */
 int64
-imsg_apply_changeset(const char *data, Size len, bool overwrite)
+imsg_apply_changeset(const char *data, Size len, bool overwrite, uint64 seq)
 {
 	ImsgBuffer	in;
 	int64		changes = 0;
+	int64		size = 0;
+	const char *why = NULL;
 
 	apply_rels = NIL;
 	apply_overwrite = overwrite;
+	change_rows = NULL;
+	rows_kept = 0;
+	if (imsg_changeset_read(data, len, note_change_rows, &size, &why) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("the change set is malformed"),
+				 why ? errdetail("%s", why) : 0));
+	if (ext_schema == NULL)
+		ext_schema = find_extension_schema();
+	imsg_local_writes_applying(seq);
 	ImsgBufferInitReader(&in, data, len);
 	if (ImsgBufferGetInt32(&in) != (int32) IMSG_CS_MAGIC ||
 		ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)
@@ -477,15 +652,15 @@ imsg_apply_changeset(const char *data, Size len, bool overwrite)
 				read_relation(&in);
 				break;
 			case IMSG_CS_INSERT:
-				apply_insert(&in);
+				apply_insert(&in, changes);
 				changes++;
 				break;
 			case IMSG_CS_UPDATE:
-				apply_update(&in);
+				apply_update(&in, changes);
 				changes++;
 				break;
 			case IMSG_CS_DELETE:
-				apply_delete(&in);
+				apply_delete(&in, changes);
 				changes++;
 				break;
 			default:
@@ -494,6 +669,8 @@ imsg_apply_changeset(const char *data, Size len, bool overwrite)
 						 errmsg("change set has a record of unknown kind '%c'", tag)));
 		}
 	}
+	imsg_local_writes_applying(0);
 	apply_rels = NIL;
+	change_rows = NULL;
 	return changes;
 }

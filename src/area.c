@@ -88,6 +88,7 @@ imsg_area_request(void)
 	RequestAddinShmemSpace(sizeof(ImsgRecentRing));
 	/* the page allocator's lock and the recent change sets' lock */
 	RequestNamedLWLockTranche("imessages", 2);
+	imsg_local_writes_request();
 }
 
 /*
@@ -123,6 +124,8 @@ imsg_area_startup(void)
 		memset(ImsgRecent, 0, sizeof(ImsgRecentRing));
 		ImsgRecent->lock = &(GetNamedLWLockTranche("imessages"))[1].lock;
 	}
+
+	imsg_local_writes_startup();
 
 	area = ShmemInitStruct("imessages area", imsg_area_shmem_size(), &found);
 	ImsgAreaPtr = area;

@@ -26,10 +26,10 @@
  * local transaction ends, and one that wrote the row after them saw it.
  *
  * Only sync change sets are certified (their transactions wait for it).
- * Async ones always win: every node applies them in delivery order,
- * overwriting (last writer wins), and an async change set's own node,
- * which committed it before an earlier-delivered conflicting one reached
- * it, writes its rows again when it is delivered.  A hash
+ * Async ones have committed already; they are recorded as last writers
+ * here, and win or lose row by row when applied: of two change sets that
+ * wrote a row, the one delivered later wins on every node (see
+ * local_writes.c for how a node keeps that for its own rows).  A hash
  * collision can only declare a conflict that is not there, never miss one.
  * The map of last writers lives in the manager's memory: a node that
  * joins later, or whose manager restarted, starts with an empty one and
@@ -190,180 +190,80 @@ typedef struct RowList
 	uint64	   *rows;
 } RowList;
 
-typedef struct WalkRel
+static void
+add_row(RowList *out, uint64 row)
 {
-	uint64		name_hash;
-	int			ncols;
-	bool	   *is_key;
-} WalkRel;
-
-static uint64
-hash_value_bytes(uint64 h, ImsgBuffer *in, bool keep)
-{
-	int8		tag = ImsgBufferGetInt8(in);
-
-	if (tag == IMSG_CS_NULL)
-		return keep ? hash_combine64(h, 0x6e) : h;
+	if (out->n == out->size)
 	{
-		uint32		len;
-		const char *p = ImsgBufferGetString(in, &len);
-
-		if (keep)
-			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) p, len, tag));
+		out->size *= 2;
+		out->rows = repalloc(out->rows, sizeof(uint64) * out->size);
 	}
-	return h;
+	out->rows[out->n++] = row;
 }
 
-/*
- * Collect row hashes.  The change set was checked by imsg_changeset_walk
- * before, so a read error here is not expected; if one happens anyway the
- * ERROR goes up like any other in the manager.
- */
+/* imsg_changeset_read callback: an update names its old and new row */
 static void
-collect_rows(const char *data, Size len, RowList *out)
+collect_row(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
 {
-	ImsgBuffer	in;
-	WalkRel    *rels = NULL;
-	int			nrels = 0;
+	RowList    *out = arg;
 
-	out->n = 0;
-	out->size = 16;
-	out->rows = palloc(sizeof(uint64) * out->size);
-	ImsgBufferInitReader(&in, data, len);
-	(void) ImsgBufferGetInt32(&in);
-	(void) ImsgBufferGetInt8(&in);
-	while (ImsgBufferRemaining(&in) > 0)
-	{
-		int8		tag = ImsgBufferGetInt8(&in);
-		int32		id = ImsgBufferGetInt32(&in);
-
-		if (tag == IMSG_CS_RELATION)
-		{
-			uint32		l1,
-						l2;
-			const char *schema = ImsgBufferGetString(&in, &l1);
-			const char *name = ImsgBufferGetString(&in, &l2);
-			int			ncols = ImsgBufferGetInt16(&in);
-			int			i;
-			WalkRel    *r;
-
-			if (id >= nrels)
-			{
-				int			newn = Max(id + 1, nrels * 2);
-
-				rels = rels ? repalloc(rels, sizeof(WalkRel) * newn) : palloc(sizeof(WalkRel) * newn);
-				memset(rels + nrels, 0, sizeof(WalkRel) * (newn - nrels));
-				nrels = newn;
-			}
-			r = &rels[id];
-			r->name_hash = hash_combine64(hash_bytes_extended((const unsigned char *) schema, l1, 0),
-										  hash_bytes_extended((const unsigned char *) name, l2, 1));
-			r->ncols = ncols;
-			r->is_key = palloc0(sizeof(bool) * Max(ncols, 1));
-			for (i = 0; i < ncols; i++)
-			{
-				uint32		l;
-
-				(void) ImsgBufferGetString(&in, &l);
-				(void) ImsgBufferGetString(&in, &l);
-				r->is_key[i] = (ImsgBufferGetInt8(&in) & IMSG_CS_COL_KEY) != 0;
-			}
-			continue;
-		}
-		else
-		{
-			WalkRel    *r = &rels[id];
-			int			pass;
-			int			npasses = tag == IMSG_CS_UPDATE ? 2 : 1;
-
-			for (pass = 0; pass < npasses; pass++)
-			{
-				/* I: all columns; U: old key, then all columns; D: old key */
-				bool		keys_only = (tag != IMSG_CS_INSERT && pass == 0);
-				int			n = ImsgBufferGetInt16(&in);
-				uint64		h = r->name_hash;
-				int			i;
-				int			k = 0;
-
-				for (i = 0; i < r->ncols && k < n; i++)
-				{
-					if (keys_only && !r->is_key[i])
-						continue;
-					h = hash_value_bytes(h, &in, r->is_key[i]);
-					k++;
-				}
-				if (out->n == out->size)
-				{
-					out->size *= 2;
-					out->rows = repalloc(out->rows, sizeof(uint64) * out->size);
-				}
-				out->rows[out->n++] = h;
-			}
-		}
-	}
+	add_row(out, row);
+	if (kind == IMSG_CS_UPDATE)
+		add_row(out, new_row);
 }
 
 /*
  * Certify one change set delivered in total order.  'seen' holds what its
  * origin had applied: nseen entries of (node, pid, counter).  Returns true
  * if it wins (and records it as the last writer of its rows); false if it
- * is a sync change set that conflicts, with 'winner' naming the origin of
- * the earlier writer.  *overtaken: an async one that would have conflicted.
+ * is a sync change set ('certify') that conflicts, with 'winner' naming the
+ * origin of the earlier writer.  An async change set is not tested: it has
+ * committed, and wins or loses row by row when applied (local_writes.c).
  */
 bool
 imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
-			 char *winner, Size winner_len, bool *overtaken)
+			 char *winner, Size winner_len)
 {
 	RowList		rows;
 	int			me;
 	int			i;
 	bool		ok = true;
 
-	*overtaken = false;
 	ensure_map();
-	if (imsg_changeset_walk(cs, cslen, NULL) < 0)
+	rows.n = 0;
+	rows.size = 16;
+	rows.rows = palloc(sizeof(uint64) * rows.size);
+	if (imsg_changeset_read(cs, cslen, collect_row, &rows, NULL) < 0)
+	{
+		pfree(rows.rows);
 		return true;			/* damaged: counted and logged elsewhere */
-	collect_rows(cs, cslen, &rows);
+	}
 	me = origin_index(node, pid);
 
-	/*
-	 * The same test for every change set; a sync one that fails it loses,
-	 * an async one (already committed) wins anyway, and its origin learns
-	 * that its rows were overwritten by an earlier change set after it
-	 * committed (*overtaken): it writes them again (last writer wins).
-	 */
+	for (i = 0; certify && i < rows.n && ok; i++)
 	{
-		for (i = 0; i < rows.n && ok; i++)
+		LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_FIND, NULL);
+		uint64		applied = 0;
+		int			j;
+
+		if (lw == NULL || lw->origin == me)
+			continue;
+		for (j = 0; j < nseen; j++)
 		{
-			LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_FIND, NULL);
-			uint64		applied = 0;
-			int			j;
+			char		id[NAMEDATALEN + 16];
 
-			if (lw == NULL || lw->origin == me)
-				continue;
-			for (j = 0; j < nseen; j++)
+			snprintf(id, sizeof(id), "%s/%d", seen[j].node, seen[j].pid);
+			if (strcmp(id, origins[lw->origin].id) == 0)
 			{
-				char		id[NAMEDATALEN + 16];
-
-				snprintf(id, sizeof(id), "%s/%d", seen[j].node, seen[j].pid);
-				if (strcmp(id, origins[lw->origin].id) == 0)
-				{
-					applied = seen[j].counter;
-					break;
-				}
+				applied = seen[j].counter;
+				break;
 			}
-			if (lw->counter > applied)
-			{
-				snprintf(winner, winner_len, "%s", origins[lw->origin].id);
-				if (certify)
-					ok = false;
-				else
-				{
-					*overtaken = true;
-					break;
-				}
-			}
+		}
+		if (lw->counter > applied)
+		{
+			snprintf(winner, winner_len, "%s", origins[lw->origin].id);
+			ok = false;
 		}
 	}
 	certified_count++;

@@ -38,6 +38,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
@@ -51,8 +52,10 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "imessages_int.h"
+#include "changeset_walk.h"
 
 PG_FUNCTION_INFO_V1(imsg_capture);
 PG_FUNCTION_INFO_V1(imsg_refuse_truncate);
@@ -509,6 +512,60 @@ imsg_cs_report_outcome(ImsgCsOutcome outcome)
 	elog(ERROR, "imessages: unknown sync commit outcome %d", (int) outcome);
 }
 
+/*
+ * A sync transaction of this session lost certification to change sets
+ * delivered up to cs_wait_applied_seq.  Its next statement that runs the
+ * executor first waits (at most imessages.commit_timeout) until this node
+ * has applied them, so that a retry reads what won instead of losing again
+ * on the same stale rows.  Not in PRE_COMMIT or at abort: the losing
+ * transaction still holds its row locks there, and the helper applying the
+ * winner may be waiting for exactly those.  At the start of the retry's
+ * first statement the session holds no row lock.  Without it, a node whose
+ * helper lags behind the others' writes loses nearly every retry, and the
+ * node that writes most commits nearly everything (see README).
+ */
+static uint64 cs_wait_applied_seq = 0;
+static ExecutorStart_hook_type prev_executor_start = NULL;
+
+static void
+imsg_cs_wait_applied(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   imsg_commit_timeout_ms);
+	uint64		seq = cs_wait_applied_seq;
+
+	cs_wait_applied_seq = 0;
+	for (;;)
+	{
+		uint64		horizon;
+		long		remaining;
+
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		horizon = ImsgManagerState->apply_horizon;
+		SpinLockRelease(&ImsgManagerState->mutex);
+		if (horizon == 0 || horizon > seq)
+			return;
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(remaining, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static void
+imsg_cs_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	if (cs_wait_applied_seq != 0 && ImsgManagerState != NULL)
+		imsg_cs_wait_applied();
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
 /* sync mode: wait until the manager says the group ordered our change set. */
 static void
 imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
@@ -516,6 +573,7 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   imsg_commit_timeout_ms);
 	int32		ordered_type = IMSG_T_CS_ORDERED;
+	uint64		seq;
 
 	for (;;)
 	{
@@ -531,11 +589,13 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 
 			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
 			xid = (uint64) ImsgBufferGetInt64(&in);
-			(void) ImsgBufferGetInt64(&in);		/* its sequence number */
+			seq = (uint64) ImsgBufferGetInt64(&in);
 			outcome = ImsgBufferGetInt8(&in);
 			ImsgConsume(msg);
 			if (xid != U64FromFullTransactionId(fxid))
 				continue;		/* a reply for a transaction that gave up */
+			if (outcome == IMSG_CS_OUTCOME_CONFLICT)
+				cs_wait_applied_seq = seq;	/* see imsg_cs_executor_start */
 			imsg_cs_report_outcome((ImsgCsOutcome) outcome);
 			return;
 		}
@@ -594,6 +654,48 @@ imsg_cs_send_seen(FullTransactionId fxid)
 		imsg_report_send_failure(r, IMSG_MANAGER, out.len, imsg_send_timeout_ms);
 }
 
+/* The rows a change set removes: deleted, or left by a key change. */
+typedef struct RemovedRows
+{
+	int			n;
+	int			size;
+	uint64	   *rows;
+} RemovedRows;
+
+static void
+collect_removed(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
+{
+	RemovedRows *out = arg;
+
+	if (kind == IMSG_CS_INSERT || (kind == IMSG_CS_UPDATE && row == new_row))
+		return;
+	if (out->n == out->size)
+	{
+		out->size = Max(out->size * 2, 16);
+		out->rows = out->rows ? repalloc(out->rows, sizeof(uint64) * out->size) :
+			palloc(sizeof(uint64) * out->size);
+	}
+	out->rows[out->n++] = row;
+}
+
+/*
+ * On a node in a group, note this transaction's writes before it commits,
+ * so that a remote change set delivered before ours does not overwrite
+ * them here (see local_writes.c).
+ */
+static void
+imsg_cs_register_writes(void)
+{
+	RemovedRows removed = {0, 0, NULL};
+
+	if (strcmp(imsg_gcs_ops()->name, "local") == 0)
+		return;
+	(void) imsg_changeset_read(cs_buf.data, cs_buf.len, collect_removed, &removed, NULL);
+	imsg_local_writes_register(removed.n, removed.rows);
+	if (removed.rows)
+		pfree(removed.rows);
+}
+
 /* PRE_COMMIT: send the change set in chunks; in sync mode, wait. */
 static void
 imsg_cs_send(void)
@@ -608,6 +710,7 @@ imsg_cs_send(void)
 	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
 		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
 
+	imsg_cs_register_writes();
 	imsg_cs_send_seen(fxid);
 
 	for (;;)
@@ -693,6 +796,8 @@ imsg_cs_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* no ERROR here: the outcome is in the commit log already */
+			imsg_local_writes_end(event != XACT_EVENT_ABORT &&
+								  event != XACT_EVENT_PARALLEL_ABORT);
 			if (cs_sent)
 				imsg_cs_wake_manager();
 			cs_sent = false;
@@ -731,5 +836,7 @@ void
 imsg_changeset_init(void)
 {
 	RegisterXactCallback(imsg_cs_xact_callback, NULL);
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = imsg_cs_executor_start;
 	RegisterSubXactCallback(imsg_cs_subxact_callback, NULL);
 }

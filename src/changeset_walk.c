@@ -7,9 +7,17 @@
  * format" in imessages_int.h): the header, record tags, that every change
  * refers to a relation declared before it, that each row has as many values
  * as its relation has columns (or key columns), and value kinds.  It does
- * not look at names, types or value bytes; imsg_changeset_decode() does.
+ * not look at types or value bytes; imsg_changeset_decode() does.
  * The manager uses it, through imsg_changeset_count(), to check that a
  * reassembled change set is whole.
+ *
+ * imsg_changeset_read() is the same walk that also names the rows each
+ * change finds and leaves (a hash of the table's schema and name and of
+ * the key columns' value bytes): certification compares them, and the
+ * apply of async change sets keys on them (see local_writes.c).  One
+ * function computes a row's identity, so the backend that wrote a change
+ * set, its own manager and every other node's manager and helpers all
+ * name a row alike.
  *
  * It checks every length against what is left before reading, so the
  * buffer readers never report an overrun: the walk raises no error and
@@ -26,6 +34,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "common/hashfn.h"
 
 #include "imessages_int.h"
 #include "changeset_walk.h"
@@ -46,35 +56,50 @@ walk_realloc(void *p, Size size)
 #define walk_free(p) pfree(p)
 #endif
 
-/* What the walk knows of each declared relation, indexed by its id. */
+/*
+ * What the walk knows of each declared relation, indexed by its id: its
+ * number of columns and of key columns, and, when rows are wanted, a hash
+ * of its schema and name and which columns are key columns.
+ */
 typedef struct WalkRelations
 {
 	int		   *ncols;			/* -1: not declared */
 	int		   *nkeys;
+	uint64	   *name_hash;
+	bool	  **is_key;
 	int			size;
+	bool		want_rows;
 } WalkRelations;
 
-/* Skip a length-prefixed string; false if it does not fit. */
-static bool
-walk_string(ImsgBuffer *in)
+/*
+ * Skip a length-prefixed string; its bytes (not NUL-terminated) and *len,
+ * or NULL if it does not fit.
+ */
+static const char *
+walk_string(ImsgBuffer *in, uint32 *len)
 {
-	uint32		len;
-
 	if (ImsgBufferRemaining(in) < 4)
-		return false;
-	len = (uint32) ImsgBufferGetInt32(in);
-	if (len > ImsgBufferRemaining(in))
-		return false;
-	(void) ImsgBufferGetBytes(in, len);
-	return true;
+		return NULL;
+	*len = (uint32) ImsgBufferGetInt32(in);
+	if (*len > ImsgBufferRemaining(in))
+		return NULL;
+	return ImsgBufferGetBytes(in, *len);
 }
 
-/* Skip 'values' of 'expected' columns; NULL if fine, else why not. */
+/*
+ * Skip 'values' of 'expected' columns; NULL if fine, else why not.  If
+ * 'row' is not NULL, *row becomes the identity of the row these values
+ * name: a hash of the relation's name and of the key columns' values
+ * (which of the values are key columns: is_key, or all of them if
+ * is_key is NULL, for a list of key values).
+ */
 static const char *
-walk_values(ImsgBuffer *in, int expected)
+walk_values(ImsgBuffer *in, int expected, uint64 name_hash, const bool *is_key,
+			uint64 *row)
 {
 	int16		n;
 	int			i;
+	uint64		h = name_hash;
 
 	if (ImsgBufferRemaining(in) < 2)
 		return "It ends in the middle of a record.";
@@ -84,17 +109,32 @@ walk_values(ImsgBuffer *in, int expected)
 	for (i = 0; i < n; i++)
 	{
 		int8		kind;
+		bool		key = is_key == NULL || is_key[i];
+		uint32		len;
+		const char *p;
 
 		if (ImsgBufferRemaining(in) < 1)
 			return "It ends in the middle of a record.";
 		kind = ImsgBufferGetInt8(in);
 		if (kind == IMSG_CS_NULL)
+		{
+			if (key)
+				h = hash_combine64(h, 0x6e);
 			continue;
+		}
 		if (kind != IMSG_CS_BINARY && kind != IMSG_CS_TEXT)
 			return "A value has an unknown kind.";
-		if (!walk_string(in))
+		if (ImsgBufferRemaining(in) < 4)
 			return "It ends in the middle of a record.";
+		len = (uint32) ImsgBufferGetInt32(in);
+		if (len > ImsgBufferRemaining(in))
+			return "It ends in the middle of a record.";
+		p = ImsgBufferGetBytes(in, len);
+		if (key && row != NULL)
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) p, len, kind));
 	}
+	if (row != NULL)
+		*row = h;
 	return NULL;
 }
 
@@ -105,39 +145,76 @@ walk_relation(ImsgBuffer *in, WalkRelations *rels, int32 id)
 	int16		n;
 	int			i;
 
+	uint32		schema_len;
+	uint32		name_len;
+	const char *schema;
+	const char *name;
+
 	if (id >= rels->size)
 	{
 		int			newsize = Max(id + 1, rels->size * 2);
 
 		rels->ncols = walk_realloc(rels->ncols, sizeof(int) * newsize);
 		rels->nkeys = walk_realloc(rels->nkeys, sizeof(int) * newsize);
+		rels->name_hash = walk_realloc(rels->name_hash, sizeof(uint64) * newsize);
+		rels->is_key = walk_realloc(rels->is_key, sizeof(bool *) * newsize);
 		for (i = rels->size; i < newsize; i++)
+		{
 			rels->ncols[i] = -1;
+			rels->is_key[i] = NULL;
+		}
 		rels->size = newsize;
 	}
-	if (!walk_string(in) || !walk_string(in) || ImsgBufferRemaining(in) < 2)
+	schema = walk_string(in, &schema_len);
+	name = schema ? walk_string(in, &name_len) : NULL;
+	if (name == NULL || ImsgBufferRemaining(in) < 2)
 		return "It ends in the middle of a record.";
 	n = ImsgBufferGetInt16(in);
 	if (n < 0)
 		return "A relation has an invalid number of columns.";
-	rels->ncols[id] = n;
+	/* a relation described again (a new version of it) replaces the old */
+	rels->ncols[id] = -1;
 	rels->nkeys[id] = 0;
+	rels->name_hash[id] =
+		hash_combine64(hash_bytes_extended((const unsigned char *) schema, schema_len, 0),
+					   hash_bytes_extended((const unsigned char *) name, name_len, 1));
+	if (rels->want_rows)
+	{
+		if (rels->is_key[id])
+			walk_free(rels->is_key[id]);
+		rels->is_key[id] = walk_realloc(NULL, sizeof(bool) * Max(n, 1));
+	}
 	for (i = 0; i < n; i++)
 	{
-		if (!walk_string(in) || !walk_string(in) || ImsgBufferRemaining(in) < 1)
+		uint32		l;
+		bool		key;
+
+		if (!walk_string(in, &l) || !walk_string(in, &l) || ImsgBufferRemaining(in) < 1)
 			return "It ends in the middle of a record.";
-		if (ImsgBufferGetInt8(in) & IMSG_CS_COL_KEY)
+		key = (ImsgBufferGetInt8(in) & IMSG_CS_COL_KEY) != 0;
+		if (key)
 			rels->nkeys[id]++;
+		if (rels->want_rows)
+			rels->is_key[id][i] = key;
 	}
+	rels->ncols[id] = n;
 	return NULL;
 }
 
 int64
 imsg_changeset_walk(const char *data, Size len, const char **why)
 {
+	return imsg_changeset_read(data, len, NULL, NULL, why);
+}
+
+int64
+imsg_changeset_read(const char *data, Size len, ImsgCsRowCallback row_cb,
+					void *arg, const char **why)
+{
 	ImsgBuffer	in;
-	WalkRelations rels = {NULL, NULL, 0};
+	WalkRelations rels = {NULL, NULL, NULL, NULL, 0, row_cb != NULL};
 	int64		changes = 0;
+	int			i;
 	const char *bad = NULL;
 
 	if (len < 5 || (uint64) len > PG_UINT32_MAX)
@@ -173,24 +250,46 @@ imsg_changeset_walk(const char *data, Size len, const char **why)
 			bad = "A change refers to an undeclared relation.";
 		else
 		{
+			uint64		nh = rels.name_hash[id];
+			const bool *is_key = rels.is_key[id];
+			uint64		row = 0;
+			uint64		new_row = 0;
+			uint64	   *want = row_cb ? &row : NULL;
+
+			/* I: every column; U: old key, then every column; D: old key */
 			if (tag == IMSG_CS_INSERT)
-				bad = walk_values(&in, rels.ncols[id]);
+			{
+				bad = walk_values(&in, rels.ncols[id], nh, is_key, want);
+				new_row = row;
+			}
 			else if (tag == IMSG_CS_UPDATE)
 			{
-				bad = walk_values(&in, rels.nkeys[id]);
+				bad = walk_values(&in, rels.nkeys[id], nh, NULL, want);
 				if (bad == NULL)
-					bad = walk_values(&in, rels.ncols[id]);
+					bad = walk_values(&in, rels.ncols[id], nh, is_key,
+									  row_cb ? &new_row : NULL);
 			}
 			else
-				bad = walk_values(&in, rels.nkeys[id]);
+				bad = walk_values(&in, rels.nkeys[id], nh, NULL, want);
 			if (bad == NULL)
+			{
+				if (row_cb)
+					row_cb(arg, changes, tag, row, new_row);
 				changes++;
+			}
 		}
 	}
+	for (i = 0; i < rels.size; i++)
+		if (rels.is_key[i])
+			walk_free(rels.is_key[i]);
 	if (rels.ncols)
 		walk_free(rels.ncols);
 	if (rels.nkeys)
 		walk_free(rels.nkeys);
+	if (rels.name_hash)
+		walk_free(rels.name_hash);
+	if (rels.is_key)
+		walk_free(rels.is_key);
 	if (why)
 		*why = bad;
 	return bad ? -1 : changes;

@@ -25,4 +25,20 @@
  */
 extern int64 imsg_changeset_walk(const char *data, Size len, const char **why);
 
+/*
+ * Called by imsg_changeset_read() for each well-formed change, in order:
+ * 'n' counts from 0, 'kind' is IMSG_CS_INSERT, _UPDATE or _DELETE, 'row'
+ * the identity of the row the change finds (the old key of an update or a
+ * delete, the key of an inserted row) and 'new_row' of the row it leaves
+ * (the key of an inserted row or of an update's new row; 0 for a delete).
+ * A change set found malformed later may already have had some calls.
+ */
+typedef void (*ImsgCsRowCallback) (void *arg, int64 n, int8 kind,
+								   uint64 row, uint64 new_row);
+
+/* imsg_changeset_walk, also naming each change's rows (row_cb may be NULL) */
+extern int64 imsg_changeset_read(const char *data, Size len,
+								 ImsgCsRowCallback row_cb, void *arg,
+								 const char **why);
+
 #endif							/* IMESSAGES_CHANGESET_WALK_H */

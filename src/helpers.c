@@ -589,13 +589,19 @@ job_cs_apply(ImsgMessage *msg)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len, overwrite);
+		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len, overwrite, seq);
 		SPI_finish();
 		PopActiveSnapshot();
 		if (strcmp(origin, imsg_my_node_name()) != 0)
 			note_applied(origin, origin_pid, counter);
 		CommitTransactionCommand();
 		ok = true;
+		if (imsg_apply_rows_kept() > 0)
+		{
+			SpinLockAcquire(&ImsgManagerState->mutex);
+			ImsgManagerState->remote_writes_skipped += imsg_apply_rows_kept();
+			SpinLockRelease(&ImsgManagerState->mutex);
+		}
 	}
 	PG_CATCH();
 	{
@@ -604,6 +610,7 @@ job_cs_apply(ImsgMessage *msg)
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		imsg_local_writes_applying(0);
 		AbortCurrentTransaction();
 		ereport(LOG,
 				(errmsg("imessages helper could not apply change set %llu (transaction %llu of node \"%s\"): %s",

@@ -447,7 +447,11 @@ typedef struct ImsgHelperSlot
 /*
  * The manager's status, for imsg_manager_status().  Written by the manager
  * under 'mutex'; survives manager restarts (not server restarts), so that
- * 'last_error' tells why the previous manager exited.
+ * 'last_error' tells why the previous manager exited.  Also under 'mutex'
+ * but written by others: 'seen' and 'remote_writes_skipped' by helpers
+ * when they commit an apply.  'apply_horizon' (manager) is read by a
+ * backend whose sync transaction lost certification, waiting for the
+ * winners' apply (imsg_cs_wait_applied).
  *
  * 'settle_polling' is the exception: an atomic, written only by the manager,
  * read without the mutex by backends at COMMIT and ABORT.  Nonzero, it says
@@ -510,6 +514,9 @@ typedef struct ImsgManagerShared
 	uint64		remote_change_sets_applied; /* from other nodes, by helpers */
 	uint64		apply_errors;	/* remote change sets that could not be applied */
 	uint64		change_sets_conflicted; /* lost certification */
+	int64		change_sets_to_apply;	/* remote ones delivered, not yet applied */
+	uint64		apply_horizon;	/* seq of the oldest of them; 0: none */
+	uint64		remote_writes_skipped;	/* rows a local write kept (helpers) */
 	int			num_seen;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	uint64		last_seq;		/* global sequence number, per server life */
@@ -572,10 +579,30 @@ extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
 extern int64 imsg_certification_rows(void);
 extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 						 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
-						 char *winner, Size winner_len, bool *overtaken);
+						 char *winner, Size winner_len);
+
+/* local_writes.c */
+extern int	imsg_max_local_writes;
+extern Size imsg_local_writes_shmem_size(void);
+extern void imsg_local_writes_request(void);
+extern void imsg_local_writes_startup(void);
+extern void imsg_local_writes_register(int nremoved, const uint64 *removed);
+extern void imsg_local_writes_end(bool committed);
+extern void imsg_local_writes_forget_mine(void);
+extern void imsg_local_writes_delivered(TransactionId top, uint64 seq);
+extern void imsg_local_writes_forget(TransactionId top);
+extern void imsg_local_writes_counts(int64 *xids, int64 *removals);
+extern void imsg_local_writes_sweep(void);
+extern void imsg_local_writes_reset(void);
+extern void imsg_local_writes_applying(uint64 seq);
+extern void imsg_remote_wins_reset(void);
+extern void imsg_remote_wins_result(bool *called, bool *lost);
+extern bool imsg_local_removal_wins(uint64 row);
 
 /* apply.c */
-extern int64 imsg_apply_changeset(const char *data, Size len, bool overwrite);
+extern int64 imsg_apply_rows_kept(void);
+extern int64 imsg_apply_changeset(const char *data, Size len, bool overwrite,
+								  uint64 seq);
 
 /* changeset.c, changeset_decode.c */
 extern void imsg_changeset_init(void);

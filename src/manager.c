@@ -138,6 +138,8 @@ static List *assigned_jobs = NIL;
 static List *retry_list = NIL;
 
 static bool retry_waiting_for(int pid, RetrySend *upto);
+static void prune_own_delivered(void);
+static int	settle_inflight(bool mailbox_empty, int *settled);
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
 static int	gcs_failures = 0;		/* connection attempts failed in a row */
@@ -774,7 +776,18 @@ handle_cs_chunk(ImsgMessage *msg)
 		/* sync: order it now; its transaction waits in PRE_COMMIT for that */
 		if (e->sync)
 		{
-			ImsgCsOutcome state = gcs_order_state();
+			ImsgCsOutcome state;
+			int			settled;
+
+			/*
+			 * First multicast the async change sets that committed before
+			 * it: it may have read their rows, and must be delivered after
+			 * them, or every other node would apply them over it.  Their
+			 * chunks came before its own (they were sent before they
+			 * committed), so they are complete.
+			 */
+			(void) settle_inflight(false, &settled);
+			state = gcs_order_state();
 
 			if (state == IMSG_CS_OUTCOME_ORDERED && multicast_changeset(e))
 				e->multicast = true;
@@ -834,6 +847,8 @@ record_delivered(uint64 seq, int origin_pid, uint64 xid, int32 nchanges,
 static void
 count_discarded(Inflight *e)
 {
+	/* never delivered: no remote change set is to lose to it */
+	imsg_local_writes_forget(XidFromFullTransactionId(FullTransactionIdFromU64(e->xid)));
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	ImsgManagerState->change_sets_discarded++;
 	SpinLockRelease(&ImsgManagerState->mutex);
@@ -951,6 +966,17 @@ static List *apply_queue = NIL;
 static int	apply_slot = -1;		/* helper applying the head, or -1 */
 static int	apply_pid = 0;
 
+/* imsg_manager_status().change_sets_to_apply */
+static void
+publish_apply_queue(void)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->change_sets_to_apply = list_length(apply_queue);
+	ImsgManagerState->apply_horizon = apply_queue != NIL ?
+		((RemoteChangeset *) linitial(apply_queue))->seq : 0;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
 static void
 queue_remote_changeset(uint64 seq, const char *origin, int32 origin_pid,
 					   uint64 counter, bool overwrite, uint64 xid,
@@ -970,6 +996,7 @@ queue_remote_changeset(uint64 seq, const char *origin, int32 origin_pid,
 	memcpy(r->data, cs, cslen);
 	apply_queue = lappend(apply_queue, r);
 	MemoryContextSwitchTo(old);
+	publish_apply_queue();
 }
 
 /*
@@ -1066,6 +1093,8 @@ handle_cs_applied(ImsgMessage *msg)
 	pfree(r);
 	apply_slot = -1;
 	apply_pid = 0;
+	publish_apply_queue();
+	prune_own_delivered();
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	if (ok)
 		ImsgManagerState->remote_change_sets_applied++;
@@ -1092,16 +1121,78 @@ reply_ordered(int origin_pid, uint64 xid, uint64 seq, ImsgCsOutcome outcome)
 static bool
 certify_changeset(const char *node, int pid, uint64 counter, bool certify,
 				  const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
-				  char *winner, Size winner_len, bool *overtaken)
+				  char *winner, Size winner_len)
 {
 	bool		ok = imsg_certify(node, pid, counter, certify, seen, nseen, cs, cslen,
-								  winner, winner_len, overtaken);
+								  winner, winner_len);
 	int64		rows = imsg_certification_rows();
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	ImsgManagerState->certification_rows = rows;
 	SpinLockRelease(&ImsgManagerState->mutex);
 	return ok;
+}
+
+/*
+ * Our own change sets delivered, in delivery order (seq increasing), whose
+ * entries in local_writes.c a helper may still ask about: those of remote
+ * change sets delivered before them are still to be applied.
+ */
+typedef struct OwnDelivered
+{
+	uint64		seq;
+	TransactionId xid;
+} OwnDelivered;
+
+static OwnDelivered *own_ring = NULL;
+static int	own_ring_size = 0;
+static int	own_ring_head = 0;	/* oldest */
+static int	own_ring_count = 0;
+
+static void
+own_delivered(uint64 full_xid, uint64 seq)
+{
+	TransactionId xid = XidFromFullTransactionId(FullTransactionIdFromU64(full_xid));
+
+	imsg_local_writes_delivered(xid, seq);
+	if (own_ring_count == own_ring_size)
+	{
+		int			newsize = Max(own_ring_size * 2, 256);
+		OwnDelivered *n = MemoryContextAlloc(TopMemoryContext, sizeof(OwnDelivered) * newsize);
+		int			i;
+
+		for (i = 0; i < own_ring_count; i++)
+			n[i] = own_ring[(own_ring_head + i) % own_ring_size];
+		if (own_ring)
+			pfree(own_ring);
+		own_ring = n;
+		own_ring_size = newsize;
+		own_ring_head = 0;
+	}
+	own_ring[(own_ring_head + own_ring_count) % own_ring_size].seq = seq;
+	own_ring[(own_ring_head + own_ring_count) % own_ring_size].xid = xid;
+	own_ring_count++;
+	prune_own_delivered();
+}
+
+/*
+ * Forget our delivered change sets that no remote change set still to be
+ * applied precedes (the apply queue is in delivery order), and sweep the
+ * maps' dead entries now and then.
+ */
+static void
+prune_own_delivered(void)
+{
+	uint64		horizon = apply_queue != NIL ?
+		((RemoteChangeset *) linitial(apply_queue))->seq : PG_UINT64_MAX;
+
+	while (own_ring_count > 0 && own_ring[own_ring_head].seq < horizon)
+	{
+		imsg_local_writes_forget(own_ring[own_ring_head].xid);
+		own_ring_head = (own_ring_head + 1) % own_ring_size;
+		own_ring_count--;
+	}
+	imsg_local_writes_sweep();
 }
 
 /*
@@ -1125,7 +1216,6 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	uint64		seq = 0;
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 	char		winner[NAMEDATALEN + 16];
-	bool		overtaken;
 	Inflight   *e;
 	int			i;
 
@@ -1151,11 +1241,10 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	cslen = len - 1 - in.cursor;
 
 	e = mine ? find_inflight(origin_pid, xid) : NULL;
-	overtaken = false;
 	/* a group of one has nothing to certify against, nor a map to keep */
 	if (strcmp(gcs->name, "local") != 0 &&
 		!certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
-						   winner, sizeof(winner), &overtaken))
+						   winner, sizeof(winner)))
 	{
 		/* the later of two conflicting change sets: aborted, applied nowhere */
 		SpinLockAcquire(&ImsgManagerState->mutex);
@@ -1167,7 +1256,11 @@ deliver_changeset(const char *origin, const char *data, Size len)
 		if (e != NULL && e->sync && !e->ordered)
 		{
 			e->ordered = true;	/* its transaction will abort: settled as discarded */
-			reply_ordered(origin_pid, xid, 0, IMSG_CS_OUTCOME_CONFLICT);
+			/* with how far the winner is: the backend waits for its apply */
+			SpinLockAcquire(&ImsgManagerState->mutex);
+			seq = ImsgManagerState->last_seq;
+			SpinLockRelease(&ImsgManagerState->mutex);
+			reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_CONFLICT);
 		}
 		return;
 	}
@@ -1184,19 +1277,13 @@ deliver_changeset(const char *origin, const char *data, Size len)
 		return;
 	}
 
+	/* ours: remote change sets delivered before it must not overwrite it */
+	if (strcmp(gcs->name, "local") != 0)
+		own_delivered(xid, seq);
 	if (!sync)
 	{
 		/* multicast only after its commit: delivered now */
 		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
-
-		/*
-		 * An earlier-delivered change set of another node overwrote rows
-		 * we had committed (it reached us after our commit): ours is the
-		 * later one, so write our rows again, in delivery order, as every
-		 * other node does (last writer wins).
-		 */
-		if (overtaken)
-			queue_remote_changeset(seq, origin, mgr_pid, counter, true, xid, cs, cslen);
 		return;
 	}
 
@@ -1584,9 +1671,11 @@ imsg_manager_main(Datum main_arg)
 	ImsgManagerState->started_at = GetCurrentTimestamp();
 	strlcpy(ImsgManagerState->gcs, gcs->name, sizeof(ImsgManagerState->gcs));
 	ImsgManagerState->group_members = 0;
+	ImsgManagerState->change_sets_to_apply = 0;
 	ImsgManagerState->group_quorate = false;
 	ImsgManagerState->certification_rows = 0;
 	SpinLockRelease(&ImsgManagerState->mutex);
+	imsg_local_writes_reset();
 
 	/*
 	 * A previous manager may have exited with settle_polling set: clear it

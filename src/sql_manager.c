@@ -148,8 +148,10 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[19];
-	bool		nulls[19] = {0};
+	Datum		values[22];
+	bool		nulls[22] = {0};
+	int64		local_xids;
+	int64		local_removals;
 	int			running;
 
 	imsg_check_available();
@@ -191,6 +193,10 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[16] = Int64GetDatum((int64) copy.change_sets_conflicted);
 	values[17] = BoolGetDatum(copy.pid != 0 && copy.group_quorate);
 	values[18] = Int64GetDatum(copy.certification_rows);
+	values[19] = Int64GetDatum(copy.change_sets_to_apply);
+	values[20] = Int64GetDatum((int64) copy.remote_writes_skipped);
+	imsg_local_writes_counts(&local_xids, &local_removals);
+	values[21] = Int64GetDatum(local_xids);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -8,80 +8,15 @@
 # group while the others go on, and cleanup.
 use strict;
 use warnings;
-use File::Temp qw(tempdir);
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use ImsgGroup;
 
-my ($corosync) = grep { -x $_ } map { "$_/corosync" } (split(/:/, $ENV{PATH}), '/usr/sbin', '/sbin');
-ok(defined $corosync, 'corosync is installed') or BAIL_OUT('corosync is missing');
-
-# --- corosync -----------------------------------------------------------
-my $cdir = tempdir('imsg_corosync_XXXX', TMPDIR => 1, CLEANUP => 1);
-mkdir "$cdir/run";
 my $group = "imsg_tap_$$";
-open my $fh, '>', "$cdir/corosync.conf" or die;
-print $fh <<"EOF";
-totem {
-	version: 2
-	cluster_name: imsgtap
-	crypto_cipher: none
-	crypto_hash: none
-}
-system {
-	run_dir: $cdir/run
-	state_dir: $cdir/run
-}
-logging {
-	to_stderr: yes
-	to_logfile: no
-	to_syslog: no
-}
-quorum {
-}
-nodelist {
-	node {
-		name: node1
-		nodeid: 1
-		ring0_addr: 127.0.0.1
-	}
-}
-EOF
-close $fh;
-
-my @shm_before = glob('/dev/shm/qb-*');
-my $coro_pid = fork();
-die "fork: $!" unless defined $coro_pid;
-if ($coro_pid == 0)
-{
-	open STDOUT, '>', "$cdir/corosync.log";
-	open STDERR, '>&', \*STDOUT;
-	exec('unshare', '-r', '-m', 'sh', '-c',
-		"mount --bind $cdir/run /run && exec $corosync -f -c $cdir/corosync.conf");
-	die "exec: $!";
-}
-
-# whatever happens, do not leave corosync running
-END
-{
-	if ($coro_pid)
-	{
-		kill 'TERM', $coro_pid;
-		waitpid($coro_pid, 0);
-	}
-}
-
-sub corosync_log { return -e "$cdir/corosync.log" ? slurp_file("$cdir/corosync.log") : ''; }
-
-my $ready = 0;
-for (1 .. 100)
-{
-	if (corosync_log() =~ /ready to provide service/) { $ready = 1; last; }
-	last if corosync_log() =~ /exiting with status/;
-	select(undef, undef, undef, 0.1);
-}
-ok($ready, 'corosync is up') or diag(corosync_log());
-BAIL_OUT('corosync did not start') unless $ready;
+ok(eval { ImsgGroup::start_corosync() }, 'corosync is up') or BAIL_OUT("corosync did not start: $@");
 
 # --- three nodes --------------------------------------------------------
 my @nodes;
@@ -288,15 +223,9 @@ pass('node3 rejoins as a new member and applies new change sets');
 
 # --- cleanup ------------------------------------------------------------
 $_->stop for @nodes;
-kill 'TERM', $coro_pid;
-waitpid($coro_pid, 0);
-$coro_pid = 0;
+my $clean = ImsgGroup::stop_corosync();
 is(`pgrep -u $> -x corosync` // '', '', 'no corosync left running');
-# the killed manager could not close its IPC buffers: remove what this
-# test's processes left, then nothing of ours may remain
-my %before = map { $_ => 1 } @shm_before;
-my @ours = grep { !$before{$_} && (stat $_)[4] == $> } glob('/dev/shm/qb-*');
-unlink @ours;
-my @left = grep { !$before{$_} } glob('/dev/shm/qb-*');
-is(scalar(@left), 0, 'no /dev/shm file left behind') or diag("@left");
+# the killed manager could not close its IPC buffers: stop_corosync
+# removes what this test's processes left, then nothing may remain
+ok($clean, 'no /dev/shm file left behind');
 done_testing();

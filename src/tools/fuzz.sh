@@ -22,6 +22,7 @@ failed=0
 
 ensure_packages $PACKAGES $FUZZ_PACKAGES || exit 1
 incdir=$("$PG_CONFIG" --includedir-server) || exit 1
+libdir=$("$PG_CONFIG" --pkglibdir) || exit 1
 out=$(mktemp -d /tmp/imessages-fuzz.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 
@@ -31,7 +32,9 @@ build() {
 	local name=$1 sanitizers=$2
 	shift 2
 	# shellcheck disable=SC2086
-	clang-14 $cflags -fsanitize="$sanitizers" "$@" -o "$out/$name" >"$out/$name.build" 2>&1 ||
+	# libpgcommon: hash_bytes_extended(), which names rows in change sets
+	clang-14 $cflags -fsanitize="$sanitizers" "$@" -L"$libdir" -lpgcommon -lpgport \
+		-o "$out/$name" >"$out/$name.build" 2>&1 ||
 		{ cat "$out/$name.build"; return 1; }
 }
 

@@ -159,16 +159,38 @@ ref_count(const uint8 *data, size_t len)
 	return ok ? changes : -1;
 }
 
-/* The walk under test, with the checks every result must pass. */
+/* imsg_changeset_read() callback: changes come numbered 0, 1, 2... */
+static void
+count_rows(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
+{
+	int64	   *calls = arg;
+
+	CHECK(n == *calls);
+	CHECK(kind == IMSG_CS_INSERT || kind == IMSG_CS_UPDATE || kind == IMSG_CS_DELETE);
+	CHECK(kind != IMSG_CS_DELETE || new_row == 0);
+	CHECK(kind != IMSG_CS_INSERT || new_row == row);
+	(*calls)++;
+}
+
+/*
+ * The walk under test, with the checks every result must pass; the
+ * reading walk (naming rows) must agree with it.
+ */
 static int64
 walk(const uint8 *data, size_t len)
 {
 	const char *why = "unset";
+	const char *why2 = "unset";
+	int64		calls = 0;
 	int64		n = imsg_changeset_walk((const char *) data, len, &why);
+	int64		n2 = imsg_changeset_read((const char *) data, len, count_rows, &calls, &why2);
 
 	CHECK(n >= -1);
 	CHECK((n == -1) == (why != NULL));
 	CHECK(n == -1 || n <= (int64) len);
+	CHECK(n2 == n);
+	CHECK(n == -1 || calls == n);
+	CHECK((why == NULL) == (why2 == NULL));
 	return n;
 }
 

@@ -1,0 +1,213 @@
+# Helpers for TAP tests of several imessages nodes in one Corosync group:
+# one corosync on loopback, started unprivileged in a user and mount
+# namespace of its own (its /run paths are fixed), N clusters joined to
+# it, pgbench storms against all nodes at once, and the checks that the
+# group is idle and every node holds the same rows.
+package ImsgGroup;
+
+use strict;
+use warnings;
+use File::Temp qw(tempdir);
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $coro_pid;
+my $coro_dir;
+my @shm_before;
+
+# whatever happens, do not leave corosync running
+END { stop_corosync(); }
+
+sub corosync_log
+{
+	return $coro_dir && -e "$coro_dir/corosync.log" ? slurp_file("$coro_dir/corosync.log") : '';
+}
+
+# Start one corosync on 127.0.0.1 with no quorum provider (every view is
+# quorate: right for several clusters on one machine).  Dies if it does
+# not come up.
+sub start_corosync
+{
+	my ($corosync) =
+	  grep { -x $_ } map { "$_/corosync" } (split(/:/, $ENV{PATH}), '/usr/sbin', '/sbin');
+	die 'corosync is not installed' unless defined $corosync;
+	$coro_dir = tempdir('imsg_corosync_XXXX', TMPDIR => 1, CLEANUP => 1);
+	mkdir "$coro_dir/run";
+	open my $fh, '>', "$coro_dir/corosync.conf" or die;
+	print $fh <<"EOF";
+totem {
+	version: 2
+	cluster_name: imsgtap
+	crypto_cipher: none
+	crypto_hash: none
+}
+system {
+	run_dir: $coro_dir/run
+	state_dir: $coro_dir/run
+}
+logging {
+	to_stderr: yes
+	to_logfile: no
+	to_syslog: no
+}
+quorum {
+}
+nodelist {
+	node {
+		name: node1
+		nodeid: 1
+		ring0_addr: 127.0.0.1
+	}
+}
+EOF
+	close $fh;
+	@shm_before = glob('/dev/shm/qb-*');
+	$coro_pid = fork();
+	die "fork: $!" unless defined $coro_pid;
+	if ($coro_pid == 0)
+	{
+		open STDOUT, '>', "$coro_dir/corosync.log";
+		open STDERR, '>&', \*STDOUT;
+		exec('unshare', '-r', '-m', 'sh', '-c',
+			"mount --bind $coro_dir/run /run && exec $corosync -f -c $coro_dir/corosync.conf");
+		die "exec: $!";
+	}
+	for (1 .. 100)
+	{
+		return 1 if corosync_log() =~ /ready to provide service/;
+		last if corosync_log() =~ /exiting with status/;
+		select(undef, undef, undef, 0.1);
+	}
+	die "corosync did not start:\n" . corosync_log();
+}
+
+# Stop corosync and remove the /dev/shm files this test's processes left
+# (a killed manager cannot close its IPC buffers).  True if nothing of
+# ours is left behind.
+sub stop_corosync
+{
+	return 1 unless $coro_pid;
+	kill 'TERM', $coro_pid;
+	waitpid($coro_pid, 0);
+	$coro_pid = 0;
+	my %before = map { $_ => 1 } @shm_before;
+	my @ours = grep { !$before{$_} && (stat $_)[4] == $> } glob('/dev/shm/qb-*');
+	unlink @ours;
+	return !grep { !$before{$_} } glob('/dev/shm/qb-*');
+}
+
+# N started clusters, node1..nodeN, in group $group, each with the
+# extension created and $setup_sql run.  $conf is appended to each
+# postgresql.conf.
+sub new_nodes
+{
+	my ($count, $group, $conf, $setup_sql) = @_;
+	my @nodes;
+	for my $i (1 .. $count)
+	{
+		my $node = PostgreSQL::Test::Cluster->new("node$i");
+		$node->init;
+		$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+max_worker_processes = 16
+max_connections = 40
+imessages.gcs = corosync
+imessages.gcs_group = '$group'
+imessages.node_name = 'node$i'
+imessages.commit_timeout = 60000
+$conf
+});
+		$node->start;
+		$node->safe_psql('postgres', "CREATE EXTENSION imessages; $setup_sql");
+		push @nodes, $node;
+	}
+	for my $node (@nodes)
+	{
+		$node->poll_query_until('postgres',
+			"SELECT group_members = $count AND group_quorate FROM imsg_manager_status()")
+		  or die $node->name . " does not see $count members";
+	}
+	return @nodes;
+}
+
+# pgbench's output of each node in the last storm (for the benchmarks).
+our @last_outputs;
+
+# Run one pgbench per node at once, each with the script $script (text),
+# $clients clients and $xacts transactions per client ("T<n>": for n
+# seconds instead); returns, per node, the number of transactions pgbench
+# reports as processed.  A failed transaction ends its client in PG15's
+# pgbench, so the script must not fail; sync scripts pass --max-tries so
+# that serialization failures (40001) are retried.
+sub storm
+{
+	my ($nodes, $script, $clients, $xacts, @extra) = @_;
+	my @count = $xacts =~ /^T(\d+)$/ ? ('-T', $1) : ('-t', $xacts);
+	my $dir = tempdir('imsg_storm_XXXX', TMPDIR => 1, CLEANUP => 1);
+	open my $fh, '>', "$dir/script.sql" or die;
+	print $fh $script;
+	close $fh;
+	my (@runs, @outs, @errs);
+	for my $i (0 .. $#$nodes)
+	{
+		my $node = $nodes->[$i];
+		my @cmd = ('pgbench', '-n', '-h', $node->host, '-p', $node->port,
+			'-c', $clients, '-j', 1, @count, '-f', "$dir/script.sql", @extra, 'postgres');
+		$outs[$i] = '';
+		$errs[$i] = '';
+		push @runs, IPC::Run::start(\@cmd, '<', \undef, '>', \$outs[$i], '2>', \$errs[$i]);
+	}
+	my @done;
+	for my $i (0 .. $#runs)
+	{
+		$runs[$i]->finish;
+		my ($n) = $outs[$i] =~ /number of transactions actually processed: (\d+)/;
+		diag($nodes->[$i]->name . ": pgbench: $errs[$i]") if $runs[$i]->result || !defined $n;
+		push @done, $n // 0;
+	}
+	@last_outputs = @outs;
+	return @done;
+}
+
+# Wait until the group is idle: every node has delivered the same number
+# of change sets, twice in a row, and has none left to apply.
+sub wait_idle
+{
+	my @nodes = @_;
+	my $last = '';
+	for (1 .. 1200)
+	{
+		my @states = map {
+			$_->safe_psql('postgres',
+				'SELECT change_sets_delivered, change_sets_to_apply FROM imsg_manager_status()')
+		} @nodes;
+		my %delivered = map { (split /\|/)[0] => 1 } @states;
+		my $busy = grep { (split /\|/)[1] != 0 } @states;
+		my $now = join(',', @states);
+		return 1 if keys(%delivered) == 1 && !$busy && $now eq $last;
+		$last = $now;
+		select(undef, undef, undef, 0.25);
+	}
+	diag("the group is not idle: $last");
+	return 0;
+}
+
+# Each node's imsg_table_checksum() of $table, and an ordered md5 of its
+# rows computed by SQL, as "checksum md5"; ok() if every node has the same.
+sub same_contents
+{
+	my ($nodes, $table, $what) = @_;
+	my @sums = map {
+		$_->safe_psql('postgres',
+			"SELECT (SELECT s.rows || '/' || s.digest FROM imsg_table_checksum('$table') s) || ' ' ||
+			        (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM $table t)")
+	} @$nodes;
+	my %distinct = map { $_ => 1 } @sums;
+	ok(keys(%distinct) == 1, $what)
+	  or diag(join("\n", map { $nodes->[$_]->name . ": $sums[$_]" } 0 .. $#sums));
+	return keys(%distinct) == 1;
+}
+
+1;
