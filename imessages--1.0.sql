@@ -82,7 +82,8 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               remote_change_sets_applied bigint, apply_errors bigint,
               change_sets_conflicted bigint, group_quorate boolean,
               certification_rows bigint, change_sets_to_apply bigint,
-              remote_writes_skipped bigint, local_writes bigint)
+              remote_writes_skipped bigint, local_writes bigint,
+              manager_memory_bytes bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 

@@ -516,6 +516,7 @@ typedef struct ImsgManagerShared
 	uint64		change_sets_conflicted; /* lost certification */
 	int64		change_sets_to_apply;	/* remote ones delivered, not yet applied */
 	uint64		apply_horizon;	/* seq of the oldest of them; 0: none */
+	int64		manager_memory_bytes;	/* the manager's memory contexts */
 	uint64		remote_writes_skipped;	/* rows a local write kept (helpers) */
 	int			num_seen;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];

@@ -139,7 +139,7 @@ static List *retry_list = NIL;
 
 static bool retry_waiting_for(int pid, RetrySend *upto);
 static void prune_own_delivered(void);
-static int	settle_inflight(bool mailbox_empty, int *settled);
+static int	settle_inflight(bool may_be_drained, int *settled);
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
 static int	gcs_failures = 0;		/* connection attempts failed in a row */
@@ -575,6 +575,26 @@ publish_order_state(void)
 }
 
 /*
+ * imsg_manager_status().manager_memory_bytes: what the manager's memory
+ * contexts hold, at most every 100 ms (it walks every context).
+ */
+static void
+publish_memory(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	Size		bytes;
+
+	if (now - last < 100 * 1000)
+		return;
+	last = now;
+	bytes = MemoryContextMemAllocated(TopMemoryContext, true);
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->manager_memory_bytes = (int64) bytes;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+/*
  * Multicast a change set: the fixed header, then what certification needs
  * (our manager pid, our number for it, what we have applied of every other
  * origin), then the change set itself.
@@ -640,6 +660,8 @@ handle_user_message(ImsgMessage *msg)
 						(unsigned long long) ImsgMessageId(msg), gcs->name)));
 }
 
+static void destroy_inflight(Inflight *e);
+
 static Inflight *
 find_inflight(int origin_pid, uint64 xid)
 {
@@ -656,13 +678,20 @@ find_inflight(int origin_pid, uint64 xid)
 }
 
 static void
-free_inflight(Inflight *e)
+destroy_inflight(Inflight *e)
 {
-	inflight = list_delete_ptr(inflight, e);
 	pfree(e->buf.data);
 	if (e->seen)
 		pfree(e->seen);
 	pfree(e);
+}
+
+/* Take a change set out of 'inflight' and free it, seen vector included. */
+static void
+free_inflight(Inflight *e)
+{
+	inflight = list_delete_ptr(inflight, e);
+	destroy_inflight(e);
 }
 
 static Inflight *
@@ -864,14 +893,15 @@ count_discarded(Inflight *e)
  * backends' COMMIT and ABORT callbacks set our latch so that this runs
  * promptly, unless we said we would look again within settle_delay (see
  * manager_loop); a backend that died is caught here too.
- * 'mailbox_empty': we have read every message queued for us, so a
- * committed transaction whose change set is still incomplete will never
+ * 'may_be_drained': the last look at the mailbox found nothing more; then
+ * a committed transaction whose change set is incomplete while the mailbox
+ * is still empty (looked at after its commit was seen) will never
  * complete.  Returns how many change sets' transactions are in progress
  * (and not for long: IMSG_SETTLE_MAX_LOOKS), and sets *settled to how many
  * change sets were settled.
  */
 static int
-settle_inflight(bool mailbox_empty, int *settled)
+settle_inflight(bool may_be_drained, int *settled)
 {
 	ListCell   *lc;
 	int			in_progress = 0;
@@ -901,7 +931,14 @@ settle_inflight(bool mailbox_empty, int *settled)
 		 */
 		if (committed && !e->complete)
 		{
-			if (!mailbox_empty)
+			/*
+			 * Look at the mailbox after seeing the commit, not before: the
+			 * chunks were queued before the commit, so only now does an
+			 * empty mailbox mean they are lost.  (A look taken before, as
+			 * this once did, could miss chunks queued just after it by a
+			 * transaction that then committed, and discard its change set.)
+			 */
+			if (!may_be_drained || !imsg_mailbox_drained())
 				continue;
 			ereport(LOG,
 					(errmsg("imessages manager discarded the change set of committed transaction %llu: chunks after %d are missing",
@@ -936,8 +973,7 @@ settle_inflight(bool mailbox_empty, int *settled)
 			count_discarded(e);
 
 		inflight = foreach_delete_current(inflight, lc);
-		pfree(e->buf.data);
-		pfree(e);
+		destroy_inflight(e);
 		(*settled)++;
 	}
 	return in_progress;
@@ -1537,13 +1573,14 @@ manager_loop(void)
 		requeue_orphaned_jobs();
 		run_pending_jobs();
 		run_apply_queue();
-		in_progress = settle_inflight(!more && imsg_mailbox_drained(), &settled);
+		in_progress = settle_inflight(!more, &settled);
 		/*
 		 * Counted until we sleep: the pass that settles a change set may not
 		 * be the last before it (the local GCS delivers it in the next).
 		 */
 		settled_since_wait += settled;
 		MemoryContextSwitchTo(old);
+		publish_memory();
 
 		if (more || (gcs_connected && gcs->pending()))
 			continue;

@@ -148,8 +148,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[22];
-	bool		nulls[22] = {0};
+	Datum		values[23];
+	bool		nulls[23] = {0};
 	int64		local_xids;
 	int64		local_removals;
 	int			running;
@@ -197,6 +197,7 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[20] = Int64GetDatum((int64) copy.remote_writes_skipped);
 	imsg_local_writes_counts(&local_xids, &local_removals);
 	values[21] = Int64GetDatum(local_xids);
+	values[22] = Int64GetDatum(copy.manager_memory_bytes);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
