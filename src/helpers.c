@@ -51,6 +51,7 @@
 #define HELPER_BACKOFF_MAX_MS		30000
 #define HELPER_REFUSED_RETRY_MS		5000
 #define HELPER_STABLE_MS			10000	/* running this long resets back-off */
+#define IMSG_APPLY_ATTEMPTS			5	/* of a change set that lost a deadlock */
 
 /* The manager's private view of each slot. */
 typedef struct HelperLocal
@@ -550,6 +551,8 @@ job_cs_apply(ImsgMessage *msg)
 	bool		overwrite;
 	bool		ok = false;
 	int64		changes = 0;
+	volatile int attempts = 0;
+	volatile bool retrying = false;
 	MemoryContext oldcxt;
 	char		reply[32];
 	ImsgBuffer	out;
@@ -582,6 +585,16 @@ job_cs_apply(ImsgMessage *msg)
 	if (!final)
 		return;
 
+	/*
+	 * A local transaction that writes rows in another order than the
+	 * change set can deadlock with it.  The change set is the one to keep
+	 * (it is delivered, and every other node applies it): the helper waits
+	 * longer than anybody else before it checks for a deadlock (see
+	 * helper_main), so the local transaction in the cycle is the one that
+	 * fails; should the helper lose anyway (a cycle of helpers' own
+	 * waits), the whole change set is applied again from the start.
+	 */
+retry:
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -612,16 +625,35 @@ job_cs_apply(ImsgMessage *msg)
 		FlushErrorState();
 		imsg_local_writes_applying(0);
 		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("imessages helper could not apply change set %llu (transaction %llu of node \"%s\"): %s",
-						(unsigned long long) seq, (unsigned long long) xid, origin,
-						edata->message),
-				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-				 edata->hint ? errhint("%s", edata->hint) : 0));
-		FreeErrorData(edata);
+		if ((edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+			 edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE) &&
+			++attempts < IMSG_APPLY_ATTEMPTS)
+		{
+			ereport(LOG,
+					(errmsg("imessages helper applies change set %llu again: %s",
+							(unsigned long long) seq, edata->message)));
+			FreeErrorData(edata);
+			retrying = true;
+		}
+		else
+		{
+			ereport(LOG,
+					(errmsg("imessages helper could not apply change set %llu (transaction %llu of node \"%s\"): %s",
+							(unsigned long long) seq, (unsigned long long) xid, origin,
+							edata->message),
+					 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+					 edata->hint ? errhint("%s", edata->hint) : 0));
+			FreeErrorData(edata);
+		}
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
+	if (retrying)
+	{
+		retrying = false;
+		CHECK_FOR_INTERRUPTS();
+		goto retry;
+	}
 	if (ok)
 		ereport(DEBUG1,
 				(errmsg("imessages helper applied change set %llu from node \"%s\": " INT64_FORMAT " changes",
@@ -667,6 +699,8 @@ imsg_helper_main(Datum main_arg)
 
 	/* what helpers apply is not captured again (ordinary triggers stay off) */
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	/* lose no deadlock to a local transaction (see job_cs_apply) */
+	SetConfigOption("deadlock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
 
 	if (!helper_slot_is_mine())
 		proc_exit(0);
