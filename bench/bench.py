@@ -92,6 +92,16 @@ imessages.min_helpers = 1
                 return float(line.split()[2])
         raise RuntimeError(f"no tps in pgbench output: {r.stdout}")
 
+    def manager_cpu(self):
+        """(CPU seconds the manager has used, change sets it has delivered)"""
+        pid, delivered = self.psql(
+            "SELECT pid, change_sets_delivered FROM imsg_manager_status()").split("|")
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15 of stat(5), in clock ticks
+        ticks = int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK"), int(delivered)
+
     def wait_for(self, sql, timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -391,9 +401,13 @@ COMMIT;""")
             env = dict(self.c.env)
             if mode == "sync":
                 env["PGOPTIONS"] = "-c imessages.commit_mode=sync"
+            cpu0, cs0 = self.c.manager_cpu()
             tps = self.c.pgbench(["-n", "-c", "2", "-j", "2", "-T", str(self.tpcb_duration),
                                   "-b", "tpcb-like"], env=env)
             self.record("changesets_tpcb", f"capture {mode}", 0, tps, "tps")
+            cpu1, cs1 = self.c.manager_cpu()
+            if mode != "none" and cs1 > cs0:
+                self.record("manager_cpu", f"tpcb {mode}", 0, (cpu1 - cpu0) * 1e6 / (cs1 - cs0), "us/cs")
 
     # f. change sets replicated across 1, 2 and 3 nodes (one corosync each)
     def replication(self):
@@ -410,6 +424,7 @@ COMMIT;""")
                 for rep in range(reps):
                     for mode in ("async", "sync"):
                         before = [int(c.psql("SELECT count(*) FROM bench_rep")) for c in group.nodes]
+                        cpu_before = [c.manager_cpu() for c in group.nodes]
                         env = [dict(c.env, PGOPTIONS=f"-c imessages.commit_mode={mode}") for c in group.nodes]
                         t0 = time.time()
                         procs = [subprocess.Popen(as_user([c.bin("pgbench"), "-n", "-c", "2", "-j", "2",
@@ -429,8 +444,11 @@ COMMIT;""")
                         for c, b in zip(group.nodes, before):
                             c.wait_for(f"SELECT count(*) >= {b + total} FROM bench_rep", timeout=300)
                         elapsed = time.time() - t0
-                        self.record("replication", f"{mode} {n} node{'s' if n > 1 else ''}", 0,
-                                    total / elapsed, "cs/s")
+                        label = f"{mode} {n} node{'s' if n > 1 else ''}"
+                        self.record("replication", label, 0, total / elapsed, "cs/s")
+                        # each node's manager handles every change set, own or remote
+                        cpu = [c.manager_cpu()[0] - b[0] for c, b in zip(group.nodes, cpu_before)]
+                        self.record("manager_cpu", label, 0, sum(cpu) * 1e6 / (n * total), "us/cs")
             finally:
                 group.stop()
 
@@ -525,6 +543,12 @@ def summarize(rows):
         for n in (2, 3):
             row(f"f. {mode} change sets/s, {n} nodes vs 1", med("replication", f"{mode} {n} nodes", 0),
                 one, "cs/s", None)
+    # the manager's CPU (user + system) per change set it delivered; no baseline
+    for mode in ("async", "sync"):
+        row(f"e. manager CPU us/change set, tpcb {mode}", med("manager_cpu", f"tpcb {mode}", 0), None, "us", None)
+        for n in (1, 2, 3):
+            row(f"f. manager CPU us/change set, {mode} {n} node{'s' if n > 1 else ''}",
+                med("manager_cpu", f"{mode} {n} node{'s' if n > 1 else ''}", 0), None, "us", None)
     return lines, by
 
 
