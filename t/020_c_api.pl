@@ -3,9 +3,14 @@
 # fails while holding a reservation, writer and reader bounds, result codes.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use ImsgGroup;
+
+ImsgGroup::require_test_extra('test_module');
 
 my $node = PostgreSQL::Test::Cluster->new('c_api');
 $node->init;

@@ -15,8 +15,10 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ImsgGroup;
 
+ImsgGroup::require_test_extra('corosync');
+
 my $group = "imsg_tap_$$";
-ok(eval { ImsgGroup::start_corosync() }, 'corosync is up') or BAIL_OUT("corosync did not start: $@");
+ImsgGroup::start_corosync_or_end();
 
 # --- three nodes --------------------------------------------------------
 my @nodes;

@@ -21,8 +21,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ImsgGroup;
 
-ImsgGroup::start_corosync();
-pass('corosync is up');
+ImsgGroup::require_test_extra('corosync');
+
+ImsgGroup::start_corosync_or_end();
 
 my $xacts = 400;    # per client; 2 clients per node, 3 nodes
 my @nodes = ImsgGroup::new_nodes(3, "imsg_storm_$$", '', q{

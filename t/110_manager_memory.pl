@@ -10,7 +10,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ImsgGroup;
 
-ImsgGroup::start_corosync();
+ImsgGroup::require_test_extra('corosync');
+
+ImsgGroup::start_corosync_or_end();
 my ($node) = ImsgGroup::new_nodes(1, "imsg_mem_$$", '', q{
 CREATE TABLE t (id integer PRIMARY KEY, v text);
 SELECT imsg_replicate('t');

@@ -13,6 +13,45 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+# Tests that need more than a plain "make installcheck" against a user's
+# server offers run only when the environment variable IMSG_TEST_EXTRA (a
+# space-separated list of words, like PostgreSQL's PG_TEST_EXTRA) names
+# what they need; otherwise they skip, saying which word runs them.
+# src/tools/run-tests.sh and .ci/run enable every word.
+our %TEST_EXTRA = (
+	corosync => 'corosync',    # installed; t/080: none other running
+	netns => 'network namespaces',    # src/tools/corosync-lab.sh
+	test_module => 'the test module imessages_test',    # not in "make install"
+	timing => 'context-switch counts',);
+
+# True if IMSG_TEST_EXTRA names every word given.
+sub test_extra_enabled
+{
+	my %on = map { $_ => 1 } split(' ', $ENV{IMSG_TEST_EXTRA} // '');
+	for my $word (@_)
+	{
+		die "unknown IMSG_TEST_EXTRA word \"$word\"" unless $TEST_EXTRA{$word};
+		return 0 unless $on{$word};
+	}
+	return 1;
+}
+
+# Why a test that needs these words (those not enabled) does not run.
+sub test_extra_reason
+{
+	my @off = grep { !test_extra_enabled($_) } @_;
+	return 'requires ' . join(' and ', map { $TEST_EXTRA{$_} } @off)
+	  . '; set IMSG_TEST_EXTRA to include "' . join(' ', @off) . '" to run';
+}
+
+# At the top of a test file: skip the whole file unless every word given
+# is enabled.
+sub require_test_extra
+{
+	plan skip_all => test_extra_reason(@_) unless test_extra_enabled(@_);
+	return;
+}
+
 my $coro_pid;
 my $coro_dir;
 my @shm_before;
@@ -81,6 +120,16 @@ EOF
 		select(undef, undef, undef, 0.1);
 	}
 	die "corosync did not start:\n" . corosync_log();
+}
+
+# start_corosync() as the first test: if corosync does not come up, say
+# why and end this file (failed), leaving the other files to run.
+sub start_corosync_or_end
+{
+	return 1 if ok(eval { start_corosync() }, 'corosync is up');
+	diag("corosync did not start: $@");
+	done_testing();
+	exit;
 }
 
 # Stop corosync and remove the /dev/shm files this test's processes left

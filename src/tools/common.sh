@@ -15,6 +15,21 @@ PG_BIN=$(dirname "$PG_CONFIG")
 PACKAGES="make gcc postgresql-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl corosync libcpg-dev libquorum-dev iproute2"
 FUZZ_PACKAGES="clang-14 libclang-rt-14-dev"		# src/tools/fuzz.sh
 VALGRIND_PACKAGES="valgrind"					# run-tests.sh --valgrind
+# What TAP tests may need beyond a plain "make installcheck" against a
+# user's server (t/ImsgGroup.pm): a test needing a word not in
+# IMSG_TEST_EXTRA skips.  run-tests.sh and .ci/run enable them all.
+IMSG_TEST_EXTRA_ALL="corosync netns test_module timing"
+
+# True if IMSG_TEST_EXTRA names every word of IMSG_TEST_EXTRA_ALL.
+test_extra_all() {
+	local w
+	for w in $IMSG_TEST_EXTRA_ALL; do
+		case " ${IMSG_TEST_EXTRA:-} " in
+			*" $w "*) ;;
+			*) return 1 ;;
+		esac
+	done
+}
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 

@@ -21,8 +21,12 @@ dir=${2:?DIR missing}
 dir=$(cd "$dir" && pwd)
 
 corosync_bin() {
-	command -v corosync 2>/dev/null || { [ -x /usr/sbin/corosync ] && echo /usr/sbin/corosync; } ||
-		{ echo "corosync-lab: corosync is not installed" >&2; exit 1; }
+	local c
+	# (command -v names a file it cannot execute if it finds no other)
+	c=$(command -v corosync 2>/dev/null) && [ -x "$c" ] && { echo "$c"; return; }
+	[ -x /usr/sbin/corosync ] && { echo /usr/sbin/corosync; return; }
+	echo "corosync-lab: corosync is not installed" >&2
+	exit 1
 }
 
 write_conf() {					# write_conf I N
@@ -102,6 +106,7 @@ case $cmd in
 	start)
 		n=${3:?N missing}
 		[ "$(id -u)" != 0 ] || { echo "corosync-lab: run as the PostgreSQL user, not root" >&2; exit 1; }
+		corosync_bin > /dev/null
 		rm -f "$dir/ready" "$dir/stop"
 		for i in $(seq 1 "$n"); do
 			write_conf "$i" "$n"

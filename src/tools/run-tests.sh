@@ -17,6 +17,11 @@
 #
 # IMSG_KEEP_WORK=1 keeps the work directory (logs) and prints its name.
 #
+# IMSG_TEST_EXTRA (default: all of "corosync netns test_module timing")
+# says which TAP tests needing more than a plain "make installcheck" run;
+# the others skip.  With every word enabled a TAP file that skipped, whole
+# or in part, counts as failed; otherwise its skips are listed only.
+#
 # Usage: src/tools/run-tests.sh [--ubsan|--valgrind] [regress] [isolation] [tap] [fuzz]
 set -u
 
@@ -37,6 +42,7 @@ if [ "$mode" = ubsan ]; then
 fi
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/sanitizers.sh"
+export IMSG_TEST_EXTRA=${IMSG_TEST_EXTRA-$IMSG_TEST_EXTRA_ALL}
 
 if [ "$mode" = plain ]; then
 	suites=${args[*]:-regress isolation tap fuzz}
@@ -63,10 +69,11 @@ if [ "$mode" = valgrind ]; then
 fi
 
 # Add a suite's ok/failed counts to the totals; a suite that ran nothing
-# counts as a failure.  Returns non-zero if the suite failed.
+# counts as a failure, and so do the skipped ones given third (counted
+# even under valgrind).  Returns non-zero if the suite failed.
 tally() {
-	local ok=$1 bad=$2
-	if [ $((ok + bad)) -eq 0 ]; then
+	local ok=$1 bad=$2 skipped=${3:-0}
+	if [ $((ok + bad + skipped)) -eq 0 ]; then
 		echo "  suite ran no test"
 		bad=1
 	elif [ "$mode" = valgrind ] && [ "$bad" -gt 0 ]; then
@@ -75,8 +82,24 @@ tally() {
 		bad=0
 	fi
 	passed=$((passed + ok))
-	failed=$((failed + bad))
-	return $((bad > 0))
+	failed=$((failed + bad + skipped))
+	return $((bad + skipped > 0))
+}
+
+# The TAP files of $log that skipped: whole ("skipped: reason" from prove)
+# or in part (an "ok N # skip" in the file's regress_log, after its time
+# stamp), one a line as
+# "t/NAME.pl whole|part".
+tap_skips() {
+	local log=$1 f name
+	grep -oE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ skipped' "$log" |
+		grep -oE 't/[[:alnum:]_]+\.pl' | sed 's/$/ whole/'
+	for f in "$work"/tmp_check/log/regress_log_*; do
+		[ -e "$f" ] || continue
+		grep -qE '(^|\) )ok [0-9]+ # skip' "$f" || continue
+		name=${f##*/regress_log_}
+		grep -qE "^(\[[0-9:]+\] )?t/$name\.pl \.+ ok" "$log" && echo "t/$name.pl part"
+	done
 }
 
 # Tally "name ... ok|FAILED" lines of pg_regress-style output.
@@ -106,8 +129,23 @@ for suite in $suites; do
 		tap)
 			run_make REGRESS= ISOLATION= PROVE_FLAGS="--timer" >"$log" 2>&1
 			grep -E '^(\[[0-9:]+\] )?t/' "$log" | sed 's/^/  /'
-			if ! tally "$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ok' "$log")" \
-				"$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ?($|Dubious|Failed|[0-9]+/)' "$log")"; then
+			ok=$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ok' "$log")
+			skips=$(tap_skips "$log")
+			nskipped=0
+			if [ -n "$skips" ]; then
+				if test_extra_all; then
+					# everything is enabled (CI): a skip is a test that did not run
+					echo "$skips" | sed 's/ whole$/ ... skipped: FAILED/; s/ part$/ ... some tests skipped: FAILED/; s/^/  /'
+					nskipped=$(echo "$skips" | wc -l)
+					ok=$((ok - $(echo "$skips" | grep -c ' part$')))
+				else
+					echo "  (skipped, not counted: IMSG_TEST_EXTRA=\"$IMSG_TEST_EXTRA\" lacks words of \"$IMSG_TEST_EXTRA_ALL\")"
+					echo "$skips" | sed 's/ whole$/ (whole file)/; s/ part$/ (some tests)/; s/^/    /'
+				fi
+			fi
+			if ! tally "$ok" \
+				"$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ?($|Dubious|Failed|[0-9]+/)' "$log")" \
+				"$nskipped"; then
 				grep -hE 'not ok|^#' "$log" | head -50
 				for f in "$work"/tmp_check/log/regress_log_*; do
 					grep -q "not ok" "$f" 2>/dev/null && { echo "--- $f"; grep -B5 -A20 "not ok" "$f" | head -80; }
