@@ -575,8 +575,30 @@ publish_order_state(void)
 }
 
 /*
+ * The bytes 'context' and its children have in use: what they took from
+ * malloc less their free chunks.  Not MemoryContextMemAllocated(): a
+ * context keeps the blocks a busy moment made it take (a burst of change
+ * sets in flight), so what it holds moves in steps of a block and does not
+ * fall back, while a leak shows only in what is in use.
+ */
+static Size
+memory_in_use(MemoryContext context)
+{
+	MemoryContextCounters counters;
+	MemoryContext child;
+	Size		used;
+
+	memset(&counters, 0, sizeof(counters));
+	context->methods->stats(context, NULL, NULL, &counters, false);
+	used = counters.totalspace - counters.freespace;
+	for (child = context->firstchild; child != NULL; child = child->nextchild)
+		used += memory_in_use(child);
+	return used;
+}
+
+/*
  * imsg_manager_status().manager_memory_bytes: what the manager's memory
- * contexts hold, at most every 100 ms (it walks every context).
+ * contexts have in use, at most every 100 ms (it walks every context).
  */
 static void
 publish_memory(void)
@@ -588,7 +610,7 @@ publish_memory(void)
 	if (now - last < 100 * 1000)
 		return;
 	last = now;
-	bytes = MemoryContextMemAllocated(TopMemoryContext, true);
+	bytes = memory_in_use(TopMemoryContext);
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	ImsgManagerState->manager_memory_bytes = (int64) bytes;
 	SpinLockRelease(&ImsgManagerState->mutex);
