@@ -2,7 +2,7 @@
 MODULE_big = imessages
 OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/manager.o src/helpers.o src/gcs.o src/gcs_local.o src/sql_manager.o \
-       src/changeset.o src/changeset_decode.o src/changeset_walk.o \
+       src/changeset.o src/changeset_decode.o src/changeset_reader.o \
        src/nestmarks.o src/apply.o src/certify.o src/checksum.o \
        src/local_writes.o
 # Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev and
@@ -29,4 +29,4 @@ include $(PGXS)
 
 # PGXS does not track header dependencies: every object depends on ours.
 $(OBJS): src/imessages_int.h include/imessages.h
-src/changeset_decode.o src/changeset_walk.o src/certify.o src/changeset.o src/apply.o: src/changeset_walk.h
+src/changeset_decode.o src/changeset_reader.o src/certify.o src/changeset.o src/apply.o: src/changeset_reader.h

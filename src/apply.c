@@ -42,6 +42,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -49,7 +50,7 @@
 #include "utils/rel.h"
 
 #include "imessages_int.h"
-#include "changeset_walk.h"
+#include "changeset_reader.h"
 
 /* A column of an 'R' record, resolved against the local table. */
 typedef struct ApplyColumn
@@ -79,14 +80,6 @@ typedef struct ApplyRel
 
 static List *apply_rels = NIL;	/* of the change set being applied */
 
-/* Each change's row identities (see changeset_walk.h), by change number. */
-typedef struct ChangeRows
-{
-	uint64		row;
-	uint64		new_row;
-} ChangeRows;
-
-static ChangeRows *change_rows = NULL;
 static int64 rows_kept = 0;		/* row writes skipped: a local write won */
 static char *ext_schema = NULL;	/* where imsg_remote_wins() lives */
 
@@ -116,21 +109,12 @@ find_rel(int32 id)
 	return NULL;				/* keep compiler quiet */
 }
 
-static char *
-get_cstring(ImsgBuffer *in)
-{
-	uint32		len;
-	const char *p = ImsgBufferGetString(in, &len);
-
-	return pnstrdup(p, len);
-}
-
 /*
  * Read an 'R' record and resolve it against the local table, refusing a
  * table that is missing or whose definition differs.
  */
 static void
-read_relation(ImsgBuffer *in)
+read_relation(const ImsgCsRecord *rec)
 {
 	ApplyRel   *r = palloc0(sizeof(ApplyRel));
 	Relation	rel;
@@ -140,10 +124,10 @@ read_relation(ImsgBuffer *in)
 	int			i;
 	int			att;
 
-	r->id = ImsgBufferGetInt32(in);
-	r->schema = get_cstring(in);
-	r->name = get_cstring(in);
-	r->ncols = ImsgBufferGetInt16(in);
+	r->id = rec->rel;
+	r->schema = pnstrdup(rec->schema, rec->schema_len);
+	r->name = pnstrdup(rec->name, rec->name_len);
+	r->ncols = rec->ncols;
 	if (r->ncols < 0 || r->ncols > MaxTupleAttributeNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
@@ -172,9 +156,9 @@ read_relation(ImsgBuffer *in)
 		Oid			recvfunc;
 		Form_pg_attribute a = NULL;
 
-		c->name = get_cstring(in);
-		typname = get_cstring(in);
-		flags = ImsgBufferGetInt8(in);
+		c->name = pnstrdup(rec->cols[i].name, rec->cols[i].name_len);
+		typname = pnstrdup(rec->cols[i].type, rec->cols[i].type_len);
+		flags = rec->cols[i].flags;
 		c->is_key = (flags & IMSG_CS_COL_KEY) != 0;
 		if (c->is_key)
 			r->nkeys++;
@@ -225,50 +209,41 @@ read_relation(ImsgBuffer *in)
 }
 
 /*
- * Read a values list into values/nulls at the positions of the columns it
- * covers: every column, or only the key ones.
+ * Convert a values list (the reader checked its length) into values/nulls:
+ * every column's, or only the key ones'.
  */
 static void
-read_values(ImsgBuffer *in, ApplyRel *r, bool keys_only, Datum *values, bool *nulls)
+read_values(const ImsgCsValue *in, ApplyRel *r, bool keys_only, Datum *values, bool *nulls)
 {
-	int			n = ImsgBufferGetInt16(in);
-	int			expected = keys_only ? r->nkeys : r->ncols;
 	int			i;
 	int			k = 0;
 
-	if (n != expected)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-				 errmsg("change set has %d values for \"%s.%s\", expected %d",
-						n, r->schema, r->name, expected)));
 	for (i = 0; i < r->ncols; i++)
 	{
 		ApplyColumn *c = &r->cols[i];
-		int8		tag;
+		const ImsgCsValue *v;
 
 		if (keys_only && !c->is_key)
 			continue;
-		tag = ImsgBufferGetInt8(in);
-		if (tag == IMSG_CS_NULL)
+		v = &in[k];
+		if (v->kind == IMSG_CS_NULL)
 		{
 			values[k] = (Datum) 0;
 			nulls[k++] = true;
 			continue;
 		}
-		else if (tag == IMSG_CS_TEXT)
+		else if (v->kind == IMSG_CS_TEXT)
 		{
-			char	   *s = get_cstring(in);
+			char	   *str = pnstrdup(v->data, v->len);
 
-			values[k] = InputFunctionCall(&c->input, s, c->ioparam, c->typmod);
+			values[k] = InputFunctionCall(&c->input, str, c->ioparam, c->typmod);
 		}
-		else if (tag == IMSG_CS_BINARY && OidIsValid(c->receive.fn_oid))
+		else if (OidIsValid(c->receive.fn_oid))
 		{
 			StringInfoData si;
-			uint32		len;
-			const char *p = ImsgBufferGetString(in, &len);
 
 			initStringInfo(&si);
-			appendBinaryStringInfo(&si, p, len);
+			appendBinaryStringInfo(&si, v->data, v->len);
 			values[k] = ReceiveFunctionCall(&c->receive, &si, c->ioparam, c->typmod);
 			if (si.cursor != si.len)
 				ereport(ERROR,
@@ -279,7 +254,8 @@ read_values(ImsgBuffer *in, ApplyRel *r, bool keys_only, Datum *values, bool *nu
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-					 errmsg("change set has a value of unknown form '%c'", tag)));
+					 errmsg("change set has a binary value for column \"%s\" of \"%s.%s\", which was described as text",
+							c->name, r->schema, r->name)));
 		nulls[k++] = false;
 	}
 }
@@ -503,30 +479,30 @@ remove_row(ApplyRel *r, Datum *keys, bool *key_nulls, uint64 row, bool strict)
 }
 
 static void
-apply_insert(ImsgBuffer *in, int64 n)
+apply_insert(const ImsgCsRecord *rec)
 {
-	ApplyRel   *r = find_rel(ImsgBufferGetInt32(in));
+	ApplyRel   *r = find_rel(rec->rel);
 	Datum	   *values = palloc(sizeof(Datum) * Max(r->ncols, 1));
 	bool	   *nulls = palloc(sizeof(bool) * Max(r->ncols, 1));
 
-	read_values(in, r, false, values, nulls);
-	put_row(r, values, nulls, change_rows[n].new_row, !apply_overwrite);
+	read_values(rec->values, r, false, values, nulls);
+	put_row(r, values, nulls, rec->new_row, !apply_overwrite);
 }
 
 static void
-apply_update(ImsgBuffer *in, int64 n)
+apply_update(const ImsgCsRecord *rec)
 {
-	ApplyRel   *r = find_rel(ImsgBufferGetInt32(in));
+	ApplyRel   *r = find_rel(rec->rel);
 	int			nargs = r->ncols + r->nkeys;
 	Datum	   *values = palloc(sizeof(Datum) * nargs);
 	bool	   *nulls = palloc(sizeof(bool) * nargs);
-	uint64		row = change_rows[n].row;
-	uint64		new_row = change_rows[n].new_row;
+	uint64		row = rec->row;
+	uint64		new_row = rec->new_row;
 	bool		strict = !apply_overwrite;
 
 	/* plan parameters: the new values, then the old key */
-	read_values(in, r, true, values + r->ncols, nulls + r->ncols);
-	read_values(in, r, false, values, nulls);
+	read_values(rec->key, r, true, values + r->ncols, nulls + r->ncols);
+	read_values(rec->values, r, false, values, nulls);
 
 	/* a new key: the old row goes and the new one comes, each on its own */
 	if (row != new_row)
@@ -565,30 +541,14 @@ apply_update(ImsgBuffer *in, int64 n)
 }
 
 static void
-apply_delete(ImsgBuffer *in, int64 n)
+apply_delete(const ImsgCsRecord *rec)
 {
-	ApplyRel   *r = find_rel(ImsgBufferGetInt32(in));
-	Datum	   *values = palloc(sizeof(Datum) * r->nkeys);
-	bool	   *nulls = palloc(sizeof(bool) * r->nkeys);
+	ApplyRel   *r = find_rel(rec->rel);
+	Datum	   *values = palloc(sizeof(Datum) * Max(r->nkeys, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(r->nkeys, 1));
 
-	read_values(in, r, true, values, nulls);
-	remove_row(r, values, nulls, change_rows[n].row, !apply_overwrite);
-}
-
-/* imsg_changeset_read callback: each change's row identities, by number */
-static void
-note_change_rows(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
-{
-	int64	   *size = arg;
-
-	if (n >= *size)
-	{
-		*size = Max(*size * 2, n + 16);
-		change_rows = change_rows ? repalloc_huge(change_rows, sizeof(ChangeRows) * *size) :
-			MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ChangeRows) * *size);
-	}
-	change_rows[n].row = row;
-	change_rows[n].new_row = new_row;
+	read_values(rec->key, r, true, values, nulls);
+	remove_row(r, values, nulls, rec->row, !apply_overwrite);
 }
 
 /*
@@ -619,58 +579,48 @@ find_extension_schema(void)
 int64
 imsg_apply_changeset(const char *data, Size len, bool overwrite, uint64 seq)
 {
-	ImsgBuffer	in;
-	int64		changes = 0;
-	int64		size = 0;
-	const char *why = NULL;
+	ImsgCsReader reader;
+	const ImsgCsRecord *rec;
 
 	apply_rels = NIL;
 	apply_overwrite = overwrite;
-	change_rows = NULL;
 	rows_kept = 0;
-	if (imsg_changeset_read(data, len, note_change_rows, &size, &why) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-				 errmsg("the change set is malformed"),
-				 why ? errdetail("%s", why) : 0));
 	if (ext_schema == NULL)
 		ext_schema = find_extension_schema();
 	imsg_local_writes_applying(seq);
-	ImsgBufferInitReader(&in, data, len);
-	if (ImsgBufferGetInt32(&in) != (int32) IMSG_CS_MAGIC ||
-		ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-				 errmsg("not an imessages change set")));
-	while (ImsgBufferRemaining(&in) > 0)
-	{
-		int8		tag = ImsgBufferGetInt8(&in);
 
-		switch (tag)
+	/*
+	 * One read: each record is applied as the reader yields it.  A
+	 * malformed record later on is an ERROR that rolls back the changes
+	 * applied before it, with the rest of the transaction.
+	 */
+	imsg_cs_reader_init(&reader, data, len, true);
+	while ((rec = imsg_cs_reader_next(&reader)) != NULL)
+	{
+		CHECK_FOR_INTERRUPTS();
+		switch (rec->tag)
 		{
 			case IMSG_CS_RELATION:
-				read_relation(&in);
+				read_relation(rec);
 				break;
 			case IMSG_CS_INSERT:
-				apply_insert(&in, changes);
-				changes++;
+				apply_insert(rec);
 				break;
 			case IMSG_CS_UPDATE:
-				apply_update(&in, changes);
-				changes++;
+				apply_update(rec);
 				break;
 			case IMSG_CS_DELETE:
-				apply_delete(&in, changes);
-				changes++;
+				apply_delete(rec);
 				break;
-			default:
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-						 errmsg("change set has a record of unknown kind '%c'", tag)));
 		}
 	}
+	if (reader.why != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("the change set is malformed"),
+				 errdetail("%s", reader.why)));
 	imsg_local_writes_applying(0);
 	apply_rels = NIL;
-	change_rows = NULL;
-	return changes;
+	imsg_cs_reader_free(&reader);
+	return reader.changes;
 }

@@ -10,7 +10,8 @@
  * order, with the same inputs, so every node decides the same:
  *
  *	- the rows a change set changed: a 64-bit hash of each row's table and
- *	  primary key value bytes, found by a walk of the change set;
+ *	  primary key value bytes, from the manager's one read of the change set
+ *	  (imsg_changeset_summarize);
  *	- who wrote each row last, among the change sets that won: the writer's
  *	  origin (node name and manager pid) and its number in that origin's own
  *	  sequence (a counter the origin's manager puts in each change set);
@@ -63,7 +64,6 @@
 #include "utils/memutils.h"
 
 #include "imessages_int.h"
-#include "changeset_walk.h"
 
 /* A row's last writer. */
 typedef struct LastWriter
@@ -182,68 +182,30 @@ ensure_map(void)
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
-/* The hashes of the rows a (well-formed) change set changes. */
-typedef struct RowList
-{
-	int			n;
-	int			size;
-	uint64	   *rows;
-} RowList;
-
-static void
-add_row(RowList *out, uint64 row)
-{
-	if (out->n == out->size)
-	{
-		out->size *= 2;
-		out->rows = repalloc(out->rows, sizeof(uint64) * out->size);
-	}
-	out->rows[out->n++] = row;
-}
-
-/* imsg_changeset_read callback: an update names its old and new row */
-static void
-collect_row(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
-{
-	RowList    *out = arg;
-
-	add_row(out, row);
-	if (kind == IMSG_CS_UPDATE)
-		add_row(out, new_row);
-}
-
 /*
  * Certify one change set delivered in total order.  'seen' holds what its
- * origin had applied: nseen entries of (node, pid, counter).  Returns true
- * if it wins (and records it as the last writer of its rows); false if it
+ * origin had applied: nseen entries of (node, pid, counter); 'rows' the
+ * nrows rows it changed (its summary's, see changeset_reader.h).  Returns
+ * true if it wins (and records it as the last writer of its rows); false if it
  * is a sync change set ('certify') that conflicts, with 'winner' naming the
  * origin of the earlier writer.  An async change set is not tested: it has
  * committed, and wins or loses row by row when applied (local_writes.c).
  */
 bool
 imsg_certify(const char *node, int pid, uint64 counter, bool certify,
-			 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
+			 const ImsgSeen *seen, int nseen, const uint64 *rows, int64 nrows,
 			 char *winner, Size winner_len)
 {
-	RowList		rows;
 	int			me;
-	int			i;
+	int64		i;
 	bool		ok = true;
 
 	ensure_map();
-	rows.n = 0;
-	rows.size = 16;
-	rows.rows = palloc(sizeof(uint64) * rows.size);
-	if (imsg_changeset_read(cs, cslen, collect_row, &rows, NULL) < 0)
-	{
-		pfree(rows.rows);
-		return true;			/* damaged: counted and logged elsewhere */
-	}
 	me = origin_index(node, pid);
 
-	for (i = 0; certify && i < rows.n && ok; i++)
+	for (i = 0; certify && i < nrows && ok; i++)
 	{
-		LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_FIND, NULL);
+		LastWriter *lw = hash_search(last_writers, &rows[i], HASH_FIND, NULL);
 		uint64		applied = 0;
 		int			j;
 
@@ -270,10 +232,10 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 	origins[me].last_used = certified_count;
 	if (ok)
 	{
-		for (i = 0; i < rows.n; i++)
+		for (i = 0; i < nrows; i++)
 		{
 			bool		found;
-			LastWriter *lw = hash_search(last_writers, &rows.rows[i], HASH_ENTER, &found);
+			LastWriter *lw = hash_search(last_writers, &rows[i], HASH_ENTER, &found);
 
 			if (found)
 				origins[lw->origin].entries--;
@@ -283,7 +245,6 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			origins[me].entries++;
 		}
 	}
-	pfree(rows.rows);
 	prune_old_entries();
 	return ok;
 }

@@ -55,7 +55,7 @@
 #include "utils/wait_event.h"
 
 #include "imessages_int.h"
-#include "changeset_walk.h"
+#include "changeset_reader.h"
 
 PG_FUNCTION_INFO_V1(imsg_capture);
 PG_FUNCTION_INFO_V1(imsg_refuse_truncate);
@@ -632,7 +632,7 @@ imsg_cs_send_seen(FullTransactionId fxid)
 	ImsgResult	r;
 
 	/* a group of one has nothing to certify against */
-	if (strcmp(imsg_gcs_ops()->name, "local") == 0)
+	if (imsg_gcs_ops()->single_node)
 		return;
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
@@ -654,46 +654,41 @@ imsg_cs_send_seen(FullTransactionId fxid)
 		imsg_report_send_failure(r, IMSG_MANAGER, out.len, imsg_send_timeout_ms);
 }
 
-/* The rows a change set removes: deleted, or left by a key change. */
-typedef struct RemovedRows
-{
-	int			n;
-	int			size;
-	uint64	   *rows;
-} RemovedRows;
-
-static void
-collect_removed(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
-{
-	RemovedRows *out = arg;
-
-	if (kind == IMSG_CS_INSERT || (kind == IMSG_CS_UPDATE && row == new_row))
-		return;
-	if (out->n == out->size)
-	{
-		out->size = Max(out->size * 2, 16);
-		out->rows = out->rows ? repalloc(out->rows, sizeof(uint64) * out->size) :
-			palloc(sizeof(uint64) * out->size);
-	}
-	out->rows[out->n++] = row;
-}
-
 /*
  * On a node in a group, note this transaction's writes before it commits,
  * so that a remote change set delivered before ours does not overwrite
- * them here (see local_writes.c).
+ * them here (see local_writes.c): the rows it removes, deleted or left by
+ * a key change.
  */
 static void
 imsg_cs_register_writes(void)
 {
-	RemovedRows removed = {0, 0, NULL};
+	ImsgCsReader reader;
+	const ImsgCsRecord *rec;
+	uint64	   *removed = NULL;
+	int			nremoved = 0;
+	int			size = 0;
 
-	if (strcmp(imsg_gcs_ops()->name, "local") == 0)
+	if (imsg_gcs_ops()->single_node)
 		return;
-	(void) imsg_changeset_read(cs_buf.data, cs_buf.len, collect_removed, &removed, NULL);
-	imsg_local_writes_register(removed.n, removed.rows);
-	if (removed.rows)
-		pfree(removed.rows);
+	imsg_cs_reader_init(&reader, cs_buf.data, cs_buf.len, true);
+	while ((rec = imsg_cs_reader_next(&reader)) != NULL)
+	{
+		if (rec->tag == IMSG_CS_RELATION || rec->tag == IMSG_CS_INSERT ||
+			(rec->tag == IMSG_CS_UPDATE && rec->row == rec->new_row))
+			continue;
+		if (nremoved == size)
+		{
+			size = Max(size * 2, 16);
+			removed = removed ? repalloc_huge(removed, sizeof(uint64) * size) :
+				MemoryContextAllocHuge(CurrentMemoryContext, sizeof(uint64) * size);
+		}
+		removed[nremoved++] = rec->row;
+	}
+	imsg_cs_reader_free(&reader);
+	imsg_local_writes_register(nremoved, removed);
+	if (removed)
+		pfree(removed);
 }
 
 /* PRE_COMMIT: send the change set in chunks; in sync mode, wait. */

@@ -4,11 +4,11 @@
  *	  Reading change sets: imsg_changeset_decode() and
  *	  imsg_recent_changesets().
  *
- * The decoder trusts nothing in its input: every length goes through the
- * bounds-checked buffer readers, relation ids and column counts are
- * checked against what was declared, types are looked up by name, and
- * values go through the types' own receive or input functions, which
- * validate them.  Malformed input is an ERROR with SQLSTATE 22P03.
+ * The decoder trusts nothing in its input: the change-set reader
+ * (changeset_reader.c) checks the framing, names must be valid in the
+ * database encoding, types are looked up by name, and values go through
+ * the types' own receive or input functions, which validate them.
+ * Malformed input is an ERROR with SQLSTATE 22P03.
  *
  * Copyright (c) 2026, imessages developers
  *
@@ -36,7 +36,7 @@
 #include "utils/xid8.h"
 
 #include "imessages_int.h"
-#include "changeset_walk.h"
+#include "changeset_reader.h"
 
 PG_FUNCTION_INFO_V1(imsg_changeset_decode);
 PG_FUNCTION_INFO_V1(imsg_recent_changesets);
@@ -72,11 +72,8 @@ bad_changeset(const char *what)
 }
 
 static char *
-get_cstring(ImsgBuffer *in)
+get_cstring(const char *p, uint32 len)
 {
-	uint32		len;
-	const char *p = ImsgBufferGetString(in, &len);
-
 	if (memchr(p, '\0', len) != NULL)
 		bad_changeset("A name contains a zero byte.");
 	if (!pg_verify_mbstr(GetDatabaseEncoding(), p, len, true))
@@ -86,9 +83,9 @@ get_cstring(ImsgBuffer *in)
 
 /* One value as a JSON value: numbers and booleans as such, else text. */
 static void
-push_value(JsonbParseState **state, DecColumn *col, ImsgBuffer *in)
+push_value(JsonbParseState **state, DecColumn *col, const ImsgCsValue *in)
 {
-	int8		kind = ImsgBufferGetInt8(in);
+	int8		kind = in->kind;
 	JsonbValue	v;
 	Datum		datum;
 	char	   *text;
@@ -101,14 +98,12 @@ push_value(JsonbParseState **state, DecColumn *col, ImsgBuffer *in)
 	}
 	if (kind == IMSG_CS_BINARY)
 	{
-		uint32		len;
-		const char *p = ImsgBufferGetString(in, &len);
 		StringInfoData buf;
 		Oid			recv;
 		Oid			ioparam;
 
 		initStringInfo(&buf);
-		appendBinaryStringInfo(&buf, p, len);
+		appendBinaryStringInfo(&buf, in->data, in->len);
 		getTypeBinaryInputInfo(col->typid, &recv, &ioparam);
 		datum = OidReceiveFunctionCall(recv, &buf, ioparam, -1);
 		if (buf.cursor != buf.len)
@@ -116,7 +111,7 @@ push_value(JsonbParseState **state, DecColumn *col, ImsgBuffer *in)
 	}
 	else if (kind == IMSG_CS_TEXT)
 	{
-		char	   *s = get_cstring(in);
+		char	   *s = get_cstring(in->data, in->len);
 		Oid			input;
 		Oid			ioparam;
 
@@ -163,19 +158,17 @@ push_value(JsonbParseState **state, DecColumn *col, ImsgBuffer *in)
 }
 
 /*
- * A row's values as a jsonb object, or NULL (not consumed) if 'skip'.
- * 'keys' reads a key (key columns only).
+ * A row's values (the reader checked how many) as a jsonb object.  'keys':
+ * a key (key columns only).
  */
 static Jsonb *
-read_row(DecRelation *rel, ImsgBuffer *in, bool keys)
+read_row(DecRelation *rel, const ImsgCsValue *in, bool keys)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
-	int16		n = ImsgBufferGetInt16(in);
 	int			i;
+	int			nv = 0;
 
-	if (n != (keys ? rel->nkeys : rel->ncols))
-		bad_changeset("A row has the wrong number of values.");
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	for (i = 0; i < rel->ncols; i++)
 	{
@@ -187,7 +180,7 @@ read_row(DecRelation *rel, ImsgBuffer *in, bool keys)
 		k.val.string.val = rel->cols[i].name;
 		k.val.string.len = strlen(rel->cols[i].name);
 		pushJsonbValue(&state, WJB_KEY, &k);
-		push_value(&state, &rel->cols[i], in);
+		push_value(&state, &rel->cols[i], &in[nv++]);
 	}
 	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
@@ -229,17 +222,15 @@ typedef struct DecRelations
 } DecRelations;
 
 static void
-read_relation(DecRelations *decl, ImsgBuffer *in)
+read_relation(DecRelations *decl, const ImsgCsRecord *rec)
 {
-	int32		id = ImsgBufferGetInt32(in);
+	int32		id = rec->rel;
 	char	   *schema;
 	char	   *name;
-	int16		ncols;
+	int			ncols = rec->ncols;
 	DecRelation *rel;
 	int			i;
 
-	if (id < 0 || id >= IMSG_CS_MAX_RELATIONS)
-		bad_changeset("A relation id is out of range.");
 	if (id >= decl->size)
 	{
 		int			newsize = Max(id + 1, decl->size * 2);
@@ -249,10 +240,9 @@ read_relation(DecRelations *decl, ImsgBuffer *in)
 		decl->size = newsize;
 	}
 	rel = &decl->rels[id];
-	schema = get_cstring(in);
-	name = get_cstring(in);
-	ncols = ImsgBufferGetInt16(in);
-	if (ncols < 0 || ncols > MaxHeapAttributeNumber)
+	schema = get_cstring(rec->schema, rec->schema_len);
+	name = get_cstring(rec->name, rec->name_len);
+	if (ncols > MaxHeapAttributeNumber)
 		bad_changeset("A relation has an invalid number of columns.");
 	rel->defined = true;
 	rel->name = quote_qualified_identifier(schema, name);
@@ -267,9 +257,9 @@ read_relation(DecRelations *decl, ImsgBuffer *in)
 		int8		flags;
 		bool		isvarlena;
 
-		col->name = get_cstring(in);
-		typname = get_cstring(in);
-		flags = ImsgBufferGetInt8(in);
+		col->name = get_cstring(rec->cols[i].name, rec->cols[i].name_len);
+		typname = get_cstring(rec->cols[i].type, rec->cols[i].type_len);
+		flags = rec->cols[i].flags;
 		parseTypeString(typname, &col->typid, &typmod, false);
 		col->is_key = (flags & IMSG_CS_COL_KEY) != 0;
 		if (col->is_key)
@@ -277,19 +267,6 @@ read_relation(DecRelations *decl, ImsgBuffer *in)
 		getTypeOutputInfo(col->typid, &col->output_fn, &isvarlena);
 		fmgr_info(col->output_fn, &col->output);
 	}
-}
-
-/*
- * The number of changes in a change set, or -1 if it is malformed (short,
- * unknown records or value kinds, changes to undeclared relations, wrong
- * value counts), from a walk of its structure that looks nothing up (see
- * changeset_walk.c).  The manager uses it to check that a reassembled
- * change set is whole.  Raises no error.
- */
-int64
-imsg_changeset_count(const char *data, Size len)
-{
-	return imsg_changeset_walk(data, len, NULL);
 }
 
 /*
@@ -317,12 +294,14 @@ imsg_changeset_decode(PG_FUNCTION_ARGS)
 static void
 decode_rows(ReturnSetInfo *rsinfo, const char *data, Size len)
 {
-	const char *why = NULL;
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 
-	if (imsg_changeset_walk(data, len, &why) < 0)
-		bad_changeset(why ? why : "Its structure is invalid.");
+	ImsgCsSummary summary;
+
+	/* the framing first, so that a flaw in it is reported as such */
+	if (imsg_changeset_summarize(data, len, false, &summary) < 0)
+		bad_changeset(summary.why);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -357,23 +336,17 @@ decode_rows(ReturnSetInfo *rsinfo, const char *data, Size len)
 static void
 decode_rows_checked(ReturnSetInfo *rsinfo, const char *data, Size len)
 {
-	ImsgBuffer	in;
+	ImsgCsReader reader;
+	const ImsgCsRecord *rec;
 	DecRelations decl;
 	int			ord = 0;
 
-	ImsgBufferInitReader(&in, data, len);
-	if (ImsgBufferRemaining(&in) < 5 ||
-		(uint32) ImsgBufferGetInt32(&in) != IMSG_CS_MAGIC)
-		bad_changeset("It does not start with the change-set header.");
-	if (ImsgBufferGetInt8(&in) != IMSG_CS_VERSION)
-		bad_changeset("Its version is not supported.");
 	decl.size = 8;
 	decl.rels = palloc0(sizeof(DecRelation) * decl.size);
 
-	while (ImsgBufferRemaining(&in) > 0)
+	imsg_cs_reader_init(&reader, data, len, false);
+	while ((rec = imsg_cs_reader_next(&reader)) != NULL)
 	{
-		int8		tag = ImsgBufferGetInt8(&in);
-		int32		id;
 		DecRelation *rel;
 		Datum		values[5];
 		bool		nulls[5] = {0};
@@ -382,34 +355,29 @@ decode_rows_checked(ReturnSetInfo *rsinfo, const char *data, Size len)
 		const char *op;
 
 		CHECK_FOR_INTERRUPTS();
-		if (tag == IMSG_CS_RELATION)
+		if (rec->tag == IMSG_CS_RELATION)
 		{
-			read_relation(&decl, &in);
+			read_relation(&decl, rec);
 			continue;
 		}
-		if (tag != IMSG_CS_INSERT && tag != IMSG_CS_UPDATE && tag != IMSG_CS_DELETE)
-			bad_changeset("A record has an unknown type.");
-		id = ImsgBufferGetInt32(&in);
-		if (id < 0 || id >= decl.size || !decl.rels[id].defined)
-			bad_changeset("A change refers to an undeclared relation.");
-		rel = &decl.rels[id];
+		rel = &decl.rels[rec->rel];
 
-		if (tag == IMSG_CS_INSERT)
+		if (rec->tag == IMSG_CS_INSERT)
 		{
 			op = "INSERT";
-			row = read_row(rel, &in, false);
+			row = read_row(rel, rec->values, false);
 			key = key_of(rel, row);
 		}
-		else if (tag == IMSG_CS_UPDATE)
+		else if (rec->tag == IMSG_CS_UPDATE)
 		{
 			op = "UPDATE";
-			key = read_row(rel, &in, true);
-			row = read_row(rel, &in, false);
+			key = read_row(rel, rec->key, true);
+			row = read_row(rel, rec->values, false);
 		}
 		else
 		{
 			op = "DELETE";
-			key = read_row(rel, &in, true);
+			key = read_row(rel, rec->key, true);
 		}
 
 		values[0] = Int32GetDatum(++ord);
@@ -422,6 +390,9 @@ decode_rows_checked(ReturnSetInfo *rsinfo, const char *data, Size len)
 			nulls[4] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	if (reader.why != NULL)
+		bad_changeset(reader.why);
+	imsg_cs_reader_free(&reader);
 }
 
 /*

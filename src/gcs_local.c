@@ -127,6 +127,7 @@ local_disconnect(void)
 
 const ImsgGcsOps imsg_gcs_local_ops = {
 	.name = "local",
+	.single_node = true,
 	.connect = local_connect,
 	.wait_fds = local_wait_fds,
 	.multicast = local_multicast,

@@ -549,6 +549,13 @@ extern ImsgManagerShared *ImsgManagerState;
 typedef struct ImsgGcsOps
 {
 	const char *name;
+
+	/*
+	 * A group of this node alone: nothing to certify against, and no
+	 * remote change set to keep our own writes from (certify.c,
+	 * local_writes.c are skipped).
+	 */
+	bool		single_node;
 	bool		(*connect) (void);
 	int			(*wait_fds) (pgsocket *fds, int max_fds);
 	bool		(*multicast) (const void *head, Size headlen,
@@ -579,8 +586,8 @@ extern void imsg_nest_mark_commit(ImsgNestMarks *marks);
 /* certify.c */
 extern int64 imsg_certification_rows(void);
 extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify,
-						 const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
-						 char *winner, Size winner_len);
+						 const ImsgSeen *seen, int nseen, const uint64 *rows,
+						 int64 nrows, char *winner, Size winner_len);
 
 /* local_writes.c */
 extern int	imsg_max_local_writes;
@@ -605,9 +612,8 @@ extern int64 imsg_apply_rows_kept(void);
 extern int64 imsg_apply_changeset(const char *data, Size len, bool overwrite,
 								  uint64 seq);
 
-/* changeset.c, changeset_decode.c */
+/* changeset.c */
 extern void imsg_changeset_init(void);
-extern int64 imsg_changeset_count(const char *data, Size len);
 
 /* gcs.c */
 extern const struct config_enum_entry *imsg_gcs_options(void);

@@ -33,7 +33,7 @@
  *	removes a top-level entry once every remote change set delivered
  *	before it has been applied: no helper can ask about it any more.
  *
- *	removed: a row identity (changeset_walk.c's hash) that a local
+ *	removed: a row identity (changeset_reader.c's hash) that a local
  *	transaction deleted, or moved away from by changing its key, and the
  *	top-level xid of the last one that did.  Written by the backend at
  *	PRE_COMMIT.  Removers of one row are serialized by its row lock, so

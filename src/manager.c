@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "imessages_int.h"
+#include "changeset_reader.h"
 
 #define IMSG_MANAGER_BATCH		256
 #define IMSG_MANAGER_RESTART_S	1
@@ -94,6 +95,7 @@ typedef struct Inflight
 	uint64		seq;
 	int32		next_chunk;
 	int32		nchanges;
+	int64		counted;		/* changes its read at delivery found (sync) */
 	int			looks;			/* settle passes that found it in progress */
 	StringInfoData buf;
 } Inflight;
@@ -858,15 +860,15 @@ handle_cs_chunk(ImsgMessage *msg)
 
 /*
  * Count a change set as delivered and keep it in the ring.  The number of
- * changes recorded is what a walk of the change set finds, so a change set
- * that lost or garbled a chunk on the way shows up (and is logged).
+ * changes recorded is what the read of the change set found ('counted',
+ * -1 if malformed), so a change set that lost or garbled a part on the
+ * way shows up (and is logged).
  */
 static void
 record_delivered(uint64 seq, int origin_pid, uint64 xid, int32 nchanges,
-				 const char *cs, Size cslen)
+				 int64 counted, const char *cs, Size cslen)
 {
 	ImsgRecentChangeset *slot;
-	int64		counted = imsg_changeset_count(cs, cslen);
 
 	if (counted != nchanges)
 		ereport(LOG,
@@ -969,7 +971,7 @@ settle_inflight(bool may_be_drained, int *settled)
 		}
 
 		if (committed && e->sync)
-			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges,
+			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges, e->counted,
 							 e->buf.data + GCS_CS_HEADER, e->buf.len - GCS_CS_HEADER);
 		else if (committed)
 		{
@@ -1178,11 +1180,11 @@ reply_ordered(int origin_pid, uint64 xid, uint64 seq, ImsgCsOutcome outcome)
 /* imsg_certify, and publish the size of its map */
 static bool
 certify_changeset(const char *node, int pid, uint64 counter, bool certify,
-				  const ImsgSeen *seen, int nseen, const char *cs, Size cslen,
+				  const ImsgSeen *seen, int nseen, const ImsgCsSummary *summary,
 				  char *winner, Size winner_len)
 {
-	bool		ok = imsg_certify(node, pid, counter, certify, seen, nseen, cs, cslen,
-								  winner, winner_len);
+	bool		ok = imsg_certify(node, pid, counter, certify, seen, nseen,
+								  summary->rows, summary->nrows, winner, winner_len);
 	int64		rows = imsg_certification_rows();
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
@@ -1273,6 +1275,8 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	Size		cslen;
 	uint64		seq = 0;
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
+	bool		single_node = gcs->single_node;
+	ImsgCsSummary summary;
 	char		winner[NAMEDATALEN + 16];
 	Inflight   *e;
 	int			i;
@@ -1298,10 +1302,16 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	cs = data + 1 + in.cursor;
 	cslen = len - 1 - in.cursor;
 
+	/*
+	 * The one read of the change set here: its count for the delivered
+	 * record, its rows for certification.  A damaged one certifies with no
+	 * rows and is logged by record_delivered.  A group of one has nothing
+	 * to certify against, nor a map to keep.
+	 */
+	(void) imsg_changeset_summarize(cs, cslen, !single_node, &summary);
 	e = mine ? find_inflight(origin_pid, xid) : NULL;
-	/* a group of one has nothing to certify against, nor a map to keep */
-	if (strcmp(gcs->name, "local") != 0 &&
-		!certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, cs, cslen,
+	if (!single_node &&
+		!certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, &summary,
 						   winner, sizeof(winner)))
 	{
 		/* the later of two conflicting change sets: aborted, applied nowhere */
@@ -1320,8 +1330,10 @@ deliver_changeset(const char *origin, const char *data, Size len)
 			SpinLockRelease(&ImsgManagerState->mutex);
 			reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_CONFLICT);
 		}
+		imsg_changeset_summary_free(&summary);
 		return;
 	}
+	imsg_changeset_summary_free(&summary);
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	seq = ++ImsgManagerState->last_seq;
@@ -1330,18 +1342,18 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	if (!mine)
 	{
 		/* another node's: delivered here, to be applied by a helper */
-		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
+		record_delivered(seq, origin_pid, xid, nchanges, summary.nchanges, cs, cslen);
 		queue_remote_changeset(seq, origin, mgr_pid, counter, !sync, xid, cs, cslen);
 		return;
 	}
 
 	/* ours: remote change sets delivered before it must not overwrite it */
-	if (strcmp(gcs->name, "local") != 0)
+	if (!single_node)
 		own_delivered(xid, seq);
 	if (!sync)
 	{
 		/* multicast only after its commit: delivered now */
-		record_delivered(seq, origin_pid, xid, nchanges, cs, cslen);
+		record_delivered(seq, origin_pid, xid, nchanges, summary.nchanges, cs, cslen);
 		return;
 	}
 
@@ -1350,6 +1362,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	{
 		e->ordered = true;
 		e->seq = seq;
+		e->counted = summary.nchanges;
 		reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_ORDERED);
 	}
 }

@@ -2,7 +2,7 @@
 # Build the libFuzzer targets in src/test/fuzz/ with clang-14 and run each
 # for a bounded time, starting from its committed seed corpus:
 #   fuzz_buffer     the payload buffer readers and fixed writers (src/buffer.c)
-#   fuzz_changeset  the structural walk of change sets (src/changeset_walk.c)
+#   fuzz_changeset  the structural walk of change sets (src/changeset_reader.c)
 # Each target first replays its corpus (src/test/fuzz/corpus/<name>/, which
 # keeps every input that ever failed), then fuzzes.  The change-set seeds
 # must also walk as their names say (-bad-: malformed; -cN-: N changes).
@@ -95,8 +95,8 @@ run_target() {
 
 src="$top/src/buffer.c"
 if ! build fuzz_buffer fuzzer,address,undefined "$fuzz/fuzz_buffer.c" "$src" ||
-	! build fuzz_changeset fuzzer,address,undefined "$fuzz/fuzz_changeset.c" "$top/src/changeset_walk.c" "$src" ||
-	! build walk_seeds address,undefined -DFUZZ_WALK_MAIN "$fuzz/fuzz_changeset.c" "$top/src/changeset_walk.c" "$src"; then
+	! build fuzz_changeset fuzzer,address,undefined "$fuzz/fuzz_changeset.c" "$top/src/changeset_reader.c" "$src" ||
+	! build walk_seeds address,undefined -DFUZZ_WALK_MAIN "$fuzz/fuzz_changeset.c" "$top/src/changeset_reader.c" "$src"; then
 	echo "  fuzz_buffer ... FAILED (build)"
 	echo "  fuzz_changeset ... FAILED (build)"
 	exit 1

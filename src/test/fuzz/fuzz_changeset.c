@@ -1,16 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_changeset.c
- *	  libFuzzer target for the structural walk of change sets
- *	  (src/changeset_walk.c and src/buffer.c built with
- *	  IMSG_BUFFER_STANDALONE).
+ *	  libFuzzer target for the change-set reader (src/changeset_reader.c
+ *	  and src/buffer.c built with IMSG_BUFFER_STANDALONE).
  *
- * For every input it checks that imsg_changeset_walk():
+ * For every input it checks that the reader, and the summaries the
+ * manager certifies and records from:
  *	 - never reads outside the input (the input ends where libFuzzer's
  *	   allocation ends, so ASan sees any overrun), never reaches the buffer
  *	   readers' overrun report (it must check lengths first), and does not
  *	   leak (LeakSanitizer);
- *	 - returns -1 with a reason, or a count >= 0 with none;
+ *	 - stops with a reason, or counts changes >= 0 with none; yields
+ *	   records whose names and values lie inside the input, changes
+ *	   numbered 0, 1, 2..., and two rows for an update, one otherwise;
  *	 - agrees with an independent reference walk written the way the
  *	   server's imsg_changeset_count() used to be, catching short reads as
  *	   errors (here through a longjmp) instead of checking lengths first;
@@ -30,7 +32,7 @@
 #include <stdio.h>
 
 #include "imessages_int.h"
-#include "changeset_walk.h"
+#include "changeset_reader.h"
 
 /* port.h maps these to libpgport, which the target does not link */
 #undef printf
@@ -52,7 +54,7 @@ void		imsg_buffer_overrun(const ImsgBuffer *buf, bool reading, uint64 wanted);
 static sigjmp_buf short_read;
 static bool in_reference = false;
 
-/* Only the reference walk may read short; the walk under test never. */
+/* Only the reference walk may read short; the reader under test never. */
 void
 imsg_buffer_overrun(const ImsgBuffer *buf, bool reading, uint64 wanted)
 {
@@ -88,8 +90,8 @@ static int	ref_ncols[IMSG_CS_MAX_RELATIONS];
 static int	ref_nkeys[IMSG_CS_MAX_RELATIONS];
 
 /*
- * The reference walk: imsg_changeset_count() as it was before the walk
- * moved to changeset_walk.c (PG_TRY around buffer reads).
+ * The reference walk: imsg_changeset_count() as it was before the reader
+ * (PG_TRY around buffer reads).
  */
 static int64
 ref_count(const uint8 *data, size_t len)
@@ -159,38 +161,76 @@ ref_count(const uint8 *data, size_t len)
 	return ok ? changes : -1;
 }
 
-/* imsg_changeset_read() callback: changes come numbered 0, 1, 2... */
-static void
-count_rows(void *arg, int64 n, int8 kind, uint64 row, uint64 new_row)
+/* Does [p, p + len) lie inside the input? */
+static bool
+inside(const uint8 *data, size_t size, const char *p, uint32 len)
 {
-	int64	   *calls = arg;
-
-	CHECK(n == *calls);
-	CHECK(kind == IMSG_CS_INSERT || kind == IMSG_CS_UPDATE || kind == IMSG_CS_DELETE);
-	CHECK(kind != IMSG_CS_DELETE || new_row == 0);
-	CHECK(kind != IMSG_CS_INSERT || new_row == row);
-	(*calls)++;
+	return (const uint8 *) p >= data && (const uint8 *) p + len <= data + size;
 }
 
 /*
- * The walk under test, with the checks every result must pass; the
- * reading walk (naming rows) must agree with it.
+ * The reader under test, with the checks every record must pass, and the
+ * summaries (with and without rows, as the manager takes them for
+ * certification and the delivered record) agreeing with it.
  */
 static int64
 walk(const uint8 *data, size_t len)
 {
-	const char *why = "unset";
-	const char *why2 = "unset";
-	int64		calls = 0;
-	int64		n = imsg_changeset_walk((const char *) data, len, &why);
-	int64		n2 = imsg_changeset_read((const char *) data, len, count_rows, &calls, &why2);
+	ImsgCsReader r;
+	const ImsgCsRecord *rec;
+	ImsgCsSummary plain;
+	ImsgCsSummary with_rows;
+	int64		changes = 0;
+	int64		rows = 0;
+	int64		n;
+	int			i;
 
-	CHECK(n >= -1);
-	CHECK((n == -1) == (why != NULL));
+	imsg_cs_reader_init(&r, (const char *) data, len, true);
+	while ((rec = imsg_cs_reader_next(&r)) != NULL)
+	{
+		CHECK(r.why == NULL);
+		CHECK(rec->rel >= 0 && rec->rel < IMSG_CS_MAX_RELATIONS);
+		if (rec->tag == IMSG_CS_RELATION)
+		{
+			CHECK(inside(data, len, rec->schema, rec->schema_len));
+			CHECK(inside(data, len, rec->name, rec->name_len));
+			CHECK(rec->ncols >= 0);
+			for (i = 0; i < rec->ncols; i++)
+			{
+				CHECK(inside(data, len, rec->cols[i].name, rec->cols[i].name_len));
+				CHECK(inside(data, len, rec->cols[i].type, rec->cols[i].type_len));
+			}
+			continue;
+		}
+		CHECK(rec->tag == IMSG_CS_INSERT || rec->tag == IMSG_CS_UPDATE ||
+			  rec->tag == IMSG_CS_DELETE);
+		CHECK(rec->n == changes);
+		CHECK(rec->tag != IMSG_CS_DELETE || (rec->nvalues == 0 && rec->new_row == 0));
+		CHECK(rec->tag != IMSG_CS_INSERT || (rec->nkey == 0 && rec->new_row == rec->row));
+		for (i = 0; i < rec->nkey; i++)
+			CHECK(rec->key[i].kind == IMSG_CS_NULL ? rec->key[i].data == NULL :
+				  inside(data, len, rec->key[i].data, rec->key[i].len));
+		for (i = 0; i < rec->nvalues; i++)
+			CHECK(rec->values[i].kind == IMSG_CS_NULL ? rec->values[i].data == NULL :
+				  inside(data, len, rec->values[i].data, rec->values[i].len));
+		changes++;
+		rows += rec->tag == IMSG_CS_UPDATE ? 2 : 1;
+	}
+	/* once at the end, it stays there */
+	CHECK(imsg_cs_reader_next(&r) == NULL);
+	CHECK(r.changes == changes);
+	n = r.why ? -1 : changes;
+	imsg_cs_reader_free(&r);
+
+	CHECK(imsg_changeset_summarize((const char *) data, len, false, &plain) == n);
+	CHECK(imsg_changeset_summarize((const char *) data, len, true, &with_rows) == n);
+	CHECK((plain.why == NULL) == (n >= 0));
+	CHECK((with_rows.why == NULL) == (n >= 0));
 	CHECK(n == -1 || n <= (int64) len);
-	CHECK(n2 == n);
-	CHECK(n == -1 || calls == n);
-	CHECK((why == NULL) == (why2 == NULL));
+	CHECK(plain.nrows == 0 && plain.rows == NULL);
+	CHECK(with_rows.nrows == (n >= 0 ? rows : 0));
+	imsg_changeset_summary_free(&plain);
+	imsg_changeset_summary_free(&with_rows);
 	return n;
 }
 
@@ -202,7 +242,7 @@ LLVMFuzzerTestOneInput(const uint8 *data, size_t size)
 
 	if (n != ref)
 	{
-		fprintf(stderr, "walk counts %lld, reference %lld\n",
+		fprintf(stderr, "reader counts %lld, reference %lld\n",
 				(long long) n, (long long) ref);
 		abort();
 	}
@@ -210,7 +250,7 @@ LLVMFuzzerTestOneInput(const uint8 *data, size_t size)
 	/*
 	 * A valid change set with a DELETE of relation 0 with an empty key
 	 * appended: if the reference counts one more change (relation 0 was
-	 * declared without key columns), so must the walk, and cutting that
+	 * declared without key columns), so must the reader, and cutting that
 	 * record short by a byte makes it malformed.
 	 */
 	if (n >= 0 && size < 65536)
@@ -262,7 +302,12 @@ main(int argc, char **argv)
 		CHECK(data != NULL);
 		memcpy(data, buf, len);
 		LLVMFuzzerTestOneInput(data, len);
-		n = imsg_changeset_walk((const char *) data, len, &why);
+		{
+			ImsgCsSummary summary;
+
+			n = imsg_changeset_summarize((const char *) data, len, false, &summary);
+			why = summary.why;
+		}
 		printf("%s %lld %s\n", argv[i], (long long) n, why ? why : "");
 		free(data);
 	}
