@@ -248,3 +248,72 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 	prune_old_entries();
 	return ok;
 }
+
+/*
+ * What this node has applied of every other origin (helpers.c's
+ * note_applied writes it): a copy into seen[IMSG_MAX_GROUP_MEMBERS], and
+ * how many entries it has.
+ */
+int
+imsg_seen_snapshot(ImsgSeen *seen)
+{
+	int			nseen;
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	nseen = Min(ImsgManagerState->num_seen, IMSG_MAX_GROUP_MEMBERS);
+	memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
+	SpinLockRelease(&ImsgManagerState->mutex);
+	return nseen;
+}
+
+/* Write a seen vector (see IMSG_SEEN_WIRE_MAX for its size). */
+void
+imsg_seen_encode(ImsgBuffer *out, const ImsgSeen *seen, int nseen)
+{
+	int			i;
+
+	nseen = Min(Max(nseen, 0), IMSG_MAX_GROUP_MEMBERS);
+	ImsgBufferPutInt16(out, nseen);
+	for (i = 0; i < nseen; i++)
+	{
+		ImsgBufferPutString(out, seen[i].node, strlen(seen[i].node));
+		ImsgBufferPutInt32(out, seen[i].pid);
+		ImsgBufferPutInt64(out, (int64) seen[i].counter);
+	}
+}
+
+/*
+ * Read a seen vector into seen[IMSG_MAX_GROUP_MEMBERS]: how many entries it
+ * has, or -1 if it is malformed (a count out of range, or entries that do
+ * not fit what is left).  Lengths are checked before reading, so a bad
+ * vector from another node is a return value, never an ERROR in the
+ * manager's loop.
+ */
+int
+imsg_seen_decode(ImsgBuffer *in, ImsgSeen *seen)
+{
+	int			nseen;
+	int			i;
+
+	if (ImsgBufferRemaining(in) < 2)
+		return -1;
+	nseen = ImsgBufferGetInt16(in);
+	if (nseen < 0 || nseen > IMSG_MAX_GROUP_MEMBERS)
+		return -1;
+	for (i = 0; i < nseen; i++)
+	{
+		uint32		l;
+		const char *p;
+
+		if (ImsgBufferRemaining(in) < 4)
+			return -1;
+		l = (uint32) ImsgBufferGetInt32(in);
+		if (l > ImsgBufferRemaining(in) || ImsgBufferRemaining(in) - l < 12)
+			return -1;
+		p = ImsgBufferGetBytes(in, l);
+		imsg_copy_name(seen[i].node, p, l);
+		seen[i].pid = ImsgBufferGetInt32(in);
+		seen[i].counter = (uint64) ImsgBufferGetInt64(in);
+	}
+	return nseen;
+}

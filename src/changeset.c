@@ -626,8 +626,7 @@ imsg_cs_send_seen(FullTransactionId fxid)
 {
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	int			nseen;
-	int			i;
-	char		data[16 + IMSG_MAX_GROUP_MEMBERS * (4 + NAMEDATALEN + 12)];
+	char		data[8 + IMSG_SEEN_WIRE_MAX];
 	ImsgBuffer	out;
 	ImsgResult	r;
 
@@ -635,20 +634,10 @@ imsg_cs_send_seen(FullTransactionId fxid)
 	if (imsg_gcs_ops()->single_node)
 		return;
 
-	SpinLockAcquire(&ImsgManagerState->mutex);
-	nseen = ImsgManagerState->num_seen;
-	memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
-	SpinLockRelease(&ImsgManagerState->mutex);
-
+	nseen = imsg_seen_snapshot(seen);
 	ImsgBufferInitWriter(&out, data, sizeof(data));
 	ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
-	ImsgBufferPutInt16(&out, nseen);
-	for (i = 0; i < nseen; i++)
-	{
-		ImsgBufferPutString(&out, seen[i].node, strlen(seen[i].node));
-		ImsgBufferPutInt32(&out, seen[i].pid);
-		ImsgBufferPutInt64(&out, (int64) seen[i].counter);
-	}
+	imsg_seen_encode(&out, seen, nseen);
 	r = ImsgSend(IMSG_MANAGER, IMSG_T_CS_SEEN, out.data, out.len, imsg_send_timeout_ms, NULL);
 	if (r != IMSG_OK)
 		imsg_report_send_failure(r, IMSG_MANAGER, out.len, imsg_send_timeout_ms);

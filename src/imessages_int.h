@@ -589,6 +589,16 @@ extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify
 						 const ImsgSeen *seen, int nseen, const uint64 *rows,
 						 int64 nrows, char *winner, Size winner_len);
 
+/*
+ * The seen vector on the wire (IMSG_T_CS_SEEN, and after the fixed header
+ * of a multicast change set): int16 n, n x (string node, int32 pid, int64
+ * counter).  One encoder and one decoder, in certify.c.
+ */
+#define IMSG_SEEN_WIRE_MAX	(2 + IMSG_MAX_GROUP_MEMBERS * (4 + NAMEDATALEN + 12))
+extern int	imsg_seen_snapshot(ImsgSeen *seen);
+extern void imsg_seen_encode(ImsgBuffer *out, const ImsgSeen *seen, int nseen);
+extern int	imsg_seen_decode(ImsgBuffer *in, ImsgSeen *seen);
+
 /* local_writes.c */
 extern int	imsg_max_local_writes;
 extern Size imsg_local_writes_shmem_size(void);

@@ -630,7 +630,6 @@ multicast_changeset(Inflight *e)
 	ImsgBuffer	ext;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	int			nseen;
-	int			i;
 	bool		ok;
 
 	if (!gcs_connected)
@@ -643,23 +642,12 @@ multicast_changeset(Inflight *e)
 		memcpy(seen, e->seen, sizeof(ImsgSeen) * nseen);
 	}
 	else
-	{
-		SpinLockAcquire(&ImsgManagerState->mutex);
-		nseen = ImsgManagerState->num_seen;
-		memcpy(seen, ImsgManagerState->seen, sizeof(ImsgSeen) * nseen);
-		SpinLockRelease(&ImsgManagerState->mutex);
-	}
+		nseen = imsg_seen_snapshot(seen);
 
-	ImsgBufferInitGrowable(&ext, 64 + nseen * (NAMEDATALEN + 16), MaxAllocSize);
+	ImsgBufferInitGrowable(&ext, 12 + IMSG_SEEN_WIRE_MAX, MaxAllocSize);
 	ImsgBufferPutInt32(&ext, MyProcPid);
 	ImsgBufferPutInt64(&ext, (int64) e->counter);
-	ImsgBufferPutInt16(&ext, nseen);
-	for (i = 0; i < nseen; i++)
-	{
-		ImsgBufferPutString(&ext, seen[i].node, strlen(seen[i].node));
-		ImsgBufferPutInt32(&ext, seen[i].pid);
-		ImsgBufferPutInt64(&ext, (int64) seen[i].counter);
-	}
+	imsg_seen_encode(&ext, seen, nseen);
 	initStringInfo(&head);
 	appendBinaryStringInfo(&head, e->buf.data, GCS_CS_HEADER);
 	appendBinaryStringInfo(&head, ext.data, ext.len);
@@ -746,27 +734,27 @@ handle_cs_seen(ImsgMessage *msg)
 	uint64		xid;
 	int			origin = ImsgMessageSender(msg);
 	Inflight   *e;
-	int			i;
+	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
+	int			nseen;
 
 	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
 	xid = (uint64) ImsgBufferGetInt64(&in);
 	e = find_inflight(origin, xid);
 	if (e != NULL)
 		free_inflight(e);
+	nseen = imsg_seen_decode(&in, seen);
+	if (nseen < 0)
+	{
+		ereport(LOG,
+				(errmsg("imessages manager ignored a malformed seen vector for transaction %llu from process %d",
+						(unsigned long long) xid, origin)));
+		return;
+	}
 	e = new_inflight(origin, xid);
 	e->fresh = true;
-	e->nseen = ImsgBufferGetInt16(&in);	/* not inside Min(): it reads twice */
-	e->nseen = Min(Max(e->nseen, 0), IMSG_MAX_GROUP_MEMBERS);
-	e->seen = MemoryContextAllocZero(cs_context, sizeof(ImsgSeen) * Max(e->nseen, 1));
-	for (i = 0; i < e->nseen; i++)
-	{
-		uint32		l;
-		const char *p = ImsgBufferGetString(&in, &l);
-
-		imsg_copy_name(e->seen[i].node, p, l);
-		e->seen[i].pid = ImsgBufferGetInt32(&in);
-		e->seen[i].counter = (uint64) ImsgBufferGetInt64(&in);
-	}
+	e->nseen = nseen;
+	e->seen = MemoryContextAlloc(cs_context, sizeof(ImsgSeen) * Max(nseen, 1));
+	memcpy(e->seen, seen, sizeof(ImsgSeen) * nseen);
 }
 
 /* A chunk of a backend's change set (sent at its PRE_COMMIT). */
@@ -1270,7 +1258,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	int32		mgr_pid;
 	uint64		counter;
 	int			nseen;
-	ImsgSeen   *seen;
+	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	const char *cs;
 	Size		cslen;
 	uint64		seq = 0;
@@ -1279,7 +1267,6 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	ImsgCsSummary summary;
 	char		winner[NAMEDATALEN + 16];
 	Inflight   *e;
-	int			i;
 
 	ImsgBufferInitReader(&in, data + 1, len - 1);
 	origin_pid = ImsgBufferGetInt32(&in);
@@ -1288,16 +1275,14 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	sync = ImsgBufferGetInt8(&in) != 0;
 	mgr_pid = ImsgBufferGetInt32(&in);
 	counter = (uint64) ImsgBufferGetInt64(&in);
-	nseen = ImsgBufferGetInt16(&in);
-	seen = palloc0(sizeof(ImsgSeen) * Max(nseen, 1));
-	for (i = 0; i < nseen; i++)
+	nseen = imsg_seen_decode(&in, seen);
+	if (nseen < 0)
 	{
-		uint32		l;
-		const char *p = ImsgBufferGetString(&in, &l);
-
-		imsg_copy_name(seen[i].node, p, l);
-		seen[i].pid = ImsgBufferGetInt32(&in);
-		seen[i].counter = (uint64) ImsgBufferGetInt64(&in);
+		/* every node drops it alike: the same bytes are delivered to all */
+		ereport(LOG,
+				(errmsg("imessages manager dropped the change set of transaction %llu of node \"%s\": its seen vector is malformed",
+						(unsigned long long) xid, origin)));
+		return;
 	}
 	cs = data + 1 + in.cursor;
 	cslen = len - 1 - in.cursor;

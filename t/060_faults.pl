@@ -26,7 +26,10 @@
 #     change set still wait in the manager's mailbox; it is delivered.
 #  7. backends terminated in the middle of a change set (halfway through
 #     streaming one larger than the area, and waiting for a sync commit):
-#     both change sets are discarded, nothing leaks.
+#     both change sets are discarded, nothing leaks;
+#  8. a malformed seen vector (a count larger than its entries, and one
+#     out of range): the manager logs and ignores it instead of failing on
+#     it, and a change set that follows is delivered.
 #
 # The manager's ERROR in 3 and the helper's crash in 4 are caused by
 # malformed messages sent through the test module: only with
@@ -536,6 +539,30 @@ INSERT INTO t VALUES ('cancelled', 2)},
 	is(sql('SELECT count(*) FROM lag WHERE id > 1000'), '0', 'neither transaction committed');
 	is(sql('SELECT imsg_manager_pid()'), $manager, 'the manager survived it');
 	is_at_baseline($baseline, 'terminated change sets: area back to its baseline');
+}
+
+# 8. seen vectors (IMSG_T_CS_SEEN = -14: int64 xid, int16 n, n entries)
+# that lie about their length; the manager once read past the end and
+# failed with an ERROR (and was restarted)
+SKIP:
+{
+	skip ImsgGroup::test_extra_reason('test_module'), 5 unless $test_module;
+	my $manager = manager_pid();
+	my $log_offset = -s $node->logfile;
+	my $delivered = sql('SELECT change_sets_delivered FROM imsg_manager_status()');
+	is(sql("SELECT imsg_test_send_raw(0, -14, '\\x00000000000000070005')"), 'ok',
+		'a seen vector announcing 5 entries and carrying none');
+	is(sql("SELECT imsg_test_send_raw(0, -14, '\\x0000000000000008ffff')"), 'ok',
+		'a seen vector with a negative count');
+	$node->wait_for_log(qr/ignored a malformed seen vector for transaction 8/, $log_offset);
+	ok($node->log_contains(qr/ignored a malformed seen vector for transaction 7/, $log_offset),
+		'both are logged and ignored');
+	sql("INSERT INTO t VALUES ('after bad seen', 1)");
+	$node->poll_query_until('postgres',
+		"SELECT change_sets_delivered > $delivered FROM imsg_manager_status()")
+	  or diag 'not delivered';
+	is(sql('SELECT imsg_manager_pid()'), $manager, 'the manager survived them');
+	ok(!$node->log_contains(qr/imessages payload is too short/, $log_offset), 'no read past the end');
 }
 
 ok(!$node->log_contains(qr/TRAP|PANIC/), 'no assertion failure or PANIC in the server log');
