@@ -128,7 +128,8 @@ read_relation(const ImsgCsRecord *rec)
 	r->schema = pnstrdup(rec->schema, rec->schema_len);
 	r->name = pnstrdup(rec->name, rec->name_len);
 	r->ncols = rec->ncols;
-	if (r->ncols < 0 || r->ncols > MaxTupleAttributeNumber)
+	/* the reader rejects a negative count; the limit is the table's own */
+	if (r->ncols > MaxTupleAttributeNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
 				 errmsg("change set describes relation \"%s.%s\" with %d columns",

@@ -1265,6 +1265,8 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 	bool		single_node = gcs->single_node;
 	ImsgCsSummary summary;
+	bool		won;
+	int			summary_count;
 	char		winner[NAMEDATALEN + 16];
 	Inflight   *e;
 
@@ -1295,9 +1297,12 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	 */
 	(void) imsg_changeset_summarize(cs, cslen, !single_node, &summary);
 	e = mine ? find_inflight(origin_pid, xid) : NULL;
-	if (!single_node &&
-		!certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, &summary,
-						   winner, sizeof(winner)))
+	won = single_node ||
+		certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, &summary,
+						  winner, sizeof(winner));
+	summary_count = summary.nchanges;
+	imsg_changeset_summary_free(&summary);
+	if (!won)
 	{
 		/* the later of two conflicting change sets: aborted, applied nowhere */
 		SpinLockAcquire(&ImsgManagerState->mutex);
@@ -1315,10 +1320,8 @@ deliver_changeset(const char *origin, const char *data, Size len)
 			SpinLockRelease(&ImsgManagerState->mutex);
 			reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_CONFLICT);
 		}
-		imsg_changeset_summary_free(&summary);
 		return;
 	}
-	imsg_changeset_summary_free(&summary);
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	seq = ++ImsgManagerState->last_seq;
@@ -1327,7 +1330,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	if (!mine)
 	{
 		/* another node's: delivered here, to be applied by a helper */
-		record_delivered(seq, origin_pid, xid, nchanges, summary.nchanges, cs, cslen);
+		record_delivered(seq, origin_pid, xid, nchanges, summary_count, cs, cslen);
 		queue_remote_changeset(seq, origin, mgr_pid, counter, !sync, xid, cs, cslen);
 		return;
 	}
@@ -1338,7 +1341,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	if (!sync)
 	{
 		/* multicast only after its commit: delivered now */
-		record_delivered(seq, origin_pid, xid, nchanges, summary.nchanges, cs, cslen);
+		record_delivered(seq, origin_pid, xid, nchanges, summary_count, cs, cslen);
 		return;
 	}
 
@@ -1347,7 +1350,7 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	{
 		e->ordered = true;
 		e->seq = seq;
-		e->counted = summary.nchanges;
+		e->counted = summary_count;
 		reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_ORDERED);
 	}
 }
