@@ -83,7 +83,7 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               change_sets_conflicted bigint, group_quorate boolean,
               certification_rows bigint, change_sets_to_apply bigint,
               remote_writes_skipped bigint, local_writes bigint,
-              manager_memory_bytes bigint)
+              manager_memory_bytes bigint, messages_in_assembly bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 

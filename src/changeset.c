@@ -10,9 +10,9 @@
  * that rolls back truncates the change set back to where it was when the
  * savepoint first captured something.
  *
- * At PRE_COMMIT the change set goes to the manager, split into chunks of
- * at most imsg_chunk_size() bytes so that any size fits through the area:
- * the manager reassembles them.  PRE_COMMIT is not the commit: the
+ * At PRE_COMMIT the change set goes to the manager as one message, in
+ * parts if it is large (mailbox_large.c), so that any size fits through
+ * the area.  PRE_COMMIT is not the commit: the
  * transaction can still fail before its commit record is written.  So the
  * manager never trusts the change set's arrival; it asks the commit log
  * whether the transaction's xid committed before it counts the change set
@@ -56,6 +56,7 @@
 
 #include "imessages_int.h"
 #include "changeset_reader.h"
+#include "mailbox_large.h"
 
 PG_FUNCTION_INFO_V1(imsg_capture);
 PG_FUNCTION_INFO_V1(imsg_refuse_truncate);
@@ -456,17 +457,6 @@ imsg_refuse_truncate(PG_FUNCTION_ARGS)
 	PG_RETURN_NULL();
 }
 
-/* The largest chunk of a change set: one message, header included. */
-static Size
-imsg_chunk_size(void)
-{
-	Size		limit = Min((Size) imsg_max_message_size, imsg_largest_message());
-
-	/* at most an eighth of the area, so that chunks stream */
-	limit = Min(limit, ImsgAreaPtr->size_bytes / 8);
-	return limit > IMSG_CS_CHUNK_HEADER + 1024 ? limit - IMSG_CS_CHUNK_HEADER : 1024;
-}
-
 /*
  * The manager's answer to a sync commit: return if the change set was
  * ordered, else the ERROR that rolls the transaction back.
@@ -616,34 +606,6 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 }
 
 /*
- * What this node had applied of other nodes' change sets when this
- * transaction reached PRE_COMMIT: sent to the manager before chunk 0, for
- * certification (see certify.c).  Rows this transaction changed cannot be
- * noted as applied by a helper after this point while it holds them.
- */
-static void
-imsg_cs_send_seen(FullTransactionId fxid)
-{
-	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
-	int			nseen;
-	char		data[8 + IMSG_SEEN_WIRE_MAX];
-	ImsgBuffer	out;
-	ImsgResult	r;
-
-	/* a group of one has nothing to certify against */
-	if (imsg_gcs_ops()->single_node)
-		return;
-
-	nseen = imsg_seen_snapshot(seen);
-	ImsgBufferInitWriter(&out, data, sizeof(data));
-	ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
-	imsg_seen_encode(&out, seen, nseen);
-	r = ImsgSend(IMSG_MANAGER, IMSG_T_CS_SEEN, out.data, out.len, imsg_send_timeout_ms, NULL);
-	if (r != IMSG_OK)
-		imsg_report_send_failure(r, IMSG_MANAGER, out.len, imsg_send_timeout_ms);
-}
-
-/*
  * On a node in a group, note this transaction's writes before it commits,
  * so that a remote change set delivered before ours does not overwrite
  * them here (see local_writes.c): the rows it removes, deleted or left by
@@ -680,57 +642,54 @@ imsg_cs_register_writes(void)
 		pfree(removed);
 }
 
-/* PRE_COMMIT: send the change set in chunks; in sync mode, wait. */
+/*
+ * PRE_COMMIT: send the change set (in parts if it is large: see
+ * mailbox_large.c); in sync mode, wait.  In a group, its header carries
+ * what this node had applied of other nodes' change sets when this
+ * transaction reached PRE_COMMIT, for certification (see certify.c): after
+ * the rows it changed are registered, so that a helper cannot note as
+ * applied a row this transaction holds.
+ */
 static void
 imsg_cs_send(void)
 {
 	FullTransactionId fxid = GetTopFullTransactionId();
 	bool		sync = imsg_commit_mode == IMSG_COMMIT_SYNC;
-	Size		chunk = imsg_chunk_size();
-	Size		off = 0;
-	int32		chunk_no = 0;
+	bool		in_group = !imsg_gcs_ops()->single_node;
+	char		head[IMSG_CS_HEADER + IMSG_SEEN_WIRE_MAX];
+	ImsgBuffer	out;
+	ImsgResult	r;
 	int			manager_pid;
 
 	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
 		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
 
 	imsg_cs_register_writes();
-	imsg_cs_send_seen(fxid);
 
-	for (;;)
+	ImsgBufferInitWriter(&out, head, sizeof(head));
+	ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
+	ImsgBufferPutInt8(&out, (sync ? IMSG_CS_SYNC : 0) | (in_group ? IMSG_CS_HAS_SEEN : 0));
+	ImsgBufferPutInt32(&out, cs_nchanges);
+	if (in_group)
 	{
-		Size		n = Min(chunk, (Size) cs_buf.len - off);
-		bool		final = off + n == cs_buf.len;
-		ImsgBuffer	out;
-		ImsgResult	r;
+		ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
+		int			nseen = imsg_seen_snapshot(seen);
 
-		r = ImsgReserve(IMSG_MANAGER, IMSG_T_CS_CHUNK, IMSG_CS_CHUNK_HEADER + n,
-						imsg_send_timeout_ms, &out);
-		if (r != IMSG_OK)
-			imsg_report_send_failure(r, IMSG_MANAGER, IMSG_CS_CHUNK_HEADER + n,
-									 imsg_send_timeout_ms);
-		ImsgBufferPutInt64(&out, (int64) U64FromFullTransactionId(fxid));
-		ImsgBufferPutInt32(&out, chunk_no);
-		ImsgBufferPutInt8(&out, (final ? IMSG_CS_FINAL : 0) | (sync ? IMSG_CS_SYNC : 0));
-		ImsgBufferPutInt32(&out, cs_nchanges);
-		ImsgBufferPutBytes(&out, cs_buf.data + off, n);
-
-		/*
-		 * async: the COMMIT or ABORT callback wakes the manager moments
-		 * later, when the outcome is in the commit log, so the final chunk
-		 * need not: the manager then settles the change set in one pass.
-		 * Earlier chunks wake it, so that it makes room for the next.
-		 */
-		if (final && !sync)
-			imsg_commit_quiet(&out);
-		else
-			ImsgCommit(&out);
-		cs_sent = true;
-		off += n;
-		chunk_no++;
-		if (final)
-			break;
+		imsg_seen_encode(&out, seen, nseen);
 	}
+
+	/*
+	 * async: the COMMIT or ABORT callback wakes the manager moments later,
+	 * when the outcome is in the commit log, so the last part need not: the
+	 * manager then settles the change set in one pass.
+	 */
+	cs_sent = true;
+	r = ImsgSendLarge(IMSG_MANAGER, IMSG_T_CHANGESET, out.data, out.len,
+					  cs_buf.data, cs_buf.len, imsg_send_timeout_ms,
+					  sync ? 0 : IMSG_LARGE_QUIET_LAST);
+	if (r != IMSG_OK)
+		imsg_report_send_failure(r, IMSG_MANAGER, out.len + cs_buf.len,
+								 imsg_send_timeout_ms);
 
 	if (sync)
 		imsg_cs_wait_ordered(fxid, manager_pid);

@@ -45,6 +45,7 @@
 #include "utils/timestamp.h"
 
 #include "imessages_int.h"
+#include "mailbox_large.h"
 
 #define HELPER_RESTART_DELAY_MS		100		/* after a clean exit */
 #define HELPER_BACKOFF_MIN_MS		1000	/* after the first crash */
@@ -419,6 +420,7 @@ imsg_helpers_running(void)
  */
 
 static int	my_slot = -1;
+static ImsgAssembler assembler;	/* remote change sets, from the manager */
 static uint32 my_generation = 0;
 
 /* Is our slot still ours (the manager did not give up on us)? */
@@ -464,10 +466,10 @@ helper_record_exit(int code, Datum arg)
 	SpinLockRelease(&slot->mutex);
 }
 
-typedef void (*HelperJob) (ImsgMessage *msg);
+typedef void (*HelperJob) (ImsgWhole *msg);
 
 static void
-job_ping(ImsgMessage *msg)
+job_ping(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	ImsgBuffer	out;
@@ -475,7 +477,7 @@ job_ping(ImsgMessage *msg)
 	int32		origin;
 	int64		ping_id;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	ImsgBufferInitReader(&in, msg->data, msg->len);
 	origin = ImsgBufferGetInt32(&in);
 	ping_id = ImsgBufferGetInt64(&in);
 
@@ -487,14 +489,12 @@ job_ping(ImsgMessage *msg)
 }
 
 /*
- * A change set another node committed, in parts (see run_apply_queue in
- * manager.c): collected until the final part, then applied in a
- * transaction of our own.  An error is logged with the change set's
+ * A change set another node committed (see run_apply_queue in manager.c;
+ * a large one is assembled by the main loop), applied in a transaction of
+ * our own.  An error is logged with the change set's
  * sequence number and reported to the manager, which counts it: never
  * skipped silently.
  */
-static StringInfoData apply_buf;
-
 /*
  * Note a remote change set as applied, for certification (certify.c): after
  * its rows are written and locked, just before its transaction commits.  A
@@ -532,10 +532,8 @@ note_applied(const char *origin, int32 origin_pid, uint64 counter)
 	}
 	SpinLockRelease(&st->mutex);
 }
-static int32 apply_next_part = 0;
-
 static void
-job_cs_apply(ImsgMessage *msg)
+job_cs_apply(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	uint64		seq;
@@ -543,9 +541,8 @@ job_cs_apply(ImsgMessage *msg)
 	uint32		origin_len;
 	const char *origin_p;
 	char		origin[NAMEDATALEN];
-	int32		part;
-	bool		final;
-	uint32		n;
+	const char *cs;
+	Size		cslen;
 	int32		origin_pid;
 	uint64		counter;
 	bool		overwrite;
@@ -557,7 +554,7 @@ job_cs_apply(ImsgMessage *msg)
 	char		reply[32];
 	ImsgBuffer	out;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	ImsgBufferInitReader(&in, msg->data, msg->len);
 	seq = (uint64) ImsgBufferGetInt64(&in);
 	origin_p = ImsgBufferGetString(&in, &origin_len);
 	imsg_copy_name(origin, origin_p, origin_len);
@@ -565,25 +562,9 @@ job_cs_apply(ImsgMessage *msg)
 	counter = (uint64) ImsgBufferGetInt64(&in);
 	overwrite = ImsgBufferGetInt8(&in) != 0;
 	xid = (uint64) ImsgBufferGetInt64(&in);
-	part = ImsgBufferGetInt32(&in);
-	final = ImsgBufferGetInt8(&in) != 0;
-	n = ImsgBufferRemaining(&in);
-
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	if (apply_buf.data == NULL)
-		initStringInfo(&apply_buf);
-	if (part == 0)
-		resetStringInfo(&apply_buf);
-	else if (part != apply_next_part)
-	{
-		MemoryContextSwitchTo(oldcxt);
-		return;					/* a part of an abandoned hand-out: wait for part 0 */
-	}
-	appendBinaryStringInfo(&apply_buf, ImsgBufferGetBytes(&in, n), n);
-	MemoryContextSwitchTo(oldcxt);
-	apply_next_part = part + 1;
-	if (!final)
-		return;
+	cslen = ImsgBufferRemaining(&in);
+	cs = ImsgBufferGetBytes(&in, cslen);
+	oldcxt = CurrentMemoryContext;
 
 	/*
 	 * A local transaction that writes rows in another order than the
@@ -602,7 +583,7 @@ retry:
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		changes = imsg_apply_changeset(apply_buf.data, apply_buf.len, overwrite, seq);
+		changes = imsg_apply_changeset(cs, cslen, overwrite, seq);
 		SPI_finish();
 		PopActiveSnapshot();
 		if (strcmp(origin, imsg_my_node_name()) != 0)
@@ -711,6 +692,7 @@ imsg_helper_main(Datum main_arg)
 	SpinLockRelease(&helper_slot(my_slot)->mutex);
 
 	ImsgOpenMailbox();
+	imsg_assembler_init(&assembler, "imessages helper assembly", NULL);
 	manager_pid = ImsgManagerPid();
 	ImsgBufferInitWriter(&buf, data, sizeof(data));
 	ImsgBufferPutInt32(&buf, my_slot);
@@ -720,18 +702,24 @@ imsg_helper_main(Datum main_arg)
 	while (!ShutdownRequestPending)
 	{
 		ImsgMessage *msg;
+		ImsgWhole	whole;
 		int			i;
 
 		/* wake up once a second to notice a manager that went away */
-		if (ImsgReceive(1000, &msg) == IMSG_OK)
+		if (ImsgReceive(1000, &msg) != IMSG_OK)
+			(void) imsg_assembler_sweep(&assembler);
+		else if (imsg_assemble(&assembler, msg, &whole))
 		{
 			helper_set_state(IMSG_HELPER_BUSY, false);
 			for (i = 0; i < lengthof(helper_jobs); i++)
-				if (helper_jobs[i].msgtype == ImsgMessageType(msg))
-					helper_jobs[i].run(msg);
+				if (helper_jobs[i].msgtype == whole.msgtype)
+					helper_jobs[i].run(&whole);
+			imsg_whole_done(&whole);
 			ImsgRelease(msg);
 			helper_set_state(IMSG_HELPER_IDLE, true);
 		}
+		else
+			ImsgRelease(msg);	/* a part, kept by the assembler */
 
 		if (ConfigReloadPending)
 		{

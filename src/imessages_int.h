@@ -61,12 +61,12 @@ extern int	imsg_certification_window;
 #define IMSG_T_JOB_PING			(-4)	/* manager -> helper: int32 origin, int64 id */
 #define IMSG_T_JOB_DONE			(-5)	/* helper -> manager: int32 slot, int32 origin, int64 id */
 
-#define IMSG_T_CS_CHUNK			(-10)	/* backend -> manager: a change-set chunk */
+#define IMSG_T_CHANGESET		(-10)	/* backend -> manager: a change set (below) */
 #define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq,
 										 * int8 ImsgCsOutcome */
-#define IMSG_T_CS_SEEN			(-14)	/* backend -> manager: int64 xid, what this node had applied (before chunk 0) */
-#define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set, in parts */
+#define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set */
 #define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int64 seq, int8 ok, int64 changes */
+/* -14 was a separate seen vector; -15 is IMSG_T_PART (mailbox_large.h) */
 
 /* How a sync change set fared, in the IMSG_T_CS_ORDERED reply. */
 typedef enum ImsgCsOutcome
@@ -363,9 +363,10 @@ typedef struct ImsgArea
  *
  * A relation's 'R' record comes before its first change in each change set.
  *
- * A chunk message (IMSG_T_CS_CHUNK) carries: int64 xid (full), int32 chunk
- * number from 0, int8 IMSG_CS_FINAL/IMSG_CS_SYNC flags, int32 number of
- * changes (of the whole change set), then the next bytes of the change set.
+ * The message (IMSG_T_CHANGESET, in parts if large: see mailbox_large.c)
+ * carries: int64 xid (full), int8 IMSG_CS_SYNC/IMSG_CS_HAS_SEEN flags,
+ * int32 number of changes, with HAS_SEEN the seen vector (what this node
+ * had applied at PRE_COMMIT, for certification), then the change set.
  */
 #define IMSG_CS_MAGIC			0x49435331	/* "ICS1" */
 #define IMSG_CS_VERSION			1
@@ -378,9 +379,9 @@ typedef struct ImsgArea
 #define IMSG_CS_TEXT			't'
 #define IMSG_CS_COL_KEY			0x01
 #define IMSG_CS_COL_BINARY		0x02
-#define IMSG_CS_FINAL			0x01
 #define IMSG_CS_SYNC			0x02
-#define IMSG_CS_CHUNK_HEADER	(8 + 4 + 1 + 4)
+#define IMSG_CS_HAS_SEEN		0x04
+#define IMSG_CS_HEADER			(8 + 1 + 4) /* before the seen vector */
 
 /*
  * The last change sets the manager delivered, for imsg_recent_changesets():
@@ -517,6 +518,7 @@ typedef struct ImsgManagerShared
 	int64		change_sets_to_apply;	/* remote ones delivered, not yet applied */
 	uint64		apply_horizon;	/* seq of the oldest of them; 0: none */
 	int64		manager_memory_bytes;	/* the manager's memory contexts */
+	int64		messages_in_assembly;	/* large messages it has parts of */
 	uint64		remote_writes_skipped;	/* rows a local write kept (helpers) */
 	int			num_seen;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
@@ -590,7 +592,7 @@ extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify
 						 int64 nrows, char *winner, Size winner_len);
 
 /*
- * The seen vector on the wire (IMSG_T_CS_SEEN, and after the fixed header
+ * The seen vector on the wire (in IMSG_T_CHANGESET, and after the fixed header
  * of a multicast change set): int16 n, n x (string node, int32 pid, int64
  * counter).  One encoder and one decoder, in certify.c.
  */
@@ -701,6 +703,7 @@ extern void imsg_release_all_received(void);
 extern void imsg_flush_release(void);
 extern void imsg_flush_pipelined(void);
 extern bool imsg_mailbox_drained(void);
+extern bool imsg_mailbox_is_open(int pid);
 extern bool imsg_have_unreleased(void);
 extern void imsg_get_cursor(ImsgCursorMark *mark);
 extern void imsg_set_cursor(const ImsgCursorMark *mark);

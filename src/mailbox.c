@@ -350,6 +350,32 @@ imsg_lookup(int pid, int *procno, uint32 *generation)
 	return IMSG_NO_RECIPIENT;
 }
 
+/*
+ * Has process 'pid' an open mailbox?  Not cached: for an assembler that
+ * asks whether a sender of a partial message is still there.
+ */
+bool
+imsg_mailbox_is_open(int pid)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+	int			i;
+
+	for (i = 0; i < area->num_mailboxes; i++)
+	{
+		ImsgMailbox *mb = imsg_mailbox(i);
+		bool		match;
+
+		if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
+			continue;
+		SpinLockAcquire(&mb->mutex);
+		match = mb->open && mb->owner_pid == pid;
+		SpinLockRelease(&mb->mutex);
+		if (match)
+			return true;
+	}
+	return false;
+}
+
 /* The manager's pid, or IMSG_NO_RECIPIENT while none runs. */
 ImsgResult
 imsg_resolve_manager(int *pid)

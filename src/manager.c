@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "imessages_int.h"
+#include "mailbox_large.h"
 #include "changeset_reader.h"
 
 #define IMSG_MANAGER_BATCH		256
@@ -75,29 +76,28 @@ typedef struct AssignedJob
 } AssignedJob;
 
 /*
- * A change set on its way: reassembled from chunks, then held until the
- * commit log says how its transaction ended.  'buf' starts with the GCS
- * header (GCS_CHANGESET ...) so that it can be multicast as it is.
+ * A change set on its way, held until the commit log says how its
+ * transaction ended.  'cs' points into 'cs_alloc', which it owns: the
+ * assembled message itself for a large one (no copy), else a copy.
  */
 typedef struct Inflight
 {
 	int			origin_pid;
 	uint64		xid;
 	bool		sync;
-	bool		complete;
 	bool		multicast;		/* handed to the GCS */
 	bool		held_logged;	/* said once that it waits for the group */
 	bool		ordered;		/* delivered back in total order (sync) */
 	uint64		counter;		/* our number for it, once multicast */
-	bool		fresh;			/* created by its IMSG_T_CS_SEEN, before chunk 0 */
 	int			nseen;			/* what this node had applied at its PRE_COMMIT */
-	ImsgSeen   *seen;
+	ImsgSeen   *seen;			/* or NULL: taken when multicast */
 	uint64		seq;
-	int32		next_chunk;
 	int32		nchanges;
 	int64		counted;		/* changes its read at delivery found (sync) */
 	int			looks;			/* settle passes that found it in progress */
-	StringInfoData buf;
+	const char *cs;
+	Size		cslen;
+	char	   *cs_alloc;
 } Inflight;
 
 /*
@@ -132,6 +132,7 @@ typedef struct RetrySend
 #define GCS_CS_HEADER		(1 + 4 + 8 + 4 + 1)
 
 static MemoryContext loop_context = NULL;
+static ImsgAssembler assembler;	/* large messages, from backends */
 static MemoryContext cs_context = NULL;
 static List *inflight = NIL;
 static MemoryContext jobs_context = NULL;
@@ -141,7 +142,7 @@ static List *retry_list = NIL;
 
 static bool retry_waiting_for(int pid, RetrySend *upto);
 static void prune_own_delivered(void);
-static int	settle_inflight(bool may_be_drained, int *settled);
+static int	settle_inflight(int *settled);
 static const ImsgGcsOps *gcs = NULL;
 static bool gcs_connected = false;
 static int	gcs_failures = 0;		/* connection attempts failed in a row */
@@ -149,17 +150,16 @@ static TimestampTz gcs_failure_logged = 0;
 static TimestampTz gcs_retry_at = 0;
 static bool wait_set_stale = true;
 
-typedef void (*ImsgHandler) (ImsgMessage *msg);
+typedef void (*ImsgHandler) (ImsgWhole *msg);
 
-static void handle_ping(ImsgMessage *msg);
-static void handle_helper_ready(ImsgMessage *msg);
-static void handle_job_done(ImsgMessage *msg);
-static void handle_user_message(ImsgMessage *msg);
+static void handle_ping(ImsgWhole *msg);
+static void handle_helper_ready(ImsgWhole *msg);
+static void handle_job_done(ImsgWhole *msg);
+static void handle_user_message(ImsgWhole *msg);
 static void reply_ordered(int origin_pid, uint64 xid, uint64 seq,
 						  ImsgCsOutcome outcome);
-static void handle_cs_chunk(ImsgMessage *msg);
-static void handle_cs_applied(ImsgMessage *msg);
-static void handle_cs_seen(ImsgMessage *msg);
+static void handle_changeset(ImsgWhole *msg);
+static void handle_cs_applied(ImsgWhole *msg);
 
 /*
  * Message type -> handler.  A new message type is one line here.  Types
@@ -174,9 +174,8 @@ static const struct
 	{IMSG_T_PING, handle_ping},
 	{IMSG_T_HELPER_READY, handle_helper_ready},
 	{IMSG_T_JOB_DONE, handle_job_done},
-	{IMSG_T_CS_CHUNK, handle_cs_chunk},
+	{IMSG_T_CHANGESET, handle_changeset},
 	{IMSG_T_CS_APPLIED, handle_cs_applied},
-	{IMSG_T_CS_SEEN, handle_cs_seen},
 };
 
 void
@@ -438,14 +437,14 @@ requeue_orphaned_jobs(void)
 }
 
 static void
-handle_ping(ImsgMessage *msg)
+handle_ping(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	int64		ping_id;
 	int8		target;
-	int			origin = ImsgMessageSender(msg);
+	int			origin = msg->sender_pid;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	ImsgBufferInitReader(&in, msg->data, msg->len);
 	ping_id = ImsgBufferGetInt64(&in);
 	target = ImsgBufferGetInt8(&in);
 
@@ -472,12 +471,12 @@ handle_ping(ImsgMessage *msg)
 }
 
 static void
-handle_helper_ready(ImsgMessage *msg)
+handle_helper_ready(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
-	imsg_helper_ready(ImsgBufferGetInt32(&in), ImsgMessageSender(msg));
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	imsg_helper_ready(ImsgBufferGetInt32(&in), msg->sender_pid);
 }
 
 /*
@@ -514,14 +513,14 @@ forget_job(int origin, int64 ping_id)
 }
 
 static void
-handle_job_done(ImsgMessage *msg)
+handle_job_done(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	int			slot;
 	int			origin;
 	int64		ping_id;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	ImsgBufferInitReader(&in, msg->data, msg->len);
 	slot = ImsgBufferGetInt32(&in);
 	origin = ImsgBufferGetInt32(&in);
 	ping_id = ImsgBufferGetInt64(&in);
@@ -626,11 +625,10 @@ publish_memory(void)
 static bool
 multicast_changeset(Inflight *e)
 {
-	StringInfoData head;
-	ImsgBuffer	ext;
+	char		head_data[GCS_CS_HEADER + 12 + IMSG_SEEN_WIRE_MAX];
+	ImsgBuffer	head;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	int			nseen;
-	bool		ok;
 
 	if (!gcs_connected)
 		return false;
@@ -644,32 +642,31 @@ multicast_changeset(Inflight *e)
 	else
 		nseen = imsg_seen_snapshot(seen);
 
-	ImsgBufferInitGrowable(&ext, 12 + IMSG_SEEN_WIRE_MAX, MaxAllocSize);
-	ImsgBufferPutInt32(&ext, MyProcPid);
-	ImsgBufferPutInt64(&ext, (int64) e->counter);
-	imsg_seen_encode(&ext, seen, nseen);
-	initStringInfo(&head);
-	appendBinaryStringInfo(&head, e->buf.data, GCS_CS_HEADER);
-	appendBinaryStringInfo(&head, ext.data, ext.len);
-	ok = gcs->multicast(head.data, head.len, e->buf.data + GCS_CS_HEADER,
-						e->buf.len - GCS_CS_HEADER);
-	pfree(head.data);
-	pfree(ext.data);
-	return ok;
+	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
+	ImsgBufferPutInt8(&head, GCS_CHANGESET);
+	ImsgBufferPutInt32(&head, e->origin_pid);
+	ImsgBufferPutInt64(&head, (int64) e->xid);
+	ImsgBufferPutInt32(&head, e->nchanges);
+	ImsgBufferPutInt8(&head, e->sync ? 1 : 0);
+	ImsgBufferPutInt32(&head, MyProcPid);
+	ImsgBufferPutInt64(&head, (int64) e->counter);
+	imsg_seen_encode(&head, seen, nseen);
+	return gcs->multicast(head.data, head.len, e->cs, e->cslen);
 }
 
 /* A user message: hand it to the group; it counts once delivered. */
 static void
-handle_user_message(ImsgMessage *msg)
+handle_user_message(ImsgWhole *msg)
 {
 	static const char kind = GCS_USER_MESSAGE;
 
 	/* the kind byte and the payload go out without a copy here */
 	if (gcs_order_state() != IMSG_CS_OUTCOME_ORDERED ||
-		!gcs->multicast(&kind, 1, ImsgMessageData(msg), ImsgMessageLength(msg)))
+		!gcs->multicast(&kind, 1, msg->data, msg->len))
 		ereport(LOG,
 				(errmsg("imessages manager dropped message %llu: the group communication system \"%s\" is not connected or this node has no quorum",
-						(unsigned long long) ImsgMessageId(msg), gcs->name)));
+						(unsigned long long) (msg->msg ? ImsgMessageId(msg->msg) : 0),
+						gcs->name)));
 }
 
 static void destroy_inflight(Inflight *e);
@@ -692,7 +689,7 @@ find_inflight(int origin_pid, uint64 xid)
 static void
 destroy_inflight(Inflight *e)
 {
-	pfree(e->buf.data);
+	pfree(e->cs_alloc);
 	if (e->seen)
 		pfree(e->seen);
 	pfree(e);
@@ -706,142 +703,98 @@ free_inflight(Inflight *e)
 	destroy_inflight(e);
 }
 
-static Inflight *
-new_inflight(int origin, uint64 xid)
-{
-	MemoryContext old = MemoryContextSwitchTo(cs_context);
-	Inflight   *e = palloc0(sizeof(Inflight));
-
-	e->origin_pid = origin;
-	e->xid = xid;
-	initStringInfo(&e->buf);
-	appendStringInfoChar(&e->buf, GCS_CHANGESET);
-	appendStringInfoSpaces(&e->buf, GCS_CS_HEADER - 1);	/* filled when complete */
-	inflight = lappend(inflight, e);
-	MemoryContextSwitchTo(old);
-	return e;
-}
-
 /*
- * What the backend's node had applied of other nodes when the transaction
- * reached PRE_COMMIT (sent just before its chunk 0): certification's view
- * of what the transaction saw.
+ * A backend's change set, sent at its PRE_COMMIT (see imsg_cs_send):
+ * held until its transaction ends; a sync one is multicast now.
  */
 static void
-handle_cs_seen(ImsgMessage *msg)
+handle_changeset(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	uint64		xid;
-	int			origin = ImsgMessageSender(msg);
-	Inflight   *e;
+	int8		flags;
+	int32		nchanges;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
-	int			nseen;
+	int			nseen = 0;
+	int			origin = msg->sender_pid;
+	MemoryContext old;
+	Inflight   *e;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
-	xid = (uint64) ImsgBufferGetInt64(&in);
-	e = find_inflight(origin, xid);
-	if (e != NULL)
-		free_inflight(e);
-	nseen = imsg_seen_decode(&in, seen);
-	if (nseen < 0)
+	if (msg->len < IMSG_CS_HEADER)
 	{
 		ereport(LOG,
-				(errmsg("imessages manager ignored a malformed seen vector for transaction %llu from process %d",
+				(errmsg("imessages manager dropped a change set from process %d: it is too short",
+						origin)));
+		return;
+	}
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	xid = (uint64) ImsgBufferGetInt64(&in);
+	flags = ImsgBufferGetInt8(&in);
+	nchanges = ImsgBufferGetInt32(&in);
+	if ((flags & IMSG_CS_HAS_SEEN) && (nseen = imsg_seen_decode(&in, seen)) < 0)
+	{
+		/* where the change set starts is not known either */
+		ereport(LOG,
+				(errmsg("imessages manager dropped the change set of transaction %llu from process %d: its seen vector is malformed",
 						(unsigned long long) xid, origin)));
 		return;
 	}
-	e = new_inflight(origin, xid);
-	e->fresh = true;
-	e->nseen = nseen;
-	e->seen = MemoryContextAlloc(cs_context, sizeof(ImsgSeen) * Max(nseen, 1));
-	memcpy(e->seen, seen, sizeof(ImsgSeen) * nseen);
-}
-
-/* A chunk of a backend's change set (sent at its PRE_COMMIT). */
-static void
-handle_cs_chunk(ImsgMessage *msg)
-{
-	ImsgBuffer	in;
-	uint64		xid;
-	int32		chunk_no;
-	int8		flags;
-	int32		nchanges;
-	int			origin = ImsgMessageSender(msg);
-	Inflight   *e;
-
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
-	xid = (uint64) ImsgBufferGetInt64(&in);
-	chunk_no = ImsgBufferGetInt32(&in);
-	flags = ImsgBufferGetInt8(&in);
-	nchanges = ImsgBufferGetInt32(&in);
 
 	e = find_inflight(origin, xid);
-	if (chunk_no == 0 && e != NULL && e->fresh)
-		e->fresh = false;
-	else if (chunk_no == 0)
-	{
-		if (e != NULL)
-			free_inflight(e);
-		e = new_inflight(origin, xid);
-	}
-	if (e == NULL || e->complete || chunk_no != e->next_chunk)
-	{
-		ereport(LOG,
-				(errmsg("imessages manager dropped chunk %d of the change set of transaction %llu from process %d: out of sequence",
-						chunk_no, (unsigned long long) xid, origin)));
-		if (e != NULL)
-			free_inflight(e);
-		return;
-	}
-	{
-		MemoryContext old = MemoryContextSwitchTo(cs_context);
-		uint32		n = ImsgBufferRemaining(&in);
+	if (e != NULL)
+		free_inflight(e);		/* sent again (cannot happen): the last wins */
 
-		appendBinaryStringInfo(&e->buf, ImsgBufferGetBytes(&in, n), n);
-		MemoryContextSwitchTo(old);
-	}
-	e->next_chunk++;
-	if (flags & IMSG_CS_FINAL)
+	old = MemoryContextSwitchTo(cs_context);
+	e = palloc0(sizeof(Inflight));
+	e->origin_pid = origin;
+	e->xid = xid;
+	e->sync = (flags & IMSG_CS_SYNC) != 0;
+	e->nchanges = nchanges;
+	if (flags & IMSG_CS_HAS_SEEN)
 	{
-		ImsgBuffer	hdr;
+		e->nseen = nseen;
+		e->seen = palloc(sizeof(ImsgSeen) * Max(nseen, 1));
+		memcpy(e->seen, seen, sizeof(ImsgSeen) * nseen);
+	}
+	e->cslen = msg->len - in.cursor;
+	e->cs_alloc = imsg_whole_take(msg);
+	if (e->cs_alloc != NULL)
+		e->cs = e->cs_alloc + in.cursor;
+	else
+	{
+		e->cs_alloc = palloc(Max(e->cslen, 1));
+		memcpy(e->cs_alloc, msg->data + in.cursor, e->cslen);
+		e->cs = e->cs_alloc;
+	}
+	inflight = lappend(inflight, e);
+	MemoryContextSwitchTo(old);
 
-		e->complete = true;
-		e->sync = (flags & IMSG_CS_SYNC) != 0;
-		e->nchanges = nchanges;
-		ImsgBufferInitWriter(&hdr, e->buf.data + 1, GCS_CS_HEADER - 1);
-		ImsgBufferPutInt32(&hdr, origin);
-		ImsgBufferPutInt64(&hdr, (int64) xid);
-		ImsgBufferPutInt32(&hdr, nchanges);
-		ImsgBufferPutInt8(&hdr, e->sync ? 1 : 0);
+	/* sync: order it now; its transaction waits in PRE_COMMIT for that */
+	if (e->sync)
+	{
+		ImsgCsOutcome state;
+		int			settled;
 
-		/* sync: order it now; its transaction waits in PRE_COMMIT for that */
-		if (e->sync)
+		/*
+		 * First multicast the async change sets that committed before it:
+		 * it may have read their rows, and must be delivered after them, or
+		 * every other node would apply them over it.  They were sent before
+		 * they committed, so before this one: they are here already.
+		 */
+		(void) settle_inflight(&settled);
+		state = gcs_order_state();
+
+		if (state == IMSG_CS_OUTCOME_ORDERED && multicast_changeset(e))
+			e->multicast = true;
+		else
 		{
-			ImsgCsOutcome state;
-			int			settled;
-
-			/*
-			 * First multicast the async change sets that committed before
-			 * it: it may have read their rows, and must be delivered after
-			 * them, or every other node would apply them over it.  Their
-			 * chunks came before its own (they were sent before they
-			 * committed), so they are complete.
-			 */
-			(void) settle_inflight(false, &settled);
-			state = gcs_order_state();
-
-			if (state == IMSG_CS_OUTCOME_ORDERED && multicast_changeset(e))
-				e->multicast = true;
-			else
-			{
-				/* fail the commit now rather than at commit_timeout */
-				if (state == IMSG_CS_OUTCOME_ORDERED)
-					state = IMSG_CS_OUTCOME_NO_GROUP;
-				ereport(LOG,
-						(errmsg("imessages manager could not multicast the change set of transaction %llu: %s \"%s\"",
-								(unsigned long long) xid, gcs_order_state_text(state), gcs->name)));
-				reply_ordered(e->origin_pid, xid, 0, state);
-			}
+			/* fail the commit now rather than at commit_timeout */
+			if (state == IMSG_CS_OUTCOME_ORDERED)
+				state = IMSG_CS_OUTCOME_NO_GROUP;
+			ereport(LOG,
+					(errmsg("imessages manager could not multicast the change set of transaction %llu: %s \"%s\"",
+							(unsigned long long) xid, gcs_order_state_text(state), gcs->name)));
+			reply_ordered(e->origin_pid, xid, 0, state);
 		}
 	}
 }
@@ -904,16 +857,12 @@ count_discarded(Inflight *e)
  * already ordered); the others are discarded, never delivered.  The
  * backends' COMMIT and ABORT callbacks set our latch so that this runs
  * promptly, unless we said we would look again within settle_delay (see
- * manager_loop); a backend that died is caught here too.
- * 'may_be_drained': the last look at the mailbox found nothing more; then
- * a committed transaction whose change set is incomplete while the mailbox
- * is still empty (looked at after its commit was seen) will never
- * complete.  Returns how many change sets' transactions are in progress
- * (and not for long: IMSG_SETTLE_MAX_LOOKS), and sets *settled to how many
- * change sets were settled.
+ * manager_loop); a backend that died is caught here too.  Returns how
+ * many change sets' transactions are in progress (and not for long:
+ * IMSG_SETTLE_MAX_LOOKS), and sets *settled to how many were settled.
  */
 static int
-settle_inflight(bool may_be_drained, int *settled)
+settle_inflight(int *settled)
 {
 	ListCell   *lc;
 	int			in_progress = 0;
@@ -936,31 +885,9 @@ settle_inflight(bool may_be_drained, int *settled)
 			continue;			/* wait for the GCS to deliver it back */
 		committed = TransactionIdDidCommit(xid);
 
-		/*
-		 * A transaction commits only after PRE_COMMIT sent all its chunks,
-		 * so the rest of a committed one is still in our mailbox: wait for
-		 * it, unless the mailbox is empty (then a chunk is missing).
-		 */
-		if (committed && !e->complete)
-		{
-			/*
-			 * Look at the mailbox after seeing the commit, not before: the
-			 * chunks were queued before the commit, so only now does an
-			 * empty mailbox mean they are lost.  (A look taken before, as
-			 * this once did, could miss chunks queued just after it by a
-			 * transaction that then committed, and discard its change set.)
-			 */
-			if (!may_be_drained || !imsg_mailbox_drained())
-				continue;
-			ereport(LOG,
-					(errmsg("imessages manager discarded the change set of committed transaction %llu: chunks after %d are missing",
-							(unsigned long long) e->xid, e->next_chunk - 1)));
-			committed = false;
-		}
-
 		if (committed && e->sync)
 			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges, e->counted,
-							 e->buf.data + GCS_CS_HEADER, e->buf.len - GCS_CS_HEADER);
+							 e->cs, e->cslen);
 		else if (committed)
 		{
 			ImsgCsOutcome state = gcs_order_state();
@@ -1048,20 +975,20 @@ queue_remote_changeset(uint64 seq, const char *origin, int32 origin_pid,
 }
 
 /*
- * Hand the oldest remote change set to a helper, in parts of at most an
- * eighth of the area: int64 seq, string origin, int64 xid, int32 part,
- * int8 final, then bytes.  Nothing is sent while one is being applied.
+ * Hand the oldest remote change set to a helper: int64 seq, string origin,
+ * int32 origin pid, int64 counter, int8 overwrite, int64 xid, then the
+ * change set (in parts if large: see mailbox_large.c).  Nothing is sent
+ * while one is being applied; nothing waits for room either: what did not
+ * go out is sent again, whole, in a later pass.
  */
 static void
 run_apply_queue(void)
 {
 	RemoteChangeset *r;
-	Size		part_max;
-	Size		off = 0;
-	int32		part = 0;
 	int			pid;
 	int			slot;
-	ImsgBuffer	out;
+	char		head_data[8 + 4 + NAMEDATALEN + 4 + 8 + 1 + 8];
+	ImsgBuffer	head;
 
 	if (apply_queue == NIL)
 		return;
@@ -1088,37 +1015,23 @@ run_apply_queue(void)
 	SpinLockRelease(&ImsgManagerState->helpers[slot].mutex);
 
 	r = linitial(apply_queue);
-	part_max = Min((Size) imsg_max_message_size, ImsgAreaPtr->size_bytes / 8) - 256;
-	do
-	{
-		Size		n = Min(part_max, r->len - off);
-		bool		final = off + n == r->len;
-		ImsgResult	res;
-
-		res = ImsgReserve(pid, IMSG_T_CS_APPLY,
-						  8 + 4 + strlen(r->origin) + 4 + 8 + 1 + 8 + 4 + 1 + n, 0, &out);
-		if (res != IMSG_OK)
-			return;				/* no room now (or it exited): from part 0 again later */
-		ImsgBufferPutInt64(&out, (int64) r->seq);
-		ImsgBufferPutString(&out, r->origin, strlen(r->origin));
-		ImsgBufferPutInt32(&out, r->origin_pid);
-		ImsgBufferPutInt64(&out, (int64) r->counter);
-		ImsgBufferPutInt8(&out, r->overwrite ? 1 : 0);
-		ImsgBufferPutInt64(&out, (int64) r->xid);
-		ImsgBufferPutInt32(&out, part);
-		ImsgBufferPutInt8(&out, final ? 1 : 0);
-		ImsgBufferPutBytes(&out, r->data + off, n);
-		ImsgCommit(&out);
-		off += n;
-		part++;
-	} while (off < r->len);
+	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
+	ImsgBufferPutInt64(&head, (int64) r->seq);
+	ImsgBufferPutString(&head, r->origin, strlen(r->origin));
+	ImsgBufferPutInt32(&head, r->origin_pid);
+	ImsgBufferPutInt64(&head, (int64) r->counter);
+	ImsgBufferPutInt8(&head, r->overwrite ? 1 : 0);
+	ImsgBufferPutInt64(&head, (int64) r->xid);
+	if (ImsgSendLarge(pid, IMSG_T_CS_APPLY, head.data, head.len, r->data, r->len,
+					  0, 0) != IMSG_OK)
+		return;					/* no room now (or it exited): again later */
 	apply_slot = slot;
 	apply_pid = pid;
 }
 
 /* A helper is done with a remote change set. */
 static void
-handle_cs_applied(ImsgMessage *msg)
+handle_cs_applied(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	int32		slot;
@@ -1126,7 +1039,7 @@ handle_cs_applied(ImsgMessage *msg)
 	bool		ok;
 	RemoteChangeset *r;
 
-	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+	ImsgBufferInitReader(&in, msg->data, msg->len);
 	slot = ImsgBufferGetInt32(&in);
 	seq = (uint64) ImsgBufferGetInt64(&in);
 	ok = ImsgBufferGetInt8(&in) != 0;
@@ -1383,11 +1296,11 @@ imsg_gcs_set_members(const ImsgGroupMember *members, int count)
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
-/* Handle one message; true if it was a user message. */
+/* Handle one whole message; true if it was a user message. */
 static bool
-dispatch_message(ImsgMessage *msg)
+dispatch_message(ImsgWhole *msg)
 {
-	int32		msgtype = ImsgMessageType(msg);
+	int32		msgtype = msg->msgtype;
 	int			i;
 
 	if (msgtype >= IMSG_FIRST_USER_TYPE)
@@ -1404,10 +1317,26 @@ dispatch_message(ImsgMessage *msg)
 		}
 	}
 	ereport(LOG,
-			(errmsg("imessages manager ignored message %llu of unknown type %d from process %d",
-					(unsigned long long) ImsgMessageId(msg), msgtype,
-					ImsgMessageSender(msg))));
+			(errmsg("imessages manager ignored a message of unknown type %d from process %d",
+					msgtype, msg->sender_pid)));
 	return false;
+}
+
+/*
+ * A change set whose sender gave it up halfway (its transaction failed in
+ * PRE_COMMIT, or its backend exited): it never committed.
+ */
+static void
+partial_dropped(int32 msgtype, int sender_pid, Size received, Size len)
+{
+	if (msgtype != IMSG_T_CHANGESET)
+		return;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->change_sets_discarded++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	ereport(DEBUG1,
+			(errmsg("imessages manager discarded a change set of process %d: %zu of its %zu bytes came",
+					sender_pid, received, len)));
 }
 
 /*
@@ -1419,6 +1348,7 @@ drain_mailbox(int *user_messages)
 {
 	ImsgMessage *msg;
 	ImsgMessage *last = NULL;
+	ImsgWhole	whole;
 	int			n;
 
 	*user_messages = 0;
@@ -1426,8 +1356,12 @@ drain_mailbox(int *user_messages)
 	{
 		if (ImsgReceive(0, &msg) != IMSG_OK)
 			break;
-		if (dispatch_message(msg))
-			(*user_messages)++;
+		if (imsg_assemble(&assembler, msg, &whole))
+		{
+			if (dispatch_message(&whole))
+				(*user_messages)++;
+			imsg_whole_done(&whole);
+		}
 		last = msg;
 	}
 	if (last != NULL)
@@ -1437,6 +1371,14 @@ drain_mailbox(int *user_messages)
 			imsg_flush_release();	/* about to sleep: make the views exact */
 		SpinLockAcquire(&ImsgManagerState->mutex);
 		ImsgManagerState->messages_received += n;
+		SpinLockRelease(&ImsgManagerState->mutex);
+	}
+	if (n < IMSG_MANAGER_BATCH)
+	{
+		int			partial = imsg_assembler_sweep(&assembler);
+
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		ImsgManagerState->messages_in_assembly = partial;
 		SpinLockRelease(&ImsgManagerState->mutex);
 	}
 	return n == IMSG_MANAGER_BATCH;
@@ -1596,7 +1538,7 @@ manager_loop(void)
 		requeue_orphaned_jobs();
 		run_pending_jobs();
 		run_apply_queue();
-		in_progress = settle_inflight(!more, &settled);
+		in_progress = settle_inflight(&settled);
 		/*
 		 * Counted until we sleep: the pass that settles a change set may not
 		 * be the last before it (the local GCS delivers it in the next).
@@ -1667,6 +1609,9 @@ manager_loop(void)
 			timeout = min_timeout(timeout, 10);
 		if (settle_timeout >= 0)
 			timeout = min_timeout(timeout, settle_timeout);
+		/* a partial message whose sender may leave: see it go */
+		if (imsg_assembler_count(&assembler) > 0)
+			timeout = min_timeout(timeout, 1000);
 		/* messages waiting for room: look again soon */
 		if (retry_list != NIL)
 			timeout = min_timeout(timeout, 10);
@@ -1717,6 +1662,7 @@ imsg_manager_main(Datum main_arg)
 	cs_context = AllocSetContextCreate(TopMemoryContext,
 									   "imessages manager change sets",
 									   ALLOCSET_DEFAULT_SIZES);
+	imsg_assembler_init(&assembler, "imessages manager assembly", partial_dropped);
 	gcs = imsg_gcs_ops();
 
 	ImsgOpenMailbox();

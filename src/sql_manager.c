@@ -148,8 +148,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[23];
-	bool		nulls[23] = {0};
+	Datum		values[24];
+	bool		nulls[24] = {0};
 	int64		local_xids;
 	int64		local_removals;
 	int			running;
@@ -198,6 +198,7 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	imsg_local_writes_counts(&local_xids, &local_removals);
 	values[21] = Int64GetDatum(local_xids);
 	values[22] = Int64GetDatum(copy.manager_memory_bytes);
+	values[23] = Int64GetDatum(copy.messages_in_assembly);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

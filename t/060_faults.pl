@@ -22,14 +22,18 @@
 #     (send waiting for room, imsg_receive, imsg_ping, sync commit) with
 #     57014 (statement_timeout only where PostgreSQL keeps it armed: not at
 #     the COMMIT of a top-level statement, which commit_timeout bounds);
-#  6. a lagging manager: a transaction commits while the last chunks of its
+#  6. a lagging manager: a transaction commits while the last parts of its
 #     change set still wait in the manager's mailbox; it is delivered.
 #  7. backends terminated in the middle of a change set (halfway through
 #     streaming one larger than the area, and waiting for a sync commit):
-#     both change sets are discarded, nothing leaks;
+#     both change sets are discarded, no partial message is kept, nothing
+#     leaks;
 #  8. a malformed seen vector (a count larger than its entries, and one
-#     out of range): the manager logs and ignores it instead of failing on
-#     it, and a change set that follows is delivered.
+#     out of range): the manager logs and drops that change set instead of
+#     failing on it, and a change set that follows is delivered;
+#  9. malformed parts of a large message (too short, no part 0, a length
+#     out of range, out of sequence) and a sender that leaves halfway
+#     through one: logged and dropped, the partial message forgotten.
 #
 # The manager's ERROR in 3 and the helper's crash in 4 are caused by
 # malformed messages sent through the test module: only with
@@ -475,7 +479,7 @@ INSERT INTO t VALUES ('cancelled', 2)},
 
 # ---------------------------------------------------------------------
 # 6. A manager that lags behind: a transaction commits while the last
-# chunks of its change set still wait in the manager's mailbox.  The
+# parts of its change set still wait in the manager's mailbox.  The
 # manager drains at most 256 messages per round and then settles change
 # sets; 254 messages queued first put chunk 0 and 1 in the first round and
 # the final chunk in the next.
@@ -498,9 +502,9 @@ INSERT INTO t VALUES ('cancelled', 2)},
 		"SELECT change_sets_delivered + change_sets_discarded > $delivered + $discarded FROM imsg_manager_status()")
 	  or die 'the change set was neither delivered nor discarded';
 	is( sql("SELECT change_sets_delivered - $delivered, change_sets_discarded - $discarded FROM imsg_manager_status()"),
-		'1|0', 'a committed change set whose last chunks were still queued is delivered, not discarded');
+		'1|0', 'a committed change set whose last parts were still queued is delivered, not discarded');
 	is(sql('SELECT changes FROM imsg_recent_changesets(1)'), '500', 'with all its 500 changes');
-	ok(!$node->log_contains(qr/dropped chunk \d+ of the change set/, $log_offset), 'no chunk dropped');
+	ok(!$node->log_contains(qr/dropped part \d+ of a message/, $log_offset), 'no part dropped');
 	is(sql('SELECT imsg_manager_pid()'), $manager, 'by the same manager');
 }
 
@@ -519,7 +523,7 @@ INSERT INTO t VALUES ('cancelled', 2)},
 	my $streamer_pid = start_waiting($streamer,
 		"INSERT INTO lag SELECT i, repeat(md5(i::text), 32) FROM generate_series(1001, 3000) i");
 	cmp_ok(sql('SELECT queued_messages FROM imsg_area'), '>=', 2,
-		'a 2 MB change set waits for room, its first chunks queued');
+		'a 2 MB change set waits for room, its first parts queued');
 	my $committer = session();
 	$committer->query_safe("SET imessages.commit_mode = 'sync'; SET imessages.commit_timeout = '60s'");
 	my $committer_pid = start_waiting($committer, "INSERT INTO lag VALUES (5000, 'sync')");
@@ -538,31 +542,92 @@ INSERT INTO t VALUES ('cancelled', 2)},
 		'0|2', 'both change sets are discarded, none delivered');
 	is(sql('SELECT count(*) FROM lag WHERE id > 1000'), '0', 'neither transaction committed');
 	is(sql('SELECT imsg_manager_pid()'), $manager, 'the manager survived it');
+	is(sql('SELECT messages_in_assembly FROM imsg_manager_status()'), '0',
+		'the manager keeps no part of the terminated change set');
 	is_at_baseline($baseline, 'terminated change sets: area back to its baseline');
 }
 
-# 8. seen vectors (IMSG_T_CS_SEEN = -14: int64 xid, int16 n, n entries)
-# that lie about their length; the manager once read past the end and
-# failed with an ERROR (and was restarted)
+# 8. change sets (IMSG_T_CHANGESET = -10: int64 xid, int8 flags with
+# HAS_SEEN = 4, int32 changes, then the seen vector: int16 n, n entries)
+# whose seen vector lies about its length; the manager once read past the
+# end and failed with an ERROR (and was restarted)
 SKIP:
 {
 	skip ImsgGroup::test_extra_reason('test_module'), 5 unless $test_module;
 	my $manager = manager_pid();
 	my $log_offset = -s $node->logfile;
 	my $delivered = sql('SELECT change_sets_delivered FROM imsg_manager_status()');
-	is(sql("SELECT imsg_test_send_raw(0, -14, '\\x00000000000000070005')"), 'ok',
+	is(sql("SELECT imsg_test_send_raw(0, -10, '\\x000000000000000704000000000005')"), 'ok',
 		'a seen vector announcing 5 entries and carrying none');
-	is(sql("SELECT imsg_test_send_raw(0, -14, '\\x0000000000000008ffff')"), 'ok',
+	is(sql("SELECT imsg_test_send_raw(0, -10, '\\x00000000000000080400000000ffff')"), 'ok',
 		'a seen vector with a negative count');
-	$node->wait_for_log(qr/ignored a malformed seen vector for transaction 8/, $log_offset);
-	ok($node->log_contains(qr/ignored a malformed seen vector for transaction 7/, $log_offset),
-		'both are logged and ignored');
+	$node->wait_for_log(qr/dropped the change set of transaction 8 from process \d+: its seen vector is malformed/,
+		$log_offset);
+	ok($node->log_contains(qr/dropped the change set of transaction 7 from process \d+: its seen vector is malformed/,
+			$log_offset),
+		'both are logged and dropped');
 	sql("INSERT INTO t VALUES ('after bad seen', 1)");
 	$node->poll_query_until('postgres',
 		"SELECT change_sets_delivered > $delivered FROM imsg_manager_status()")
 	  or diag 'not delivered';
 	is(sql('SELECT imsg_manager_pid()'), $manager, 'the manager survived them');
 	ok(!$node->log_contains(qr/imessages payload is too short/, $log_offset), 'no read past the end');
+}
+
+# 9. parts of a large message (IMSG_T_PART = -15: int32 type, int32 length,
+# int32 part number, then bytes), sent raw
+SKIP:
+{
+	skip ImsgGroup::test_extra_reason('test_module'), 7 unless $test_module;
+	my $manager = manager_pid();
+	my $log_offset = -s $node->logfile;
+	my $discarded = sql('SELECT change_sets_discarded FROM imsg_manager_status()');
+	my $part = sub {
+		my ($type, $len, $no, $bytes) = @_;
+		return sprintf("'\\x%08x%08x%08x%s'", $type & 0xffffffff, $len & 0xffffffff, $no, $bytes);
+	};
+	sql("SELECT imsg_test_send_raw(0, -15, '\\x0001')");
+	$node->wait_for_log(qr/dropped part 0 of a message from process \d+: it is too short/, $log_offset);
+	sql("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, 100, 3, 'aabb') . ')');
+	$node->wait_for_log(qr/dropped part 3 of a message from process \d+: no part 0 came before it/, $log_offset);
+	sql("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, -1, 0, 'aabb') . ')');
+	$node->wait_for_log(qr/dropped part 0 of a message from process \d+: its message length is invalid/, $log_offset);
+	pass('a short part, a part with no part 0 and a length out of range are logged and dropped');
+
+	# part 0 then part 2 of the same message: out of sequence
+	my $s = session();
+	$s->query_safe("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, 100, 0, 'aabb') . ')');
+	$s->query_safe("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, 100, 2, 'ccdd') . ')');
+	$node->wait_for_log(qr/dropped part 2 of a message from process \d+: out of sequence/, $log_offset);
+	is(sql('SELECT messages_in_assembly FROM imsg_manager_status()'), '0',
+		'a message out of sequence is forgotten');
+
+	# part 0 of a change set, then its sender leaves
+	$s->query_safe("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, 100000, 0, 'aabb') . ')');
+	$node->poll_query_until('postgres', 'SELECT messages_in_assembly = 1 FROM imsg_manager_status()')
+	  or diag 'partial message not counted';
+	is(sql('SELECT messages_in_assembly FROM imsg_manager_status()'), '1',
+		'the first part of a large message is held');
+	$s->quit;
+	$node->poll_query_until('postgres', 'SELECT messages_in_assembly = 0 FROM imsg_manager_status()')
+	  or diag 'partial message kept';
+	is( sql("SELECT messages_in_assembly, change_sets_discarded - $discarded FROM imsg_manager_status()"),
+		'0|1', 'its sender gone, the partial change set is dropped and counted as discarded');
+
+	# a large message given up for a new one from the same sender
+	$s = session();
+	$s->query_safe("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, 100000, 0, 'aabb') . ')');
+	$s->query_safe("SELECT imsg_test_send_raw(0, -15, " . $part->(-10, 100000, 0, 'aabb') . ')');
+	$node->poll_query_until('postgres',
+		"SELECT change_sets_discarded - $discarded = 2 FROM imsg_manager_status()")
+	  or diag 'a given up message not counted';
+	is( sql("SELECT messages_in_assembly, change_sets_discarded - $discarded FROM imsg_manager_status()"),
+		'1|2', 'a new part 0 from the same sender replaces the message it gave up');
+	$s->quit;
+	$node->poll_query_until('postgres', 'SELECT messages_in_assembly = 0 FROM imsg_manager_status()')
+	  or diag 'partial message kept';
+	is(sql('SELECT imsg_manager_pid()'), $manager, 'the manager survived them');
+	is_at_baseline($baseline, 'malformed parts: area back to its baseline');
 }
 
 ok(!$node->log_contains(qr/TRAP|PANIC/), 'no assertion failure or PANIC in the server log');
