@@ -29,6 +29,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -40,6 +41,7 @@
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -76,18 +78,47 @@ typedef struct AssignedJob
 } AssignedJob;
 
 /*
+ * Where one of this node's change sets is, from its arrival (whole) to its
+ * settling (see settle_inflight):
+ *
+ *	async:	WAITING --commit--> multicast, settled
+ *			WAITING --commit, no group--> HELD --group back--> multicast, settled
+ *			WAITING or HELD --abort--> discarded
+ *	sync:	arrival --multicast--> MULTICAST --delivered (or lost, or lost
+ *			certification)--> ANSWERED --commit--> recorded, settled
+ *			arrival --no group--> ANSWERED (with the error) --abort--> discarded
+ *			MULTICAST waits for its delivery even once its transaction ended
+ *			(a backend that died): an answer nobody reads, then discarded.
+ */
+typedef enum InflightState
+{
+	INFLIGHT_WAITING,			/* for its transaction to end */
+	INFLIGHT_HELD,				/* committed; multicast once the group is back */
+	INFLIGHT_MULTICAST,			/* sync: for its delivery in total order */
+	INFLIGHT_ANSWERED			/* sync: its backend has the answer */
+} InflightState;
+
+/* (origin pid, xid): zeroed first, the padding is part of the hash key */
+typedef struct InflightKey
+{
+	uint64		xid;
+	int32		origin_pid;
+	int32		pad;
+} InflightKey;
+
+/*
  * A change set on its way, held until the commit log says how its
- * transaction ended.  'cs' points into 'cs_alloc', which it owns: the
- * assembled message itself for a large one (no copy), else a copy.
+ * transaction ended: an entry of 'inflight_by_key', linked in arrival
+ * order (the order of the commits it waits for) in 'inflight'.  'cs'
+ * points into 'cs_alloc', which it owns: the assembled message itself for
+ * a large one (no copy), else a copy.
  */
 typedef struct Inflight
 {
-	int			origin_pid;
-	uint64		xid;
+	InflightKey key;			/* hash key */
+	dlist_node	node;
+	InflightState state;
 	bool		sync;
-	bool		multicast;		/* handed to the GCS */
-	bool		held_logged;	/* said once that it waits for the group */
-	bool		ordered;		/* delivered back in total order (sync) */
 	uint64		counter;		/* our number for it, once multicast */
 	int			nseen;			/* what this node had applied at its PRE_COMMIT */
 	ImsgSeen   *seen;			/* or NULL: taken when multicast */
@@ -134,7 +165,8 @@ typedef struct RetrySend
 static MemoryContext loop_context = NULL;
 static ImsgAssembler assembler;	/* large messages, from backends */
 static MemoryContext cs_context = NULL;
-static List *inflight = NIL;
+static HTAB *inflight_by_key = NULL;
+static dlist_head inflight = DLIST_STATIC_INIT(inflight);
 static MemoryContext jobs_context = NULL;
 static List *pending_jobs = NIL;
 static List *assigned_jobs = NIL;
@@ -644,8 +676,8 @@ multicast_changeset(Inflight *e)
 
 	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
 	ImsgBufferPutInt8(&head, GCS_CHANGESET);
-	ImsgBufferPutInt32(&head, e->origin_pid);
-	ImsgBufferPutInt64(&head, (int64) e->xid);
+	ImsgBufferPutInt32(&head, e->key.origin_pid);
+	ImsgBufferPutInt64(&head, (int64) e->key.xid);
 	ImsgBufferPutInt32(&head, e->nchanges);
 	ImsgBufferPutInt8(&head, e->sync ? 1 : 0);
 	ImsgBufferPutInt32(&head, MyProcPid);
@@ -669,38 +701,34 @@ handle_user_message(ImsgWhole *msg)
 						gcs->name)));
 }
 
-static void destroy_inflight(Inflight *e);
+static InflightKey
+inflight_key(int origin_pid, uint64 xid)
+{
+	InflightKey key;
+
+	memset(&key, 0, sizeof(key));
+	key.xid = xid;
+	key.origin_pid = origin_pid;
+	return key;
+}
 
 static Inflight *
 find_inflight(int origin_pid, uint64 xid)
 {
-	ListCell   *lc;
+	InflightKey key = inflight_key(origin_pid, xid);
 
-	foreach(lc, inflight)
-	{
-		Inflight   *e = lfirst(lc);
-
-		if (e->origin_pid == origin_pid && e->xid == xid)
-			return e;
-	}
-	return NULL;
-}
-
-static void
-destroy_inflight(Inflight *e)
-{
-	pfree(e->cs_alloc);
-	if (e->seen)
-		pfree(e->seen);
-	pfree(e);
+	return hash_search(inflight_by_key, &key, HASH_FIND, NULL);
 }
 
 /* Take a change set out of 'inflight' and free it, seen vector included. */
 static void
 free_inflight(Inflight *e)
 {
-	inflight = list_delete_ptr(inflight, e);
-	destroy_inflight(e);
+	pfree(e->cs_alloc);
+	if (e->seen)
+		pfree(e->seen);
+	dlist_delete(&e->node);
+	(void) hash_search(inflight_by_key, &e->key, HASH_REMOVE, NULL);
 }
 
 /*
@@ -718,6 +746,7 @@ handle_changeset(ImsgWhole *msg)
 	int			nseen = 0;
 	int			origin = msg->sender_pid;
 	MemoryContext old;
+	InflightKey key;
 	Inflight   *e;
 
 	if (msg->len < IMSG_CS_HEADER)
@@ -745,9 +774,10 @@ handle_changeset(ImsgWhole *msg)
 		free_inflight(e);		/* sent again (cannot happen): the last wins */
 
 	old = MemoryContextSwitchTo(cs_context);
-	e = palloc0(sizeof(Inflight));
-	e->origin_pid = origin;
-	e->xid = xid;
+	key = inflight_key(origin, xid);
+	e = hash_search(inflight_by_key, &key, HASH_ENTER, NULL);
+	memset((char *) e + sizeof(InflightKey), 0, sizeof(Inflight) - sizeof(InflightKey));
+	e->state = INFLIGHT_WAITING;
 	e->sync = (flags & IMSG_CS_SYNC) != 0;
 	e->nchanges = nchanges;
 	if (flags & IMSG_CS_HAS_SEEN)
@@ -766,7 +796,7 @@ handle_changeset(ImsgWhole *msg)
 		memcpy(e->cs_alloc, msg->data + in.cursor, e->cslen);
 		e->cs = e->cs_alloc;
 	}
-	inflight = lappend(inflight, e);
+	dlist_push_tail(&inflight, &e->node);
 	MemoryContextSwitchTo(old);
 
 	/* sync: order it now; its transaction waits in PRE_COMMIT for that */
@@ -785,7 +815,7 @@ handle_changeset(ImsgWhole *msg)
 		state = gcs_order_state();
 
 		if (state == IMSG_CS_OUTCOME_ORDERED && multicast_changeset(e))
-			e->multicast = true;
+			e->state = INFLIGHT_MULTICAST;
 		else
 		{
 			/* fail the commit now rather than at commit_timeout */
@@ -794,7 +824,8 @@ handle_changeset(ImsgWhole *msg)
 			ereport(LOG,
 					(errmsg("imessages manager could not multicast the change set of transaction %llu: %s \"%s\"",
 							(unsigned long long) xid, gcs_order_state_text(state), gcs->name)));
-			reply_ordered(e->origin_pid, xid, 0, state);
+			e->state = INFLIGHT_ANSWERED;
+			reply_ordered(e->key.origin_pid, xid, 0, state);
 		}
 	}
 }
@@ -842,13 +873,13 @@ static void
 count_discarded(Inflight *e)
 {
 	/* never delivered: no remote change set is to lose to it */
-	imsg_local_writes_forget(XidFromFullTransactionId(FullTransactionIdFromU64(e->xid)));
+	imsg_local_writes_forget(XidFromFullTransactionId(FullTransactionIdFromU64(e->key.xid)));
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	ImsgManagerState->change_sets_discarded++;
 	SpinLockRelease(&ImsgManagerState->mutex);
 	ereport(DEBUG1,
 			(errmsg("imessages manager discarded the change set of transaction %llu: it did not commit",
-					(unsigned long long) e->xid)));
+					(unsigned long long) e->key.xid)));
 }
 
 /*
@@ -864,15 +895,15 @@ count_discarded(Inflight *e)
 static int
 settle_inflight(int *settled)
 {
-	ListCell   *lc;
+	dlist_mutable_iter iter;
 	int			in_progress = 0;
 
 	*settled = 0;
 
-	foreach(lc, inflight)
+	dlist_foreach_modify(iter, &inflight)
 	{
-		Inflight   *e = lfirst(lc);
-		TransactionId xid = XidFromFullTransactionId(FullTransactionIdFromU64(e->xid));
+		Inflight   *e = dlist_container(Inflight, node, iter.cur);
+		TransactionId xid = XidFromFullTransactionId(FullTransactionIdFromU64(e->key.xid));
 		bool		committed;
 
 		if (TransactionIdIsInProgress(xid))
@@ -881,13 +912,13 @@ settle_inflight(int *settled)
 				in_progress++;
 			continue;
 		}
-		if (e->sync && e->multicast && !e->ordered)
+		if (e->state == INFLIGHT_MULTICAST)
 			continue;			/* wait for the GCS to deliver it back */
 		committed = TransactionIdDidCommit(xid);
 
 		if (committed && e->sync)
-			record_delivered(e->seq, e->origin_pid, e->xid, e->nchanges, e->counted,
-							 e->cs, e->cslen);
+			record_delivered(e->seq, e->key.origin_pid, e->key.xid, e->nchanges,
+							 e->counted, e->cs, e->cslen);
 		else if (committed)
 		{
 			ImsgCsOutcome state = gcs_order_state();
@@ -897,22 +928,21 @@ settle_inflight(int *settled)
 			else
 			{
 				/* keep it, in commit order, and retry */
-				if (!e->held_logged)
+				if (e->state != INFLIGHT_HELD)
 					ereport(LOG,
 							(errmsg("imessages manager holds the change set of transaction %llu: %s \"%s\"",
-									(unsigned long long) e->xid,
+									(unsigned long long) e->key.xid,
 									gcs_order_state_text(state),
 									gcs->name),
 							 errdetail("It is sent when the node is back in the group.")));
-				e->held_logged = true;
+				e->state = INFLIGHT_HELD;
 				continue;
 			}
 		}
 		else
 			count_discarded(e);
 
-		inflight = foreach_delete_current(inflight, lc);
-		destroy_inflight(e);
+		free_inflight(e);
 		(*settled)++;
 	}
 	return in_progress;
@@ -1224,9 +1254,9 @@ deliver_changeset(const char *origin, const char *data, Size len)
 		ereport(DEBUG1,
 				(errmsg("imessages manager: change set of transaction %llu of node \"%s\" conflicts with one of %s delivered before it",
 						(unsigned long long) xid, origin, winner)));
-		if (e != NULL && e->sync && !e->ordered)
+		if (e != NULL && e->state == INFLIGHT_MULTICAST)
 		{
-			e->ordered = true;	/* its transaction will abort: settled as discarded */
+			e->state = INFLIGHT_ANSWERED;	/* its transaction will abort: discarded */
 			/* with how far the winner is: the backend waits for its apply */
 			SpinLockAcquire(&ImsgManagerState->mutex);
 			seq = ImsgManagerState->last_seq;
@@ -1259,9 +1289,9 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	}
 
 	/* sync: tell the waiting backend; delivered once its commit is seen */
-	if (e != NULL && e->sync && !e->ordered)
+	if (e != NULL && e->state == INFLIGHT_MULTICAST)
 	{
-		e->ordered = true;
+		e->state = INFLIGHT_ANSWERED;
 		e->seq = seq;
 		e->counted = summary_count;
 		reply_ordered(origin_pid, xid, seq, IMSG_CS_OUTCOME_ORDERED);
@@ -1432,7 +1462,7 @@ gcs_try_connect(void)
 static void
 gcs_lost(void)
 {
-	ListCell   *lc;
+	dlist_iter	iter;
 
 	ereport(LOG,
 			(errmsg("imessages manager lost its connection to \"%s\"; reconnecting",
@@ -1444,14 +1474,14 @@ gcs_lost(void)
 	 * other nodes delivered them is unknown (08007); their transactions
 	 * roll back here and they are settled as discarded.
 	 */
-	foreach(lc, inflight)
+	dlist_foreach(iter, &inflight)
 	{
-		Inflight   *e = lfirst(lc);
+		Inflight   *e = dlist_container(Inflight, node, iter.cur);
 
-		if (e->sync && e->multicast && !e->ordered)
+		if (e->state == INFLIGHT_MULTICAST)
 		{
-			e->ordered = true;
-			reply_ordered(e->origin_pid, e->xid, 0, IMSG_CS_OUTCOME_LOST);
+			e->state = INFLIGHT_ANSWERED;
+			reply_ordered(e->key.origin_pid, e->key.xid, 0, IMSG_CS_OUTCOME_LOST);
 		}
 	}
 	gcs->disconnect();
@@ -1605,7 +1635,7 @@ manager_loop(void)
 		if (pending_jobs != NIL)
 			timeout = min_timeout(timeout, 1000);
 		/* backstop for change sets whose backend died: recheck often */
-		if (inflight != NIL)
+		if (!dlist_is_empty(&inflight))
 			timeout = min_timeout(timeout, 10);
 		if (settle_timeout >= 0)
 			timeout = min_timeout(timeout, settle_timeout);
@@ -1662,6 +1692,15 @@ imsg_manager_main(Datum main_arg)
 	cs_context = AllocSetContextCreate(TopMemoryContext,
 									   "imessages manager change sets",
 									   ALLOCSET_DEFAULT_SIZES);
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(InflightKey);
+		ctl.entrysize = sizeof(Inflight);
+		ctl.hcxt = cs_context;
+		inflight_by_key = hash_create("imessages manager change sets in flight", 256,
+									  &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 	imsg_assembler_init(&assembler, "imessages manager assembly", partial_dropped);
 	gcs = imsg_gcs_ops();
 
