@@ -27,7 +27,9 @@
 #include "postmaster/postmaster.h"
 #include "utils/guc.h"
 
-#include "src/imessages_int.h"
+#include "src/mailbox_int.h"
+#include "src/replication_int.h"
+#include "src/changeset_int.h"
 
 PG_MODULE_MAGIC;
 

@@ -440,9 +440,13 @@ COMMIT;""")
                             total += int(next(l for l in out.splitlines()
                                               if l.startswith("number of transactions actually processed"))
                                          .split(":")[1].split("/")[0])
-                        # every node has every row: that is when they are replicated
-                        for c, b in zip(group.nodes, before):
+                        # every node has every row and its manager delivered every
+                        # change set (own ones too: with one node the rows are
+                        # there at commit, before the group ordered them)
+                        for c, b, m in zip(group.nodes, before, cpu_before):
                             c.wait_for(f"SELECT count(*) >= {b + total} FROM bench_rep", timeout=300)
+                            c.wait_for(f"SELECT change_sets_delivered >= {m[1] + total} "
+                                       "FROM imsg_manager_status()", timeout=300)
                         elapsed = time.time() - t0
                         label = f"{mode} {n} node{'s' if n > 1 else ''}"
                         self.record("replication", label, 0, total / elapsed, "cs/s")

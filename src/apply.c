@@ -49,7 +49,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
-#include "imessages_int.h"
+#include "changeset_int.h"
 #include "changeset_reader.h"
 
 /* A column of an 'R' record, resolved against the local table. */

@@ -29,7 +29,9 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-#include "imessages_int.h"
+#include "mailbox_int.h"
+#include "replication_int.h"
+#include "changeset_int.h"
 
 ImsgArea   *ImsgAreaPtr = NULL;
 ImsgManagerShared *ImsgManagerState = NULL;

@@ -63,7 +63,8 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
+#include "changeset_int.h"
 
 /* A row's last writer. */
 typedef struct LastWriter

@@ -12,12 +12,12 @@
  *
  * At PRE_COMMIT the change set goes to the manager as one message, in
  * parts if it is large (mailbox_large.c), so that any size fits through
- * the area.  PRE_COMMIT is not the commit: the
- * transaction can still fail before its commit record is written.  So the
- * manager never trusts the change set's arrival; it asks the commit log
- * whether the transaction's xid committed before it counts the change set
- * as delivered (see manager.c).  Our COMMIT and ABORT callbacks only set
- * the manager's latch, which cannot fail.
+ * the area.  PRE_COMMIT is not the commit: the transaction can still fail
+ * before its commit record is written.  So the manager never trusts the
+ * change set's arrival; it asks the commit log whether the transaction's
+ * xid committed before it counts the change set as delivered (see
+ * manager_own.c).  Our COMMIT and ABORT callbacks only set the manager's
+ * latch, which cannot fail.
  *
  * imessages.commit_mode = 'sync' makes PRE_COMMIT wait, up to
  * imessages.commit_timeout, until the manager reports that the group
@@ -54,7 +54,8 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
+#include "changeset_int.h"
 #include "changeset_reader.h"
 #include "mailbox_large.h"
 
@@ -562,47 +563,33 @@ imsg_cs_wait_ordered(FullTransactionId fxid, int manager_pid)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   imsg_commit_timeout_ms);
-	int32		ordered_type = IMSG_T_CS_ORDERED;
+	char		reply[9];
+	ImsgBuffer	in;
 	uint64		seq;
+	int8		outcome;
+	ImsgResult	r;
 
-	for (;;)
-	{
-		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		ImsgMessage *msg;
-		int			now_pid;
-
-		if (ImsgReceiveMatching(Max(0, Min(remaining, 100)), ImsgMatchType, &ordered_type, &msg) == IMSG_OK)
-		{
-			ImsgBuffer	in;
-			uint64		xid;
-			int8		outcome;
-
-			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
-			xid = (uint64) ImsgBufferGetInt64(&in);
-			seq = (uint64) ImsgBufferGetInt64(&in);
-			outcome = ImsgBufferGetInt8(&in);
-			ImsgConsume(msg);
-			if (xid != U64FromFullTransactionId(fxid))
-				continue;		/* a reply for a transaction that gave up */
-			if (outcome == IMSG_CS_OUTCOME_CONFLICT)
-				cs_wait_applied_seq = seq;	/* see imsg_cs_executor_start */
-			imsg_cs_report_outcome((ImsgCsOutcome) outcome);
-			return;
-		}
-		(void) imsg_resolve_manager(&now_pid);
-		if (now_pid != manager_pid)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("imessages manager exited before the change set was ordered"),
-					 errdetail("The transaction is rolled back.")));
-		if (remaining <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("the group did not order the transaction's change set within imessages.commit_timeout (%d ms)",
-							imsg_commit_timeout_ms),
-					 errdetail("The transaction is rolled back."),
-					 errhint("Check imsg_manager_status() and the server log, or use imessages.commit_mode = 'async'.")));
-	}
+	r = imsg_wait_manager_reply(IMSG_T_CS_ORDERED,
+								(int64) U64FromFullTransactionId(fxid),
+								manager_pid, deadline, 100, reply, sizeof(reply));
+	if (r == IMSG_NO_RECIPIENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("imessages manager exited before the change set was ordered"),
+				 errdetail("The transaction is rolled back.")));
+	if (r == IMSG_TIMEOUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("the group did not order the transaction's change set within imessages.commit_timeout (%d ms)",
+						imsg_commit_timeout_ms),
+				 errdetail("The transaction is rolled back."),
+				 errhint("Check imsg_manager_status() and the server log, or use imessages.commit_mode = 'async'.")));
+	ImsgBufferInitReader(&in, reply, sizeof(reply));
+	seq = (uint64) ImsgBufferGetInt64(&in);
+	outcome = ImsgBufferGetInt8(&in);
+	if (outcome == IMSG_CS_OUTCOME_CONFLICT)
+		cs_wait_applied_seq = seq;	/* see imsg_cs_executor_start */
+	imsg_cs_report_outcome((ImsgCsOutcome) outcome);
 }
 
 /*
@@ -702,9 +689,6 @@ imsg_cs_send(void)
 static void
 imsg_cs_wake_manager(void)
 {
-	ImsgArea   *area = ImsgAreaPtr;
-	int			procno;
-
 	/*
 	 * Our change set (and our commit or abort) before the flag: pairs with
 	 * the manager's barrier between clearing it and its last look at the
@@ -713,9 +697,7 @@ imsg_cs_wake_manager(void)
 	pg_memory_barrier();
 	if (pg_atomic_read_u32(&ImsgManagerState->settle_polling) != 0)
 		return;
-	procno = IMSG_IDENT_PROCNO(pg_atomic_read_u64(&area->manager_ident));
-	if (procno >= 0)
-		SetLatch(&GetPGProcByNumber(procno)->procLatch);
+	imsg_wake_manager();
 }
 
 static void

@@ -35,7 +35,8 @@
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
+#include "changeset_int.h"
 #include "changeset_reader.h"
 
 PG_FUNCTION_INFO_V1(imsg_changeset_decode);

@@ -40,7 +40,7 @@
 #include "utils/memutils.h"
 #endif
 
-#include "imessages_int.h"
+#include "changeset_int.h"
 #include "changeset_reader.h"
 
 /* Memory: palloc in the server, malloc outside. */

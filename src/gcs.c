@@ -21,7 +21,7 @@
 #include "postmaster/postmaster.h"
 #include "utils/guc.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
 
 static const ImsgGcsOps *const gcs_table[] = {
 	&imsg_gcs_local_ops,

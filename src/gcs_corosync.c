@@ -71,7 +71,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
 
 #define IMSG_CPG_MAGIC			0x494D	/* "IM" */
 #define IMSG_CPG_VERSION		1

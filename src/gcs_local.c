@@ -25,7 +25,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
 
 /*
  * The queue: one buffer of (uint32 length, bytes) records, emptied by each

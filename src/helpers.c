@@ -44,7 +44,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
+#include "changeset_int.h"
 #include "mailbox_large.h"
 
 #define HELPER_RESTART_DELAY_MS		100		/* after a clean exit */
@@ -342,11 +343,12 @@ imsg_helpers_next_timeout(void)
 }
 
 /*
- * A ready helper for the next job, round robin; -1 if none.  Starts one
- * more (if allowed) when every helper is busy or none runs.
+ * A ready helper for the next job, round robin: its slot, and its pid and
+ * generation (if asked); -1 if none.  Starts one more (if allowed) when
+ * every helper is busy or none runs.
  */
 int
-imsg_helper_pick(void)
+imsg_helper_pick(int *pid, uint32 *generation)
 {
 	int			i;
 
@@ -356,7 +358,14 @@ imsg_helper_pick(void)
 
 		if (helpers[k].handle != NULL && helpers[k].ready)
 		{
+			ImsgHelperSlot *hs = helper_slot(k);
+
 			next_pick = k + 1;
+			SpinLockAcquire(&hs->mutex);
+			*pid = hs->pid;
+			if (generation)
+				*generation = hs->generation;
+			SpinLockRelease(&hs->mutex);
 			return k;
 		}
 	}
@@ -489,9 +498,9 @@ job_ping(ImsgWhole *msg)
 }
 
 /*
- * A change set another node committed (see run_apply_queue in manager.c;
- * a large one is assembled by the main loop), applied in a transaction of
- * our own.  An error is logged with the change set's
+ * A change set another node committed (see imsg_mgr_apply_run in
+ * manager_apply.c; a large one is assembled by the main loop), applied in
+ * a transaction of our own.  An error is logged with the change set's
  * sequence number and reported to the manager, which counts it: never
  * skipped silently.
  */

@@ -65,7 +65,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "imessages_int.h"
+#include "changeset_int.h"
 
 #define LW_PARTITIONS	16
 

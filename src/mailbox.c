@@ -49,7 +49,7 @@
 #include "utils/backend_status.h"
 #include "utils/timestamp.h"
 
-#include "imessages_int.h"
+#include "mailbox_int.h"
 
 #define IMSG_MIN_SEGMENT		(2 * FPM_PAGE_SIZE)
 #define IMSG_MAX_SEGMENT		(64 * FPM_PAGE_SIZE)
@@ -300,19 +300,55 @@ imsg_close_mailbox(int code, Datum arg)
 }
 
 /*
+ * The slot of the mailbox open under 'pid', or -1; with its generation
+ * (which identifies this owner) and the owner's role (from its PGPROC: the
+ * slot is the owner's pgprocno), read under the mailbox's mutex so that
+ * they are that owner's.  'hint' is a slot to try first, or -1.  The one
+ * search by pid: for sends, the SQL API's permission check and assemblers.
+ */
+static int
+imsg_find_open_mailbox(int pid, int hint, uint32 *generation, Oid *role)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+	int			i;
+
+	for (i = -1; i < area->num_mailboxes; i++)
+	{
+		int			procno = i < 0 ? hint : i;
+		ImsgMailbox *mb;
+		bool		match;
+
+		if (procno < 0 || (i >= 0 && procno == hint))
+			continue;
+		mb = imsg_mailbox(procno);
+		/* unlocked peek at an int; confirmed under the mutex */
+		if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
+			continue;
+		SpinLockAcquire(&mb->mutex);
+		match = mb->open && mb->owner_pid == pid;
+		if (match && generation)
+			*generation = mb->generation;
+		if (match && role)
+			*role = GetPGProcByNumber(procno)->roleId;
+		SpinLockRelease(&mb->mutex);
+		if (match)
+			return procno;
+	}
+	return -1;
+}
+
+/*
  * Find the mailbox of process 'pid': its slot and the generation that
  * identifies this owner.
  */
 static ImsgResult
 imsg_lookup(int pid, int *procno, uint32 *generation)
 {
-	ImsgArea   *area = ImsgAreaPtr;
-	int			i;
+	uint64		ident;
 
 	if (pid == IMSG_MANAGER)
 	{
-		uint64		ident = pg_atomic_read_u64(&area->manager_ident);
-
+		ident = pg_atomic_read_u64(&ImsgAreaPtr->manager_ident);
 		*procno = IMSG_IDENT_PROCNO(ident);
 		*generation = IMSG_IDENT_GENERATION(ident);
 		return ident != 0 ? IMSG_OK : IMSG_NO_RECIPIENT;
@@ -325,55 +361,47 @@ imsg_lookup(int pid, int *procno, uint32 *generation)
 		*generation = cached_generation;
 		return IMSG_OK;
 	}
-
-	for (i = 0; i < area->num_mailboxes; i++)
-	{
-		ImsgMailbox *mb = imsg_mailbox(i);
-		bool		match;
-
-		/* unlocked peek at an int; confirmed under the mutex */
-		if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
-			continue;
-		SpinLockAcquire(&mb->mutex);
-		match = mb->open && mb->owner_pid == pid;
-		*generation = mb->generation;
-		SpinLockRelease(&mb->mutex);
-		if (match)
-		{
-			*procno = i;
-			cached_pid = pid;
-			cached_procno = i;
-			cached_generation = *generation;
-			return IMSG_OK;
-		}
-	}
-	return IMSG_NO_RECIPIENT;
+	*procno = imsg_find_open_mailbox(pid, -1, generation, NULL);
+	if (*procno < 0)
+		return IMSG_NO_RECIPIENT;
+	cached_pid = pid;
+	cached_procno = *procno;
+	cached_generation = *generation;
+	return IMSG_OK;
 }
 
-/*
- * Has process 'pid' an open mailbox?  Not cached: for an assembler that
- * asks whether a sender of a partial message is still there.
- */
+/* Has process 'pid' an open mailbox?  Not cached (see mailbox_large.c). */
 bool
 imsg_mailbox_is_open(int pid)
 {
-	ImsgArea   *area = ImsgAreaPtr;
-	int			i;
+	return imsg_find_open_mailbox(pid, -1, NULL, NULL) >= 0;
+}
 
-	for (i = 0; i < area->num_mailboxes; i++)
-	{
-		ImsgMailbox *mb = imsg_mailbox(i);
-		bool		match;
+/*
+ * The role of the process whose mailbox is open under 'pid' (InvalidOid
+ * for one that runs without a role); false if none is open under 'pid'.
+ * The slot found last is tried first.
+ */
+bool
+imsg_mailbox_owner_role(int pid, Oid *role)
+{
+	static int	last_procno = -1;
+	int			procno = imsg_find_open_mailbox(pid, last_procno, NULL, role);
 
-		if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
-			continue;
-		SpinLockAcquire(&mb->mutex);
-		match = mb->open && mb->owner_pid == pid;
-		SpinLockRelease(&mb->mutex);
-		if (match)
-			return true;
-	}
-	return false;
+	if (procno < 0)
+		return false;
+	last_procno = procno;
+	return true;
+}
+
+/* Set the manager's latch, if a manager runs. */
+void
+imsg_wake_manager(void)
+{
+	int			procno = IMSG_IDENT_PROCNO(pg_atomic_read_u64(&ImsgAreaPtr->manager_ident));
+
+	if (procno >= 0)
+		SetLatch(&GetPGProcByNumber(procno)->procLatch);
 }
 
 /* The manager's pid, or IMSG_NO_RECIPIENT while none runs. */
@@ -654,7 +682,7 @@ imsg_finish_pending(ImsgMessage *msg, uint32 state, bool wake)
 /*
  * Publish the reserved message.  imsg_commit_quiet() does not wake the
  * recipient: for a caller that wakes it anyway moments later (change-set
- * capture's final chunk, followed by the COMMIT or ABORT callback's
+ * capture's last part, followed by the COMMIT or ABORT callback's
  * imsg_cs_wake_manager), so that the recipient runs once, not twice.  The
  * invariant every caller must keep: after a quiet commit, this process
  * runs a wake-up that reads the manager's settle_polling flag after a full
@@ -1428,7 +1456,7 @@ imsg_mailbox_has_ready(void)
 
 /*
  * Has the owner read everything in its mailbox, with nothing being written
- * either?  (The manager's test before it gives up on a missing chunk.)
+ * either?  (An assembler's test before it drops a partial message.)
  */
 bool
 imsg_mailbox_drained(void)
@@ -1744,4 +1772,101 @@ ImsgResultString(ImsgResult result)
 			return "not loaded";
 	}
 	return "unknown";
+}
+
+/* Area usage for error details: bytes allocated to mailboxes. */
+void
+imsg_area_usage(uint64 *allocated, uint64 *total)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+
+	LWLockAcquire(area->alloc_lock, LW_SHARED);
+	*allocated = area->allocated_bytes;
+	LWLockRelease(area->alloc_lock);
+	*total = area->size_bytes;
+}
+
+/* The counts behind view imsg_area. */
+void
+imsg_area_counts(ImsgAreaCounts *c)
+{
+	ImsgArea   *area = ImsgAreaPtr;
+	int			i;
+
+	memset(c, 0, sizeof(*c));
+	c->sent = pg_atomic_read_u64(&area->retired_sent);
+	c->received = pg_atomic_read_u64(&area->retired_received);
+	for (i = 0; i < area->num_mailboxes; i++)
+	{
+		ImsgMailbox *mb = imsg_mailbox(i);
+		bool		open;
+
+		SpinLockAcquire(&mb->mutex);
+		open = mb->open;
+		if (open)
+		{
+			c->used_bytes += mb->enqueued_bytes - mb->dequeued_bytes;
+			c->queued_messages += mb->enqueued_msgs - mb->dequeued_msgs;
+		}
+		SpinLockRelease(&mb->mutex);
+		/* a closed mailbox's counts are in the retired totals already */
+		if (open)
+		{
+			c->sent += pg_atomic_read_u64(&mb->sent);
+			c->received += pg_atomic_read_u64(&mb->received);
+		}
+	}
+	LWLockAcquire(area->alloc_lock, LW_SHARED);
+	c->allocated_bytes = area->allocated_bytes;
+	c->peak_bytes = area->peak_bytes;
+	c->segments_allocated = area->segments_allocated;
+	LWLockRelease(area->alloc_lock);
+	c->size_bytes = area->size_bytes;
+	c->send_waits = pg_atomic_read_u64(&area->send_waits);
+	c->send_failures = pg_atomic_read_u64(&area->send_failures);
+}
+
+/* How many mailbox slots there are (one per PGPROC). */
+int
+imsg_mailbox_slots(void)
+{
+	return ImsgAreaPtr->num_mailboxes;
+}
+
+/* The row of view imsg_mailboxes for slot 'slot'; false if it is closed. */
+bool
+imsg_mailbox_info(int slot, ImsgMailboxInfo *info)
+{
+	ImsgMailbox *mb = imsg_mailbox(slot);
+	bool		open;
+
+	memset(info, 0, sizeof(*info));
+	SpinLockAcquire(&mb->mutex);
+	open = mb->open;
+	info->pid = mb->owner_pid;
+	memcpy(info->backend_type, mb->backend_type, sizeof(info->backend_type));
+	info->queued_messages = mb->enqueued_msgs - mb->dequeued_msgs;
+	info->queued_bytes = mb->enqueued_bytes - mb->dequeued_bytes;
+
+	/*
+	 * The head segment cannot be freed while we hold the mutex.  Show the
+	 * first message's time once it is READY (the barrier pairs with the one
+	 * in imsg_finish_pending).
+	 */
+	if (open && info->queued_messages > 0 && mb->head != NULL &&
+		mb->head_off < pg_atomic_read_u32(&mb->head->end))
+	{
+		ImsgMessage *msg = (ImsgMessage *) ((char *) mb->head + mb->head_off);
+
+		if (imsg_msg_state(msg) == IMSG_STATE_READY)
+		{
+			pg_read_barrier();
+			info->oldest_sent_at = ImsgMessageSentAt(msg);
+		}
+	}
+	SpinLockRelease(&mb->mutex);
+	info->backend_type[sizeof(info->backend_type) - 1] = '\0';
+	info->sent = pg_atomic_read_u64(&mb->sent);
+	info->received = pg_atomic_read_u64(&mb->received);
+	return open;
 }

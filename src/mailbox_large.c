@@ -38,7 +38,7 @@
 
 #include "utils/memutils.h"
 
-#include "imessages_int.h"
+#include "mailbox_int.h"
 #include "mailbox_large.h"
 
 /* One sender's message being assembled. */

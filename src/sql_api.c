@@ -119,16 +119,50 @@ imsg_sql_init(void)
 	RegisterSubXactCallback(imsg_subxact_callback, NULL);
 }
 
-/* Area usage for error details: bytes allocated to mailboxes. */
-static void
-imsg_area_usage(uint64 *allocated, uint64 *total)
+/*
+ * Wait for the manager's reply to a request of ours: a message of type
+ * 'msgtype' whose payload starts with int64 'id'.  Replies to earlier
+ * requests that gave up (another id) are stale: consumed and skipped.
+ * Looks every 'liveness_ms' whether the manager we asked ('manager_pid')
+ * still runs.  Copies the payload after the id into reply[reply_len] and
+ * returns IMSG_OK; IMSG_TIMEOUT at 'deadline'; IMSG_NO_RECIPIENT if the
+ * manager went away.  The wait honours interrupts and postmaster death
+ * (ImsgReceiveMatching).
+ */
+ImsgResult
+imsg_wait_manager_reply(int32 msgtype, int64 id, int manager_pid,
+						TimestampTz deadline, long liveness_ms,
+						char *reply, Size reply_len)
 {
-	ImsgArea   *area = ImsgAreaPtr;
+	for (;;)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																deadline);
+		ImsgMessage *msg;
+		int			now_pid;
 
-	LWLockAcquire(area->alloc_lock, LW_SHARED);
-	*allocated = area->allocated_bytes;
-	LWLockRelease(area->alloc_lock);
-	*total = area->size_bytes;
+		/* 0 means look once without waiting; never pass a negative wait */
+		if (ImsgReceiveMatching(Max(0, Min(remaining, liveness_ms)),
+								ImsgMatchType, &msgtype, &msg) == IMSG_OK)
+		{
+			ImsgBuffer	in;
+			int64		got;
+
+			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
+			got = ImsgBufferGetInt64(&in);
+			if (got == id)
+				memcpy(reply, ImsgBufferGetBytes(&in, reply_len), reply_len);
+			ImsgConsume(msg);
+			if (got == id)
+				return IMSG_OK;
+			continue;
+		}
+		(void) imsg_resolve_manager(&now_pid);
+		if (now_pid != manager_pid)
+			return IMSG_NO_RECIPIENT;
+		if (remaining <= 0)
+			return IMSG_TIMEOUT;
+	}
 }
 
 /*
@@ -190,55 +224,6 @@ imsg_report_send_failure(ImsgResult result, int recipient, Size len,
 }
 
 /*
- * If the mailbox in slot 'procno' is open under 'pid', set *role to its
- * owner's role, from its PGPROC (the slot is the owner's pgprocno), read
- * under the mailbox's mutex so that it is that owner's.
- */
-static bool
-imsg_mailbox_role(int procno, int pid, Oid *role)
-{
-	ImsgMailbox *mb = &ImsgAreaPtr->mailboxes[procno].mb;
-	bool		match;
-
-	/* unlocked peek at an int; confirmed under the mutex */
-	if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
-		return false;
-	SpinLockAcquire(&mb->mutex);
-	match = mb->open && mb->owner_pid == pid;
-	if (match)
-		*role = GetPGProcByNumber(procno)->roleId;
-	SpinLockRelease(&mb->mutex);
-	return match;
-}
-
-/*
- * The role of the process whose mailbox is open under 'pid': InvalidOid
- * for a process that runs without one (the manager, the helpers, a
- * background worker that did not connect as a user).  False if no mailbox
- * is open under 'pid'.  The slot found last is tried first.
- */
-static bool
-imsg_recipient_role(int pid, Oid *role)
-{
-	static int	cached_pid = 0;
-	static int	cached_procno = -1;
-	int			i;
-
-	if (pid == cached_pid && imsg_mailbox_role(cached_procno, pid, role))
-		return true;
-	for (i = 0; i < ImsgAreaPtr->num_mailboxes; i++)
-	{
-		if (imsg_mailbox_role(i, pid, role))
-		{
-			cached_pid = pid;
-			cached_procno = i;
-			return true;
-		}
-	}
-	return false;
-}
-
-/*
  * May the current user send to process 'pid'?  The rule of
  * pg_signal_backend() (pg_cancel_backend, pg_terminate_backend), in its
  * PostgreSQL 16 form, which also protects processes without a role:
@@ -269,7 +254,7 @@ imsg_check_send_privilege(int pid)
 		return;
 	if (imsg_resolve_manager(&manager_pid) == IMSG_OK && pid == manager_pid)
 		return;
-	if (!imsg_recipient_role(pid, &role))
+	if (!imsg_mailbox_owner_role(pid, &role))
 		return;
 
 	if (!OidIsValid(role) || superuser_arg(role))
@@ -454,63 +439,25 @@ imsg_manager_pid(PG_FUNCTION_ARGS)
 Datum
 imsg_area_stats(PG_FUNCTION_ARGS)
 {
-	ImsgArea   *area;
 	TupleDesc	tupdesc;
 	Datum		values[10];
 	bool		nulls[10] = {0};
-	uint64		segments;
-	uint64		used = 0,
-				queued = 0,
-				sent,
-				received;
-	uint64		allocated,
-				peak;
-	int			i;
+	ImsgAreaCounts c;
 
 	imsg_check_available();
-	area = ImsgAreaPtr;
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-
-	sent = pg_atomic_read_u64(&area->retired_sent);
-	received = pg_atomic_read_u64(&area->retired_received);
-	for (i = 0; i < area->num_mailboxes; i++)
-	{
-		ImsgMailbox *mb = &area->mailboxes[i].mb;
-
-		bool		open;
-
-		SpinLockAcquire(&mb->mutex);
-		open = mb->open;
-		if (open)
-		{
-			used += mb->enqueued_bytes - mb->dequeued_bytes;
-			queued += mb->enqueued_msgs - mb->dequeued_msgs;
-		}
-		SpinLockRelease(&mb->mutex);
-		/* a closed mailbox's counts are in the retired totals already */
-		if (open)
-		{
-			sent += pg_atomic_read_u64(&mb->sent);
-			received += pg_atomic_read_u64(&mb->received);
-		}
-	}
-	LWLockAcquire(area->alloc_lock, LW_SHARED);
-	allocated = area->allocated_bytes;
-	peak = area->peak_bytes;
-	segments = area->segments_allocated;
-	LWLockRelease(area->alloc_lock);
-
-	values[0] = Int64GetDatum((int64) area->size_bytes);
-	values[1] = Int64GetDatum((int64) used);
-	values[2] = Int64GetDatum((int64) peak);
-	values[3] = Int64GetDatum((int64) queued);
-	values[4] = Int64GetDatum((int64) sent);
-	values[5] = Int64GetDatum((int64) received);
-	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&area->send_waits));
-	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&area->send_failures));
-	values[8] = Int64GetDatum((int64) allocated);
-	values[9] = Int64GetDatum((int64) segments);
+	imsg_area_counts(&c);
+	values[0] = Int64GetDatum((int64) c.size_bytes);
+	values[1] = Int64GetDatum((int64) c.used_bytes);
+	values[2] = Int64GetDatum((int64) c.peak_bytes);
+	values[3] = Int64GetDatum((int64) c.queued_messages);
+	values[4] = Int64GetDatum((int64) c.sent);
+	values[5] = Int64GetDatum((int64) c.received);
+	values[6] = Int64GetDatum((int64) c.send_waits);
+	values[7] = Int64GetDatum((int64) c.send_failures);
+	values[8] = Int64GetDatum((int64) c.allocated_bytes);
+	values[9] = Int64GetDatum((int64) c.segments_allocated);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
@@ -519,63 +466,29 @@ Datum
 imsg_mailbox_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ImsgArea   *area;
 	int			i;
 
 	imsg_check_available();
-	area = ImsgAreaPtr;
 	InitMaterializedSRF(fcinfo, 0);
 
-	for (i = 0; i < area->num_mailboxes; i++)
+	for (i = 0; i < imsg_mailbox_slots(); i++)
 	{
-		ImsgMailbox *mb = &area->mailboxes[i].mb;
+		ImsgMailboxInfo info;
 		Datum		values[7];
 		bool		nulls[7] = {0};
-		bool		open;
-		int			pid;
-		char		backend_type[64];
-		uint64		queued_msgs,
-					queued_bytes;
-		TimestampTz oldest = 0;
 
-		SpinLockAcquire(&mb->mutex);
-		open = mb->open;
-		pid = mb->owner_pid;
-		memcpy(backend_type, mb->backend_type, sizeof(backend_type));
-		queued_msgs = mb->enqueued_msgs - mb->dequeued_msgs;
-		queued_bytes = mb->enqueued_bytes - mb->dequeued_bytes;
-
-		/*
-		 * The head segment cannot be freed while we hold the mutex.  Show
-		 * the first message's time once it is READY (the barrier pairs with
-		 * the one in imsg_finish_pending).
-		 */
-		if (open && queued_msgs > 0 && mb->head != NULL &&
-			mb->head_off < pg_atomic_read_u32(&mb->head->end))
-		{
-			ImsgMessage *msg = (ImsgMessage *) ((char *) mb->head + mb->head_off);
-
-			if (imsg_msg_state(msg) == IMSG_STATE_READY)
-			{
-				pg_read_barrier();
-				oldest = ImsgMessageSentAt(msg);
-			}
-		}
-		SpinLockRelease(&mb->mutex);
-		if (!open)
+		if (!imsg_mailbox_info(i, &info))
 			continue;
-
-		backend_type[sizeof(backend_type) - 1] = '\0';
-		values[0] = Int32GetDatum(pid);
-		values[1] = CStringGetTextDatum(backend_type);
-		values[2] = Int64GetDatum((int64) queued_msgs);
-		values[3] = Int64GetDatum((int64) queued_bytes);
-		if (oldest != 0)
-			values[4] = TimestampTzGetDatum(oldest);
+		values[0] = Int32GetDatum(info.pid);
+		values[1] = CStringGetTextDatum(info.backend_type);
+		values[2] = Int64GetDatum((int64) info.queued_messages);
+		values[3] = Int64GetDatum((int64) info.queued_bytes);
+		if (info.oldest_sent_at != 0)
+			values[4] = TimestampTzGetDatum(info.oldest_sent_at);
 		else
 			nulls[4] = true;
-		values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&mb->sent));
-		values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&mb->received));
+		values[5] = Int64GetDatum((int64) info.sent);
+		values[6] = Int64GetDatum((int64) info.received);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

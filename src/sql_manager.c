@@ -25,7 +25,8 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "imessages_int.h"
+#include "replication_int.h"
+#include "changeset_int.h"
 
 PG_FUNCTION_INFO_V1(imsg_ping);
 PG_FUNCTION_INFO_V1(imsg_manager_status);
@@ -49,7 +50,7 @@ imsg_ping(PG_FUNCTION_ARGS)
 	TimestampTz start;
 	TimestampTz deadline;
 	Interval   *result;
-	int32		pong_type = IMSG_T_PONG;
+	char		status;
 
 	imsg_check_available();
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -89,52 +90,24 @@ imsg_ping(PG_FUNCTION_ARGS)
 								 Min(imsg_send_timeout_ms, timeout_ms));
 	deadline = TimestampTzPlusMilliseconds(start, timeout_ms);
 
-	for (;;)
-	{
-		ImsgMessage *msg;
-		long		remaining;
-		ImsgBuffer	in;
-		int64		id;
-		int8		status;
-		int			now_pid;
-
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		/*
-		 * Any pong: one that does not answer this ping is stale and
-		 * consumed.  0 means look once without waiting; never pass a
-		 * negative wait.
-		 */
-		r = ImsgReceiveMatching(Max(0, Min(remaining, PING_LIVENESS_MS)),
-								ImsgMatchType, &pong_type, &msg);
-		if (r == IMSG_OK)
-		{
-			ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
-			id = ImsgBufferGetInt64(&in);
-			status = ImsgBufferGetInt8(&in);
-			ImsgConsume(msg);
-			if (id != ping_id)
-				continue;		/* the answer to a ping that timed out */
-			if (status == IMSG_PONG_NO_HELPER)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("imessages has no helper to answer the ping"),
-						 errhint("imessages.max_helpers is 0.")));
-			break;
-		}
-
-		(void) imsg_resolve_manager(&now_pid);
-		if (now_pid != manager_pid)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("imessages manager exited while waiting for its reply"),
-					 errdetail("Manager process %d is gone.", manager_pid)));
-		if (remaining <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("imessages ping to the %s timed out", target),
-					 errdetail("No reply within %d ms.", timeout_ms),
-					 errhint("Check imsg_manager_status(), imsg_helpers() and the server log.")));
-	}
+	r = imsg_wait_manager_reply(IMSG_T_PONG, ping_id, manager_pid, deadline,
+								PING_LIVENESS_MS, &status, 1);
+	if (r == IMSG_NO_RECIPIENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("imessages manager exited while waiting for its reply"),
+				 errdetail("Manager process %d is gone.", manager_pid)));
+	if (r == IMSG_TIMEOUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("imessages ping to the %s timed out", target),
+				 errdetail("No reply within %d ms.", timeout_ms),
+				 errhint("Check imsg_manager_status(), imsg_helpers() and the server log.")));
+	if (status == IMSG_PONG_NO_HELPER)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("imessages has no helper to answer the ping"),
+				 errhint("imessages.max_helpers is 0.")));
 
 	result = palloc0(sizeof(Interval));
 	result->time = GetCurrentTimestamp() - start;

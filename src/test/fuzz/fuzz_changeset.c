@@ -31,7 +31,7 @@
 #include <setjmp.h>
 #include <stdio.h>
 
-#include "imessages_int.h"
+#include "changeset_int.h"
 #include "changeset_reader.h"
 
 /* port.h maps these to libpgport, which the target does not link */
