@@ -168,7 +168,6 @@ typedef struct ImsgMailboxInfo
 } ImsgMailboxInfo;
 
 extern void imsg_area_counts(ImsgAreaCounts *counts);
-extern void imsg_area_usage(uint64 *allocated, uint64 *total);
 extern int	imsg_mailbox_slots(void);
 extern bool imsg_mailbox_info(int slot, ImsgMailboxInfo *info);
 extern bool imsg_mailbox_owner_role(int pid, Oid *role);

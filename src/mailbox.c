@@ -300,40 +300,45 @@ imsg_close_mailbox(int code, Datum arg)
 }
 
 /*
- * The slot of the mailbox open under 'pid', or -1; with its generation
- * (which identifies this owner) and the owner's role (from its PGPROC: the
- * slot is the owner's pgprocno), read under the mailbox's mutex so that
- * they are that owner's.  'hint' is a slot to try first, or -1.  The one
- * search by pid: for sends, the SQL API's permission check and assemblers.
+ * Is the mailbox in slot 'procno' open under 'pid'?  If so, with its
+ * generation (which identifies this owner) and the owner's role (from its
+ * PGPROC: the slot is the owner's pgprocno), read under the mailbox's
+ * mutex so that they are that owner's.
+ */
+static bool
+imsg_mailbox_owned_by(int procno, int pid, uint32 *generation, Oid *role)
+{
+	ImsgMailbox *mb = imsg_mailbox(procno);
+	bool		match;
+
+	/* unlocked peek at an int; confirmed under the mutex */
+	if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
+		return false;
+	SpinLockAcquire(&mb->mutex);
+	match = mb->open && mb->owner_pid == pid;
+	if (match && generation)
+		*generation = mb->generation;
+	if (match && role)
+		*role = GetPGProcByNumber(procno)->roleId;
+	SpinLockRelease(&mb->mutex);
+	return match;
+}
+
+/*
+ * The slot of the mailbox open under 'pid', or -1; 'hint' is a slot to
+ * try first, or -1.  The one search by pid: for sends, the SQL API's
+ * permission check and the assemblers.
  */
 static int
 imsg_find_open_mailbox(int pid, int hint, uint32 *generation, Oid *role)
 {
-	ImsgArea   *area = ImsgAreaPtr;
 	int			i;
 
-	for (i = -1; i < area->num_mailboxes; i++)
-	{
-		int			procno = i < 0 ? hint : i;
-		ImsgMailbox *mb;
-		bool		match;
-
-		if (procno < 0 || (i >= 0 && procno == hint))
-			continue;
-		mb = imsg_mailbox(procno);
-		/* unlocked peek at an int; confirmed under the mutex */
-		if (((volatile ImsgMailbox *) mb)->owner_pid != pid)
-			continue;
-		SpinLockAcquire(&mb->mutex);
-		match = mb->open && mb->owner_pid == pid;
-		if (match && generation)
-			*generation = mb->generation;
-		if (match && role)
-			*role = GetPGProcByNumber(procno)->roleId;
-		SpinLockRelease(&mb->mutex);
-		if (match)
-			return procno;
-	}
+	if (hint >= 0 && imsg_mailbox_owned_by(hint, pid, generation, role))
+		return hint;
+	for (i = 0; i < ImsgAreaPtr->num_mailboxes; i++)
+		if (i != hint && imsg_mailbox_owned_by(i, pid, generation, role))
+			return i;
 	return -1;
 }
 
@@ -1774,19 +1779,7 @@ ImsgResultString(ImsgResult result)
 	return "unknown";
 }
 
-/* Area usage for error details: bytes allocated to mailboxes. */
-void
-imsg_area_usage(uint64 *allocated, uint64 *total)
-{
-	ImsgArea   *area = ImsgAreaPtr;
-
-	LWLockAcquire(area->alloc_lock, LW_SHARED);
-	*allocated = area->allocated_bytes;
-	LWLockRelease(area->alloc_lock);
-	*total = area->size_bytes;
-}
-
-/* The counts behind view imsg_area. */
+/* The counts behind view imsg_area (and the area-full error's detail). */
 void
 imsg_area_counts(ImsgAreaCounts *c)
 {

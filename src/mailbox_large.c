@@ -180,8 +180,8 @@ drop_partial(ImsgAssembler *a, ImsgPartial *p, bool given_up)
 	(void) hash_search(a->partials, &sender, HASH_REMOVE, NULL);
 }
 
-/* Log and drop a part that does not belong where it came. */
-static void
+/* Log a part that does not belong where it came, and drop it. */
+static bool
 reject_part(ImsgAssembler *a, ImsgPartial *p, int sender, uint32 part,
 			const char *why)
 {
@@ -190,6 +190,7 @@ reject_part(ImsgAssembler *a, ImsgPartial *p, int sender, uint32 part,
 					part, sender, why)));
 	if (p != NULL)
 		drop_partial(a, p, false);
+	return false;
 }
 
 /*
@@ -202,14 +203,16 @@ bool
 imsg_assemble(ImsgAssembler *a, ImsgMessage *msg, ImsgWhole *out)
 {
 	int			sender = ImsgMessageSender(msg);
-	ImsgPartial *p;
+	ImsgPartial *p = NULL;
 	ImsgBuffer	in;
 	int32		msgtype;
 	Size		len;
 	uint32		part;
 	uint32		n;
-	bool		found;
 
+	/* most messages come whole, and no partial message is held */
+	if (hash_get_num_entries(a->partials) > 0)
+		p = hash_search(a->partials, &sender, HASH_FIND, NULL);
 	out->sender_pid = sender;
 	if (ImsgMessageType(msg) != IMSG_T_PART)
 	{
@@ -219,63 +222,42 @@ imsg_assemble(ImsgAssembler *a, ImsgMessage *msg, ImsgWhole *out)
 		out->msg = msg;
 		out->assembled = NULL;
 		/* a whole one of the same type: the large one was given up */
-		p = hash_search(a->partials, &sender, HASH_FIND, NULL);
 		if (p != NULL && p->msgtype == out->msgtype)
 			drop_partial(a, p, true);
 		return true;
 	}
 
 	if (ImsgMessageLength(msg) < IMSG_PART_HEADER)
-	{
-		reject_part(a, NULL, sender, 0, "it is too short");
-		return false;
-	}
+		return reject_part(a, NULL, sender, 0, "it is too short");
 	ImsgBufferInitReader(&in, ImsgMessageData(msg), ImsgMessageLength(msg));
 	msgtype = ImsgBufferGetInt32(&in);
 	len = (uint32) ImsgBufferGetInt32(&in);
 	part = (uint32) ImsgBufferGetInt32(&in);
 	n = ImsgBufferRemaining(&in);
 
-	p = hash_search(a->partials, &sender, part == 0 ? HASH_ENTER : HASH_FIND,
-					&found);
 	if (part == 0)
 	{
-		if (found)
-		{
-			/* its sender gave the last one up */
-			if (a->dropped)
-				a->dropped(p->msgtype, sender, p->received, p->len);
-			pfree(p->data);
-		}
+		char	   *data;
+
+		if (p != NULL)
+			drop_partial(a, p, true);	/* its sender gave the last one up */
 		if (len > MaxAllocSize || n == 0 || n >= len)
-		{
-			(void) hash_search(a->partials, &sender, HASH_REMOVE, NULL);
-			reject_part(a, NULL, sender, part, "its message length is invalid");
-			return false;
-		}
+			return reject_part(a, NULL, sender, part, "its message length is invalid");
+		data = MemoryContextAllocExtended(a->context, len, MCXT_ALLOC_NO_OOM);
+		if (data == NULL)
+			return reject_part(a, NULL, sender, part, "out of memory");
+		p = hash_search(a->partials, &sender, HASH_ENTER, NULL);
 		p->msgtype = msgtype;
 		p->len = len;
 		p->received = 0;
 		p->next_part = 0;
-		p->data = MemoryContextAllocExtended(a->context, len, MCXT_ALLOC_NO_OOM);
-		if (p->data == NULL)
-		{
-			(void) hash_search(a->partials, &sender, HASH_REMOVE, NULL);
-			reject_part(a, NULL, sender, part, "out of memory");
-			return false;
-		}
+		p->data = data;
 	}
 	else if (p == NULL)
-	{
-		reject_part(a, NULL, sender, part, "no part 0 came before it");
-		return false;
-	}
+		return reject_part(a, NULL, sender, part, "no part 0 came before it");
 	if (part != p->next_part || msgtype != p->msgtype || len != p->len ||
 		n > p->len - p->received)
-	{
-		reject_part(a, p, sender, part, "out of sequence");
-		return false;
-	}
+		return reject_part(a, p, sender, part, "out of sequence");
 	memcpy(p->data + p->received, ImsgBufferGetBytes(&in, n), n);
 	p->received += n;
 	p->next_part++;

@@ -613,11 +613,17 @@ drain_mailbox(int *user_messages)
 	}
 	if (n < IMSG_MANAGER_BATCH)
 	{
+		static int	published = 0;
 		int			partial = imsg_assembler_sweep(&assembler);
 
-		SpinLockAcquire(&ImsgManagerState->mutex);
-		ImsgManagerState->messages_in_assembly = partial;
-		SpinLockRelease(&ImsgManagerState->mutex);
+		/* imsg_manager_status(); rarely nonzero: no lock per pass */
+		if (partial != published)
+		{
+			SpinLockAcquire(&ImsgManagerState->mutex);
+			ImsgManagerState->messages_in_assembly = partial;
+			SpinLockRelease(&ImsgManagerState->mutex);
+			published = partial;
+		}
 	}
 	return n == IMSG_MANAGER_BATCH;
 }
@@ -886,6 +892,7 @@ imsg_manager_main(Datum main_arg)
 	ImsgManagerState->change_sets_to_apply = 0;
 	ImsgManagerState->group_quorate = false;
 	ImsgManagerState->certification_rows = 0;
+	ImsgManagerState->messages_in_assembly = 0;
 	SpinLockRelease(&ImsgManagerState->mutex);
 	imsg_local_writes_reset();
 

@@ -123,20 +123,20 @@ multicast_changeset(Inflight *e)
 {
 	char		head_data[GCS_CS_HEADER + 12 + IMSG_SEEN_WIRE_MAX];
 	ImsgBuffer	head;
-	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
-	int			nseen;
+	ImsgSeen	now[IMSG_MAX_GROUP_MEMBERS];
+	const ImsgSeen *seen = e->seen;
+	int			nseen = e->nseen;
 
 	if (!imsg_mgr_gcs_connected)
 		return false;
 	if (e->counter == 0)
 		e->counter = ++own_counter;
-	if (e->seen != NULL)
+	if (seen == NULL)
 	{
-		nseen = e->nseen;
-		memcpy(seen, e->seen, sizeof(ImsgSeen) * nseen);
+		/* a group of one sends none: what this node applied now */
+		nseen = imsg_seen_snapshot(now);
+		seen = now;
 	}
-	else
-		nseen = imsg_seen_snapshot(seen);
 
 	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
 	ImsgBufferPutInt8(&head, GCS_CHANGESET);

@@ -202,16 +202,15 @@ imsg_report_send_failure(ImsgResult result, int recipient, Size len,
 		case IMSG_WOULD_BLOCK:
 		case IMSG_TIMEOUT:
 			{
-				uint64		allocated,
-							total;
+				ImsgAreaCounts c;
 
-				imsg_area_usage(&allocated, &total);
+				imsg_area_counts(&c);
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 						 errmsg("imessages area is full"),
 						 errdetail("%llu of %llu bytes are in use; waited %d ms for space.",
-								   (unsigned long long) allocated,
-								   (unsigned long long) total,
+								   (unsigned long long) c.allocated_bytes,
+								   (unsigned long long) c.size_bytes,
 								   result == IMSG_TIMEOUT ? timeout_ms : 0),
 						 errhint("Recipients must take their messages out with imsg_receive(), or raise imessages.buffer_size or imessages.send_timeout.")));
 			}
