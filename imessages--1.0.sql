@@ -83,7 +83,9 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               change_sets_conflicted bigint, group_quorate boolean,
               certification_rows bigint, change_sets_to_apply bigint,
               remote_writes_skipped bigint, local_writes bigint,
-              manager_memory_bytes bigint, messages_in_assembly bigint)
+              manager_memory_bytes bigint, messages_in_assembly bigint,
+              state text, group_id uuid, applied_position bigint,
+              group_position bigint, lag bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 
@@ -205,6 +207,32 @@ RETURNS TABLE(seq bigint, origin_pid integer, xid xid8, changes integer,
 AS 'MODULE_PATHNAME', 'imsg_recent_changesets'
 LANGUAGE C VOLATILE PARALLEL SAFE;
 
+--
+-- Node recovery: the durable state of this node in its group, and the
+-- change-set log a node that missed change sets fetches them from
+--
+-- One row: the group this node belongs to, and the position in the
+-- group's total order up to which every change set is applied here.
+-- Written by the helpers (in the transaction that applies a change set);
+-- not replicated, and not to be edited.
+CREATE TABLE imsg_state (
+  only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  group_id uuid,
+  applied_position bigint NOT NULL DEFAULT 0
+);
+INSERT INTO imsg_state DEFAULT VALUES;
+
+CREATE FUNCTION imsg_changeset_log(from_position bigint, max_records integer DEFAULT 1000)
+RETURNS TABLE("position" bigint, origin text, origin_pid integer, counter bigint,
+              xid bigint, flags integer, data bytea)
+AS 'MODULE_PATHNAME', 'imsg_changeset_log'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+
+CREATE FUNCTION imsg_changeset_log_range()
+RETURNS TABLE(first_position bigint, last_position bigint, bytes bigint, segments integer)
+AS 'MODULE_PATHNAME', 'imsg_changeset_log_range'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE ROWS 1;
+
 CREATE VIEW imsg_area AS
   SELECT * FROM @extschema@.imsg_area_stats();
 
@@ -225,6 +253,9 @@ REVOKE ALL ON FUNCTION imsg_manager_pid() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_area_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_mailbox_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_manager_status() FROM PUBLIC;
+REVOKE ALL ON TABLE imsg_state FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_changeset_log(bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_changeset_log_range() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_helpers() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_group_members() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_ping(text, integer) FROM PUBLIC;

@@ -50,6 +50,8 @@ int			imsg_commit_timeout_ms = 10000;
 int			imsg_settle_delay_ms = 1;
 int			imsg_gcs_join_wait_ms = 3000;
 int			imsg_certification_window = 262144;
+char	   *imsg_node_conninfo = NULL;
+int			imsg_changeset_log_size_kb = 64 * 1024;
 
 static const struct config_enum_entry commit_mode_options[] = {
 	{"async", IMSG_COMMIT_ASYNC, false},
@@ -109,7 +111,26 @@ _PG_init(void)
 
 	if (!process_shared_preload_libraries_in_progress)
 	{
-		MarkGUCPrefixReserved("imessages");
+		DefineCustomStringVariable("imessages.node_conninfo",
+							   "How other nodes reach this one to catch up from its change-set log (a libpq connection string).",
+							   "Published to the group; a node that missed change sets connects here to fetch them.  "
+							   "Empty: this node is never a donor.",
+							   &imsg_node_conninfo,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.changeset_log_size",
+							"How much of the latest change sets each node keeps in its change-set log, for nodes that catch up.",
+							"A node behind by more than a donor's log holds needs a full state transfer.",
+							&imsg_changeset_log_size_kb,
+							64 * 1024, 256, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("imessages");
 		return;
 	}
 
@@ -223,6 +244,25 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("imessages.node_conninfo",
+							   "How other nodes reach this one to catch up from its change-set log (a libpq connection string).",
+							   "Published to the group; a node that missed change sets connects here to fetch them.  "
+							   "Empty: this node is never a donor.",
+							   &imsg_node_conninfo,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.changeset_log_size",
+							"How much of the latest change sets each node keeps in its change-set log, for nodes that catch up.",
+							"A node behind by more than a donor's log holds needs a full state transfer.",
+							&imsg_changeset_log_size_kb,
+							64 * 1024, 256, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("imessages");
 

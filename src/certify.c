@@ -33,14 +33,15 @@
  * local_writes.c for how a node keeps that for its own rows).  A hash
  * collision can only declare a conflict that is not there, never miss one.
  * The map of last writers lives in the manager's memory: a node that
- * joins later, or whose manager restarted, starts with an empty one and
- * may decide differently about change sets concurrent with its start
- * (see README).
+ * joins later, or whose manager restarted, rebuilds it from the change-set
+ * log (imsg_mgr_certify_replay; see manager_state.c) before it certifies
+ * anything new.
  *
- * The map is bounded by age, in delivered change sets: each entry notes
- * when (the how-manyth change set certified here) its row was written,
- * and every window/4 change sets the entries older than
- * imessages.certification_window change sets are dropped.  Both counts
+ * The map is bounded by age, in positions (every delivered change set has
+ * one, winner or loser: see manager_state.c): each entry notes the
+ * position of the change set that wrote its row, and at every multiple of
+ * window/4 of the position the entries older than
+ * imessages.certification_window positions are dropped.  Both counts
  * come from the delivery order alone, so every node drops the same entries
  * at the same point and still decides the same.  What is lost: a conflict
  * between two change sets delivered more than a window apart (a sync
@@ -72,7 +73,7 @@ typedef struct LastWriter
 	uint64		row;			/* hash key */
 	int			origin;			/* index into origins[] */
 	uint64		counter;
-	uint64		written_at;		/* certified_count when it was recorded */
+	uint64		written_at;		/* the position of the change set that wrote it */
 } LastWriter;
 
 #define IMSG_MAX_ORIGINS	256
@@ -88,8 +89,8 @@ typedef struct Origin
 static Origin origins[IMSG_MAX_ORIGINS];
 static int	num_origins = 0;
 static HTAB *last_writers = NULL;
-static uint64 certified_count = 0;	/* change sets certified so far */
-static uint64 next_prune_at = 0;
+static uint64 certified_count = 0;	/* position of the last change set */
+static uint64 last_pruned_at = 0;	/* the last boundary pruned at */
 
 static void drop_entries(int origin, uint64 older_than);
 
@@ -149,17 +150,31 @@ drop_entries(int origin, uint64 older_than)
 	}
 }
 
-/* Every window/4 change sets, forget rows written more than a window ago. */
+/*
+ * At every multiple of window/4 of the position, forget the rows written
+ * more than a window before it.  The points depend on the position alone,
+ * so a node that rebuilt its map from the change-set log (a node that
+ * caught up) drops the same rows at the same points as the others.
+ */
 static void
 prune_old_entries(void)
 {
 	uint64		window = (uint64) imsg_certification_window;
+	uint64		step = Max(window / 4, 1);
+	uint64		boundary = certified_count - certified_count % step;
 
-	if (certified_count < next_prune_at)
+	if (boundary <= last_pruned_at)
 		return;
-	next_prune_at = certified_count + Max(window / 4, 1);
-	if (certified_count > window)
-		drop_entries(-1, certified_count - window);
+	last_pruned_at = boundary;
+	if (boundary > window)
+		drop_entries(-1, boundary - window);
+}
+
+/* The position of the last change set certified or replayed (0: none). */
+uint64
+imsg_certified_position(void)
+{
+	return certified_count;
 }
 
 /* Rows in the map, for imsg_manager_status(). */
@@ -193,8 +208,9 @@ ensure_map(void)
  * committed, and wins or loses row by row when applied (local_writes.c).
  */
 bool
-imsg_certify(const char *node, int pid, uint64 counter, bool certify,
-			 const ImsgSeen *seen, int nseen, const uint64 *rows, int64 nrows,
+imsg_certify(uint64 position, const char *node, int pid, uint64 counter,
+			 bool certify, const ImsgSeen *seen, int nseen,
+			 const uint64 *rows, int64 nrows,
 			 char *winner, Size winner_len)
 {
 	int			me;
@@ -229,7 +245,8 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 			ok = false;
 		}
 	}
-	certified_count++;
+	/* the group position is the clock: the same on every node */
+	certified_count = position;
 	origins[me].last_used = certified_count;
 	if (ok)
 	{
@@ -248,6 +265,32 @@ imsg_certify(const char *node, int pid, uint64 counter, bool certify,
 	}
 	prune_old_entries();
 	return ok;
+}
+
+/*
+ * Read a change set as the manager multicast it (GCS_CHANGESET): false if
+ * it is malformed (too short, a bad seen vector).
+ */
+bool
+imsg_gcs_changeset_parse(const char *data, Size len, ImsgGcsChangeset *out)
+{
+	ImsgBuffer	in;
+
+	if (len < GCS_CS_HEADER + 4 + 8 || data[0] != GCS_CHANGESET)
+		return false;
+	ImsgBufferInitReader(&in, data + 1, len - 1);
+	out->origin_pid = ImsgBufferGetInt32(&in);
+	out->xid = (uint64) ImsgBufferGetInt64(&in);
+	out->nchanges = ImsgBufferGetInt32(&in);
+	out->sync = ImsgBufferGetInt8(&in) != 0;
+	out->mgr_pid = ImsgBufferGetInt32(&in);
+	out->counter = (uint64) ImsgBufferGetInt64(&in);
+	out->nseen = imsg_seen_decode(&in, out->seen);
+	if (out->nseen < 0)
+		return false;
+	out->cs = data + 1 + in.cursor;
+	out->cslen = len - 1 - in.cursor;
+	return true;
 }
 
 /*

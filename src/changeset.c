@@ -381,6 +381,43 @@ imsg_cs_mark(void)
 /*
  * imsg_capture(): AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW.
  */
+/*
+ * A node that is not synced with its group (catching up, cut off, refused)
+ * accepts no write to a replicated table: it would commit on data that may
+ * be stale.  Checked at a transaction's first captured row; reads are not
+ * checked.  A group of one (imessages.gcs = local) is always synced.
+ */
+static void
+check_node_synced(void)
+{
+	ImsgManagerShared *st = ImsgManagerState;
+	ImsgNodeState state;
+	uint64		applied;
+	uint64		group_position;
+	char		detail[sizeof(st->state_detail)];
+
+	if (imsg_gcs_ops()->single_node)
+		return;
+	state = (ImsgNodeState) pg_atomic_read_u32(&st->node_state);
+	if (state == IMSG_NODE_SYNCED)
+		return;
+	SpinLockAcquire(&st->mutex);
+	applied = st->applied_position;
+	group_position = st->group_position;
+	strlcpy(detail, st->state_detail, sizeof(detail));
+	SpinLockRelease(&st->mutex);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("node \"%s\" is not synced with its group: writes to replicated tables are refused",
+					imsg_my_node_name()),
+			 errdetail("The node is %s: applied position %llu, group position %llu, lag %llu change sets.%s%s",
+					   imsg_node_state_name(state),
+					   (unsigned long long) applied, (unsigned long long) group_position,
+					   (unsigned long long) (group_position > applied ? group_position - applied : 0),
+					   detail[0] ? " " : "", detail),
+			 errhint("Wait until imsg_manager_status().state is 'synced'.  Reads are allowed and may return stale data.")));
+}
+
 Datum
 imsg_capture(PG_FUNCTION_ARGS)
 {
@@ -407,7 +444,10 @@ imsg_capture(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 	cr = imsg_cs_cached_relation(rel);
 	if (cs_context == NULL)
+	{
+		check_node_synced();
 		imsg_cs_start();
+	}
 	imsg_cs_mark();
 
 	old = MemoryContextSwitchTo(cs_context);

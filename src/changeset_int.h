@@ -56,11 +56,42 @@
 #define IMSG_CS_HAS_SEEN		0x04
 #define IMSG_CS_HEADER			(8 + 1 + 4) /* before the seen vector */
 
+/*
+ * What the manager multicasts for a change set (and keeps in its change-set
+ * log, see cslog.h): the kind byte GCS_CHANGESET, int32 origin backend pid,
+ * int64 xid, int32 changes, int8 sync, int32 origin manager pid, int64 the
+ * origin manager's counter, the seen vector, then the change set.  A state
+ * message (manager_state.c) has kind GCS_STATE.
+ */
+#define GCS_CHANGESET		'C'
+#define GCS_CS_HEADER		(1 + 4 + 8 + 4 + 1)
+#define GCS_STATE			'S'
+
+typedef struct ImsgGcsChangeset
+{
+	int32		origin_pid;		/* the backend */
+	uint64		xid;
+	int32		nchanges;
+	bool		sync;
+	int32		mgr_pid;		/* the origin's manager */
+	uint64		counter;		/* its number at its origin */
+	int			nseen;
+	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
+	const char *cs;
+	Size		cslen;
+} ImsgGcsChangeset;
+
+/* flags of a change-set log record */
+#define IMSG_LOG_LOST		0x01	/* lost certification: applied nowhere */
+
 /* certify.c */
 extern int64 imsg_certification_rows(void);
-extern bool imsg_certify(const char *node, int pid, uint64 counter, bool certify,
-						 const ImsgSeen *seen, int nseen, const uint64 *rows,
-						 int64 nrows, char *winner, Size winner_len);
+extern uint64 imsg_certified_position(void);
+extern bool imsg_certify(uint64 position, const char *node, int pid, uint64 counter,
+						 bool certify, const ImsgSeen *seen, int nseen,
+						 const uint64 *rows, int64 nrows,
+						 char *winner, Size winner_len);
+extern bool imsg_gcs_changeset_parse(const char *data, Size len, ImsgGcsChangeset *out);
 
 /*
  * The seen vector on the wire (in IMSG_T_CHANGESET, and after the fixed header

@@ -117,12 +117,21 @@ typedef struct CpgPartial
 	StringInfoData buf;
 } CpgPartial;
 
-/* A message delivered by corosync, to hand to the manager. */
+/*
+ * A message delivered by corosync, or a view change (members != NULL), to
+ * hand to the manager in the order corosync delivered them: the state
+ * exchange (manager_state.c) depends on where a view change falls among
+ * the messages.
+ */
 typedef struct CpgDelivered
 {
 	char		node[NAMEDATALEN];
+	uint32		nodeid;
+	uint32		pid;
 	Size		len;
 	char	   *data;
+	int			num_members;
+	ImsgGroupMember *members;
 } CpgDelivered;
 
 static MemoryContext cpg_context = NULL;
@@ -251,11 +260,13 @@ cpg_deliver_cb(cpg_handle_t handle, const struct cpg_name *group,
 		}
 		if (hdr.flags & IMSG_CPG_LAST)
 		{
-			CpgDelivered *d = palloc(sizeof(CpgDelivered));
+			CpgDelivered *d = palloc0(sizeof(CpgDelivered));
 
 			if (payload_len != hdr.total_len)
 				goto malformed_ctx;
 			strlcpy(d->node, node, sizeof(d->node));
+			d->nodeid = nodeid;
+			d->pid = pid;
 			d->len = payload_len;
 			d->data = palloc(Max(payload_len, 1));
 			memcpy(d->data, payload, payload_len);
@@ -284,11 +295,13 @@ cpg_deliver_cb(cpg_handle_t handle, const struct cpg_name *group,
 		appendBinaryStringInfo(&part->buf, payload, payload_len);
 		if (hdr.flags & IMSG_CPG_LAST)
 		{
-			CpgDelivered *d = palloc(sizeof(CpgDelivered));
+			CpgDelivered *d = palloc0(sizeof(CpgDelivered));
 
 			if ((uint32) part->buf.len != part->total_len)
 				goto malformed_ctx;
 			strlcpy(d->node, part->node, sizeof(d->node));
+			d->nodeid = nodeid;
+			d->pid = pid;
 			d->len = part->buf.len;
 			d->data = part->buf.data;
 			delivered = lappend(delivered, d);
@@ -417,6 +430,18 @@ cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 	}
 	membership_changed = true;
 	refresh_quorate();
+
+	/* the view change, in its place among the messages */
+	{
+		MemoryContext old = MemoryContextSwitchTo(cpg_context);
+		CpgDelivered *d = palloc0(sizeof(CpgDelivered));
+
+		d->num_members = num_members;
+		d->members = palloc(sizeof(ImsgGroupMember) * Max(num_members, 1));
+		memcpy(d->members, members, sizeof(ImsgGroupMember) * num_members);
+		delivered = lappend(delivered, d);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 static cpg_callbacks_t cpg_callbacks = {
@@ -727,8 +752,23 @@ corosync_dispatch(void)
 		CpgDelivered *d = linitial(delivered);
 
 		delivered = list_delete_first(delivered);
-		imsg_gcs_deliver(d->node, d->data, d->len);
-		pfree(d->data);
+		if (d->members != NULL)
+		{
+			int			self = -1;
+			int			i;
+
+			for (i = 0; i < d->num_members; i++)
+				if (d->members[i].nodeid == my_nodeid &&
+					d->members[i].pid == (uint32) MyProcPid)
+					self = i;
+			imsg_gcs_view(d->members, d->num_members, self);
+			pfree(d->members);
+		}
+		else
+		{
+			imsg_gcs_deliver(d->node, d->nodeid, d->pid, d->data, d->len);
+			pfree(d->data);
+		}
 		pfree(d);
 	}
 	if (membership_changed)
@@ -865,6 +905,29 @@ corosync_quorate(void)
 	return true;
 }
 
+/*
+ * Is this node in the primary component by corosync's own rule: quorate,
+ * and a majority of the nodes in corosync's view have a manager in our
+ * group?  What the state exchange votes with (manager_state.c); without
+ * corosync_quorate's wait for the other managers, which concerns only
+ * when this node orders its own change sets.
+ */
+static bool
+corosync_primary(void)
+{
+	int			in_group = 0;
+	int			i;
+
+	if (!cpg_initialized || !quorate)
+		return false;
+	if (!quorum_provided)
+		return true;
+	for (i = 0; i < quorum_view_count; i++)
+		if (has_manager(quorum_view[i]))
+			in_group++;
+	return 2 * in_group > quorum_view_count;
+}
+
 const ImsgGcsOps imsg_gcs_corosync_ops = {
 	.name = "corosync",
 	.connect = corosync_connect,
@@ -875,4 +938,5 @@ const ImsgGcsOps imsg_gcs_corosync_ops = {
 	.next_timeout = corosync_next_timeout,
 	.disconnect = corosync_disconnect,
 	.quorate = corosync_quorate,
+	.primary = corosync_primary,
 };

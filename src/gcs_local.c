@@ -61,6 +61,7 @@ local_connect(void)
 		self.pid = MyProcPid;
 		self.joined_at = GetCurrentTimestamp();
 		imsg_gcs_set_members(&self, 1);
+		imsg_gcs_view(&self, 1, 0);
 	}
 	return true;
 }
@@ -95,7 +96,7 @@ local_dispatch(void)
 
 		memcpy(&len, local_queue.data + off, sizeof(len));
 		off += sizeof(len);
-		imsg_gcs_deliver(imsg_my_node_name(), local_queue.data + off, len);
+		imsg_gcs_deliver(imsg_my_node_name(), 0, MyProcPid, local_queue.data + off, len);
 		off += len;
 	}
 	if (local_queue.maxlen > LOCAL_QUEUE_KEEP)

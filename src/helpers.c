@@ -30,7 +30,9 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -498,13 +500,6 @@ job_ping(ImsgWhole *msg)
 }
 
 /*
- * A change set another node committed (see imsg_mgr_apply_run in
- * manager_apply.c; a large one is assembled by the main loop), applied in
- * a transaction of our own.  An error is logged with the change set's
- * sequence number and reported to the manager, which counts it: never
- * skipped silently.
- */
-/*
  * Note a remote change set as applied, for certification (certify.c): after
  * its rows are written and locked, just before its transaction commits.  A
  * local transaction that changed one of those rows first holds the row
@@ -541,39 +536,79 @@ note_applied(const char *origin, int32 origin_pid, uint64 counter)
 	}
 	SpinLockRelease(&st->mutex);
 }
-static void
-job_cs_apply(ImsgWhole *msg)
+/*
+ * May the change set at 'seq' be applied, in the current transaction?
+ * imsg_state's applied position moves to it, under the row's lock, unless
+ * it is there already: then the change set was applied before (a catch-up
+ * after a crash reads it again) and must not be applied twice.  The row
+ * commits with the change set's rows, so a crash never loses nor repeats
+ * one.
+ */
+static bool
+claim_position(uint64 seq)
 {
-	ImsgBuffer	in;
-	uint64		seq;
-	uint64		xid;
-	uint32		origin_len;
-	const char *origin_p;
-	char		origin[NAMEDATALEN];
-	const char *cs;
-	Size		cslen;
-	int32		origin_pid;
-	uint64		counter;
-	bool		overwrite;
+	static SPIPlanPtr plan = NULL;
+	Datum		arg = Int64GetDatum((int64) seq);
+	int			rc;
+
+	if (plan == NULL)
+	{
+		char	   *sql = psprintf("UPDATE %s SET applied_position = $1 WHERE applied_position < $1",
+								   imsg_state_table());
+		Oid			argtype = INT8OID;
+
+		plan = SPI_prepare(sql, 1, &argtype);
+		if (plan == NULL)
+			elog(ERROR, "imessages: could not prepare the update of imsg_state: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+	}
+	rc = SPI_execute_plan(plan, &arg, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "imessages: could not update imsg_state: %s", SPI_result_code_string(rc));
+	return SPI_processed == 1;
+}
+
+/*
+ * Did this node's own transaction 'full_xid' commit here?  A change set of
+ * ours comes to a helper only in a catch-up (the change-set log holds
+ * everything the group delivered) or when its transaction failed after it
+ * was ordered: applied only if it did not commit here.  An xid this server
+ * never assigned (another incarnation of the node) did not; one older than
+ * the commit log did, long ago.
+ */
+static bool
+own_transaction_committed(uint64 full_xid)
+{
+	FullTransactionId fxid = FullTransactionIdFromU64(full_xid);
+	TransactionId xid = XidFromFullTransactionId(fxid);
+
+	if (!FullTransactionIdPrecedes(fxid, ReadNextFullTransactionId()))
+		return false;
+	if (TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+		return true;
+	return TransactionIdDidCommit(xid);
+}
+
+/*
+ * Apply a change set delivered at position 'seq' in a transaction of our
+ * own, recording 'seq' in imsg_state in the same transaction.  An error is
+ * logged with the position and returned (false): the caller reports it,
+ * never skips it silently.  *changes is what was applied, -1 if it was
+ * applied before (or is ours and committed here).
+ */
+bool
+imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid, uint64 counter,
+				  bool overwrite, uint64 xid, const char *cs, Size cslen,
+				  int64 *changes)
+{
 	bool		ok = false;
-	int64		changes = 0;
 	volatile int attempts = 0;
 	volatile bool retrying = false;
-	MemoryContext oldcxt;
-	char		reply[32];
-	ImsgBuffer	out;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 
-	ImsgBufferInitReader(&in, msg->data, msg->len);
-	seq = (uint64) ImsgBufferGetInt64(&in);
-	origin_p = ImsgBufferGetString(&in, &origin_len);
-	imsg_copy_name(origin, origin_p, origin_len);
-	origin_pid = ImsgBufferGetInt32(&in);
-	counter = (uint64) ImsgBufferGetInt64(&in);
-	overwrite = ImsgBufferGetInt8(&in) != 0;
-	xid = (uint64) ImsgBufferGetInt64(&in);
-	cslen = ImsgBufferRemaining(&in);
-	cs = ImsgBufferGetBytes(&in, cslen);
-	oldcxt = CurrentMemoryContext;
+	*changes = 0;
 
 	/*
 	 * A local transaction that writes rows in another order than the
@@ -592,10 +627,13 @@ retry:
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		changes = imsg_apply_changeset(cs, cslen, overwrite, seq);
+		if (!claim_position(seq) || (mine && own_transaction_committed(xid)))
+			*changes = -1;
+		else
+			*changes = imsg_apply_changeset(cs, cslen, overwrite, seq);
 		SPI_finish();
 		PopActiveSnapshot();
-		if (strcmp(origin, imsg_my_node_name()) != 0)
+		if (!mine && *changes >= 0)
 			note_applied(origin, origin_pid, counter);
 		CommitTransactionCommand();
 		ok = true;
@@ -647,14 +685,59 @@ retry:
 	if (ok)
 		ereport(DEBUG1,
 				(errmsg("imessages helper applied change set %llu from node \"%s\": " INT64_FORMAT " changes",
-						(unsigned long long) seq, origin, changes)));
+						(unsigned long long) seq, origin, *changes)));
+	return ok;
+}
+
+/*
+ * A change set another node committed (see imsg_mgr_apply_run in
+ * manager_apply.c; a large one is assembled by the main loop).
+ */
+static void
+job_cs_apply(ImsgWhole *msg)
+{
+	ImsgBuffer	in;
+	uint64		seq;
+	uint64		xid;
+	uint32		origin_len;
+	const char *origin_p;
+	char		origin[NAMEDATALEN];
+	const char *cs;
+	Size		cslen;
+	int32		origin_pid;
+	uint64		counter;
+	bool		overwrite;
+	bool		ok;
+	int64		changes = 0;
+	char		reply[32];
+	ImsgBuffer	out;
+
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	seq = (uint64) ImsgBufferGetInt64(&in);
+	origin_p = ImsgBufferGetString(&in, &origin_len);
+	imsg_copy_name(origin, origin_p, origin_len);
+	origin_pid = ImsgBufferGetInt32(&in);
+	counter = (uint64) ImsgBufferGetInt64(&in);
+	overwrite = ImsgBufferGetInt8(&in) != 0;
+	xid = (uint64) ImsgBufferGetInt64(&in);
+	cslen = ImsgBufferRemaining(&in);
+	cs = ImsgBufferGetBytes(&in, cslen);
+
+	ok = imsg_helper_apply(seq, origin, origin_pid, counter, overwrite, xid,
+						   cs, cslen, &changes);
 
 	ImsgBufferInitWriter(&out, reply, sizeof(reply));
 	ImsgBufferPutInt32(&out, my_slot);
 	ImsgBufferPutInt64(&out, (int64) seq);
 	ImsgBufferPutInt8(&out, ok ? 1 : 0);
-	ImsgBufferPutInt64(&out, changes);
+	ImsgBufferPutInt64(&out, Max(changes, 0));
 	(void) ImsgSend(IMSG_MANAGER, IMSG_T_CS_APPLIED, out.data, out.len, 1000, NULL);
+}
+
+int
+imsg_helper_my_slot(void)
+{
+	return my_slot;
 }
 
 /* Job type -> handler; a new kind of job is one line here. */
@@ -666,6 +749,9 @@ static const struct
 {
 	{IMSG_T_JOB_PING, job_ping},
 	{IMSG_T_CS_APPLY, job_cs_apply},
+	{IMSG_T_STATE_READ, imsg_job_state_read},
+	{IMSG_T_STATE_SAVE, imsg_job_state_save},
+	{IMSG_T_CATCH_UP, imsg_job_catch_up},
 };
 
 void

@@ -44,6 +44,8 @@ extern int	imsg_commit_timeout_ms;
 extern int	imsg_settle_delay_ms;
 extern int	imsg_gcs_join_wait_ms;
 extern int	imsg_certification_window;
+extern char *imsg_node_conninfo;
+extern int	imsg_changeset_log_size_kb;
 
 #define IMSG_COMMIT_ASYNC		0
 #define IMSG_COMMIT_SYNC		1
@@ -64,6 +66,21 @@ extern int	imsg_certification_window;
 #define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set */
 #define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int64 seq, int8 ok, int64 changes */
 /* -14 was a separate seen vector; -15 is IMSG_T_PART (mailbox_large.h) */
+/* node recovery (manager_state.c, helpers.c) */
+#define IMSG_T_STATE_READ		(-16)	/* manager -> helper: read imsg_state */
+#define IMSG_T_STATE_INFO		(-17)	/* helper -> manager: int32 slot, int8 ok,
+										 * int8 has group, 16 bytes group id,
+										 * int64 applied position */
+#define IMSG_T_STATE_SAVE		(-18)	/* manager -> helper: 16 bytes group id,
+										 * int64 applied position */
+#define IMSG_T_CATCH_UP			(-19)	/* manager -> helper: int64 up to, int64
+										 * own log's last, string donor,
+										 * string conninfo */
+#define IMSG_T_CS_FETCHED		(-20)	/* helper -> manager: int64 position,
+										 * int8 flags, string origin, message */
+#define IMSG_T_CATCH_UP_DONE	(-21)	/* helper -> manager: int32 slot, int8 ok,
+										 * int8 log gone, int64 through,
+										 * string error */
 
 /* How a sync change set fared, in the IMSG_T_CS_ORDERED reply. */
 typedef enum ImsgCsOutcome

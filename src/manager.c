@@ -48,6 +48,7 @@
 #include "mailbox_int.h"
 #include "changeset_int.h"
 #include "changeset_reader.h"
+#include "cslog.h"
 
 #define IMSG_MANAGER_BATCH		256
 #define IMSG_MANAGER_RESTART_S	1
@@ -82,6 +83,10 @@ static int	gcs_failures = 0;		/* connection attempts failed in a row */
 static TimestampTz gcs_failure_logged = 0;
 static TimestampTz gcs_retry_at = 0;
 static bool wait_set_stale = true;
+static uint64 last_logged = 0;	/* the log's last position at its last write */
+static bool log_unsynced = false;
+
+#define IMSG_LOG_SYNC_MS	100
 
 typedef void (*ImsgHandler) (ImsgWhole *msg);
 
@@ -102,6 +107,9 @@ static const struct
 	{IMSG_T_JOB_DONE, imsg_mgr_handle_job_done},
 	{IMSG_T_CHANGESET, imsg_mgr_handle_changeset},
 	{IMSG_T_CS_APPLIED, imsg_mgr_handle_cs_applied},
+	{IMSG_T_STATE_INFO, imsg_mgr_handle_state_info},
+	{IMSG_T_CS_FETCHED, imsg_mgr_handle_cs_fetched},
+	{IMSG_T_CATCH_UP_DONE, imsg_mgr_handle_catch_up_done},
 };
 
 void
@@ -234,6 +242,7 @@ imsg_manager_unregister(int code, Datum arg)
 	ImsgArea   *area = ImsgAreaPtr;
 
 	imsg_helpers_stop_all();
+	pg_atomic_write_u32(&ImsgManagerState->node_state, IMSG_NODE_DISCONNECTED);
 	if (imsg_mgr_gcs_connected)
 		imsg_mgr_gcs->disconnect();
 	imsg_mgr_gcs_connected = false;
@@ -265,6 +274,9 @@ imsg_mgr_order_state(void)
 		return IMSG_CS_OUTCOME_NO_GROUP;
 	if (imsg_mgr_gcs->quorate != NULL && !imsg_mgr_gcs->quorate())
 		return IMSG_CS_OUTCOME_NO_QUORUM;
+	/* a node that is not synced orders nothing of its own */
+	if (!imsg_mgr_gcs->single_node && imsg_mgr_node_state() != IMSG_NODE_SYNCED)
+		return IMSG_CS_OUTCOME_NO_QUORUM;
 	return IMSG_CS_OUTCOME_ORDERED;
 }
 
@@ -280,8 +292,11 @@ static void
 publish_order_state(void)
 {
 	static bool published = false;
-	bool		now = imsg_mgr_order_state() == IMSG_CS_OUTCOME_ORDERED;
+	bool		now;
 
+	/* the GCS's view of it: a node that is not synced says so itself */
+	now = imsg_mgr_gcs_connected &&
+		(imsg_mgr_gcs->quorate == NULL || imsg_mgr_gcs->quorate());
 	if (now == published)
 		return;
 	published = now;
@@ -393,12 +408,12 @@ imsg_mgr_record_delivered(uint64 seq, int origin_pid, uint64 xid, int32 nchanges
 
 /* imsg_certify, and publish the size of its map */
 static bool
-certify_changeset(const char *node, int pid, uint64 counter, bool certify,
-				  const ImsgSeen *seen, int nseen, const ImsgCsSummary *summary,
-				  char *winner, Size winner_len)
+certify_changeset(uint64 position, const char *node, const ImsgGcsChangeset *c,
+				  const ImsgCsSummary *summary, char *winner, Size winner_len)
 {
-	bool		ok = imsg_certify(node, pid, counter, certify, seen, nseen,
-								  summary->rows, summary->nrows, winner, winner_len);
+	bool		ok = imsg_certify(position, node, c->mgr_pid, c->counter, c->sync,
+								  c->seen, c->nseen, summary->rows, summary->nrows,
+								  winner, winner_len);
 	int64		rows = imsg_certification_rows();
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
@@ -408,24 +423,40 @@ certify_changeset(const char *node, int pid, uint64 counter, bool certify,
 }
 
 /*
- * A change set delivered by the GCS in total order: certify it (sync ones;
- * see certify.c), number it, and settle, apply or answer it.
+ * A change set delivered before this node joined (from the change-set log,
+ * its own or a donor's), whose outcome the group decided then: recorded in
+ * the certification map as it was on the others, so that this node
+ * certifies what comes next as they do.
  */
-static void
-deliver_changeset(const char *origin, const char *data, Size len)
+void
+imsg_mgr_certify_replay(const char *origin, uint64 position, uint8 flags,
+						const char *data, Size len)
 {
-	ImsgBuffer	in;
-	int32		origin_pid;
-	uint64		xid;
-	int32		nchanges;
-	bool		sync;
-	int32		mgr_pid;
-	uint64		counter;
-	int			nseen;
-	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
-	const char *cs;
-	Size		cslen;
-	uint64		seq = 0;
+	ImsgGcsChangeset c;
+	ImsgCsSummary summary;
+	char		winner[NAMEDATALEN + 16];
+
+	if ((flags & IMSG_LOG_LOST) || position <= imsg_certified_position() ||
+		!imsg_gcs_changeset_parse(data, len, &c))
+		return;
+	(void) imsg_changeset_summarize(c.cs, c.cslen, true, &summary);
+	(void) imsg_certify(position, origin, c.mgr_pid, c.counter, false,
+						c.seen, c.nseen, summary.rows, summary.nrows,
+						winner, sizeof(winner));
+	imsg_changeset_summary_free(&summary);
+}
+
+/*
+ * A change set delivered by the GCS in total order: position it, certify it
+ * (sync ones; see certify.c), log it, and settle, apply or answer it.
+ * Every delivered change set has a position, winner or loser, so that
+ * positions do not depend on certification (see manager_state.c).
+ */
+void
+imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len)
+{
+	ImsgGcsChangeset c;
+	uint64		seq;
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 	bool		single_node = imsg_mgr_gcs->single_node;
 	ImsgCsSummary summary;
@@ -433,37 +464,36 @@ deliver_changeset(const char *origin, const char *data, Size len)
 	int			summary_count;
 	char		winner[NAMEDATALEN + 16];
 
-	ImsgBufferInitReader(&in, data + 1, len - 1);
-	origin_pid = ImsgBufferGetInt32(&in);
-	xid = (uint64) ImsgBufferGetInt64(&in);
-	nchanges = ImsgBufferGetInt32(&in);
-	sync = ImsgBufferGetInt8(&in) != 0;
-	mgr_pid = ImsgBufferGetInt32(&in);
-	counter = (uint64) ImsgBufferGetInt64(&in);
-	nseen = imsg_seen_decode(&in, seen);
-	if (nseen < 0)
+	if (!imsg_gcs_changeset_parse(data, len, &c))
 	{
 		/* every node drops it alike: the same bytes are delivered to all */
 		ereport(LOG,
-				(errmsg("imessages manager dropped the change set of transaction %llu of node \"%s\": its seen vector is malformed",
-						(unsigned long long) xid, origin)));
+				(errmsg("imessages manager dropped a change set of node \"%s\": it is malformed",
+						origin)));
 		return;
 	}
-	cs = data + 1 + in.cursor;
-	cslen = len - 1 - in.cursor;
 
 	/*
 	 * The one read of the change set here: its count for the delivered
 	 * record, its rows for certification.  A damaged one certifies with no
-	 * rows and is logged by imsg_mgr_record_delivered.  A group of one has nothing
-	 * to certify against, nor a map to keep.
+	 * rows and is logged by imsg_mgr_record_delivered.  A group of one has
+	 * nothing to certify against, nor a map to keep.
 	 */
-	(void) imsg_changeset_summarize(cs, cslen, !single_node, &summary);
+	(void) imsg_changeset_summarize(c.cs, c.cslen, !single_node, &summary);
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	seq = ImsgManagerState->last_seq + 1;
+	SpinLockRelease(&ImsgManagerState->mutex);
 	won = single_node ||
-		certify_changeset(origin, mgr_pid, counter, sync, seen, nseen, &summary,
-						  winner, sizeof(winner));
+		certify_changeset(seq, origin, &c, &summary, winner, sizeof(winner));
 	summary_count = summary.nchanges;
 	imsg_changeset_summary_free(&summary);
+
+	/* nothing to wait for: a loser, or our own async one (committed) */
+	(void) imsg_mgr_next_position(!won || (mine && !c.sync));
+	if (!single_node)
+		imsg_cslog_append(seq, origin, c.mgr_pid, c.counter, c.xid,
+						  won ? 0 : IMSG_LOG_LOST, data, len);
+
 	if (!won)
 	{
 		/* the later of two conflicting change sets: aborted, applied nowhere */
@@ -472,48 +502,57 @@ deliver_changeset(const char *origin, const char *data, Size len)
 		SpinLockRelease(&ImsgManagerState->mutex);
 		ereport(DEBUG1,
 				(errmsg("imessages manager: change set of transaction %llu of node \"%s\" conflicts with one of %s delivered before it",
-						(unsigned long long) xid, origin, winner)));
+						(unsigned long long) c.xid, origin, winner)));
 		if (mine)
-			imsg_mgr_own_conflict(origin_pid, xid);
+			imsg_mgr_own_conflict(c.origin_pid, c.xid);
 		return;
 	}
-
-	SpinLockAcquire(&ImsgManagerState->mutex);
-	seq = ++ImsgManagerState->last_seq;
-	SpinLockRelease(&ImsgManagerState->mutex);
 
 	if (!mine)
 	{
 		/* another node's: delivered here, to be applied by a helper */
-		imsg_mgr_record_delivered(seq, origin_pid, xid, nchanges, summary_count,
-								  cs, cslen);
-		imsg_mgr_queue_remote(seq, origin, mgr_pid, counter, !sync, xid, cs, cslen);
+		imsg_mgr_record_delivered(seq, c.origin_pid, c.xid, c.nchanges, summary_count,
+								  c.cs, c.cslen);
+		imsg_mgr_queue_remote(seq, origin, c.mgr_pid, c.counter, !c.sync, c.xid,
+							  c.cs, c.cslen);
 		return;
 	}
 
 	/* ours: remote change sets delivered before it must not overwrite it */
 	if (!single_node)
-		imsg_mgr_own_delivered(xid, seq);
-	if (!sync)
+		imsg_mgr_own_delivered(c.xid, seq);
+	if (!c.sync)
 	{
 		/* multicast only after its commit: delivered now */
-		imsg_mgr_record_delivered(seq, origin_pid, xid, nchanges, summary_count,
-								  cs, cslen);
+		imsg_mgr_record_delivered(seq, c.origin_pid, c.xid, c.nchanges, summary_count,
+								  c.cs, c.cslen);
 		return;
 	}
 
 	/* sync: tell the waiting backend */
-	imsg_mgr_own_ordered(origin_pid, xid, seq, summary_count);
+	imsg_mgr_own_ordered(c.origin_pid, c.xid, seq, summary_count);
 }
 
 /* Called by the GCS for each message it delivers, in total order. */
 void
-imsg_gcs_deliver(const char *origin, const void *data, Size len)
+imsg_gcs_deliver(const char *origin, uint32 nodeid, uint32 pid,
+				 const void *data, Size len)
 {
 	const char *p = data;
 
-	if (len >= GCS_CS_HEADER && p[0] == GCS_CHANGESET)
-		deliver_changeset(origin, p, len);
+	if (len >= 1 && p[0] == GCS_STATE)
+		imsg_mgr_state_message(nodeid, pid, p, len);
+	else if (len >= GCS_CS_HEADER && p[0] == GCS_CHANGESET)
+	{
+		if (imsg_mgr_state_can_position())
+			imsg_mgr_deliver_changeset(origin, p, len);
+		else if (imsg_mgr_state_should_hold())
+			imsg_mgr_state_hold(origin, p, len);
+		else
+			ereport(DEBUG1,
+					(errmsg("imessages manager ignored a change set of node \"%s\" delivered while this node is %s",
+							origin, imsg_node_state_name(imsg_mgr_node_state()))));
+	}
 	else
 	{
 		SpinLockAcquire(&ImsgManagerState->mutex);
@@ -628,6 +667,37 @@ drain_mailbox(int *user_messages)
 	return n == IMSG_MANAGER_BATCH;
 }
 
+/*
+ * The change-set log: what a pass appended is written at its end, and
+ * synced to disk at most every IMSG_LOG_SYNC_MS (and when the manager
+ * exits): the log serves recovery, and a node whose last records did not
+ * reach the disk holds a lower position and fetches them again.
+ */
+static void
+log_write(void)
+{
+	static TimestampTz synced_at = 0;
+	TimestampTz now;
+
+	if (imsg_mgr_gcs->single_node)
+		return;
+	if (imsg_cslog_last_position() != last_logged)
+	{
+		imsg_cslog_write();
+		last_logged = imsg_cslog_last_position();
+		log_unsynced = true;
+	}
+	if (!log_unsynced)
+		return;
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(synced_at, now, IMSG_LOG_SYNC_MS))
+	{
+		imsg_cslog_sync();
+		synced_at = now;
+		log_unsynced = false;
+	}
+}
+
 static void
 gcs_try_connect(void)
 {
@@ -663,6 +733,7 @@ gcs_lost(void)
 					imsg_mgr_gcs->name)));
 
 	imsg_mgr_own_gcs_lost();
+	imsg_mgr_state_gcs_lost();
 	imsg_mgr_gcs->disconnect();
 	imsg_mgr_gcs_connected = false;
 	wait_set_stale = true;
@@ -715,6 +786,9 @@ next_timeout(long settle_timeout)
 	timeout = imsg_mgr_min_timeout(timeout, imsg_mgr_jobs_next_timeout());
 	timeout = imsg_mgr_min_timeout(timeout, imsg_mgr_own_next_timeout());
 	timeout = imsg_mgr_min_timeout(timeout, imsg_mgr_apply_next_timeout());
+	timeout = imsg_mgr_min_timeout(timeout, imsg_mgr_state_next_timeout());
+	if (log_unsynced)
+		timeout = imsg_mgr_min_timeout(timeout, IMSG_LOG_SYNC_MS);
 	/* a partial message whose sender may leave: see it go */
 	if (imsg_assembler_count(&assembler) > 0)
 		timeout = imsg_mgr_min_timeout(timeout, 1000);
@@ -771,6 +845,7 @@ manager_loop(void)
 		retry_sends();
 		imsg_helpers_check();
 		imsg_mgr_jobs_run();
+		imsg_mgr_state_run();
 		imsg_mgr_apply_run();
 		in_progress = imsg_mgr_own_settle(&settled);
 		/*
@@ -780,6 +855,7 @@ manager_loop(void)
 		settled_since_wait += settled;
 		MemoryContextSwitchTo(old);
 		publish_memory();
+		log_write();
 
 		if (more || (imsg_mgr_gcs_connected && imsg_mgr_gcs->pending()))
 			continue;
@@ -871,11 +947,12 @@ imsg_manager_main(Datum main_arg)
 	send_context = AllocSetContextCreate(TopMemoryContext,
 										 "imessages manager sends",
 										 ALLOCSET_SMALL_SIZES);
+	imsg_mgr_gcs = imsg_gcs_ops();
 	imsg_mgr_jobs_init();
 	imsg_mgr_own_init();
 	imsg_mgr_apply_init();
+	imsg_mgr_state_init();
 	imsg_assembler_init(&assembler, "imessages manager assembly", partial_dropped);
-	imsg_mgr_gcs = imsg_gcs_ops();
 
 	ImsgOpenMailbox();
 	mb = imsg_my_mailbox();
@@ -930,6 +1007,9 @@ imsg_manager_main(Datum main_arg)
 	}
 	PG_END_TRY();
 
+	/* what the log holds is on disk: a clean stop loses no position */
+	if (!imsg_mgr_gcs->single_node)
+		imsg_cslog_sync();
 	ereport(LOG, (errmsg("imessages manager shutting down")));
 	/* status 1: the postmaster starts a new manager unless it is shutting down */
 	proc_exit(1);

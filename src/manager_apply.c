@@ -100,6 +100,9 @@ imsg_mgr_apply_run(void)
 
 	if (apply_queue == NIL)
 		return;
+	if (imsg_mgr_node_state() != IMSG_NODE_SYNCED &&
+		imsg_mgr_node_state() != IMSG_NODE_CATCHING_UP)
+		return;					/* keep them; a catch-up may drop them */
 	if (apply_slot >= 0)
 	{
 		ImsgHelperSlot *hs = &ImsgManagerState->helpers[apply_slot];
@@ -115,11 +118,19 @@ imsg_mgr_apply_run(void)
 		apply_slot = -1;
 	}
 
+	/*
+	 * In position order, and only once everything before it is done (our
+	 * own sync change sets before it committed): the helper's transaction
+	 * records it as the applied position, which must then hold for every
+	 * position before it, or a crash would skip one.
+	 */
+	r = linitial(apply_queue);
+	if (!imsg_mgr_position_is_next(r->seq))
+		return;
 	slot = imsg_helper_pick(&pid, NULL);
 	if (slot < 0)
 		return;					/* one is starting; the loop comes back */
 
-	r = linitial(apply_queue);
 	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
 	ImsgBufferPutInt64(&head, (int64) r->seq);
 	ImsgBufferPutString(&head, r->origin, strlen(r->origin));
@@ -155,6 +166,7 @@ imsg_mgr_handle_cs_applied(ImsgWhole *msg)
 	if (r->seq != seq)
 		return;					/* a late report of one handed out again */
 	apply_queue = list_delete_first(apply_queue);
+	imsg_mgr_position_done(r->seq);
 	pfree(r->data);
 	pfree(r);
 	apply_slot = -1;
@@ -244,4 +256,50 @@ long
 imsg_mgr_apply_next_timeout(void)
 {
 	return apply_queue != NIL && apply_slot < 0 ? 10 : -1;
+}
+
+/* Is no remote change set being applied? */
+bool
+imsg_mgr_apply_idle(void)
+{
+	return apply_slot < 0;
+}
+
+/*
+ * Forget the queue (a catch-up applies those change sets again, from the
+ * change-set log, in order); the one being applied is let finish.
+ */
+void
+imsg_mgr_apply_drop_queue(void)
+{
+	ListCell   *lc;
+
+	if (apply_slot >= 0 && apply_queue != NIL)
+	{
+		/* keep the head: its report comes */
+		foreach(lc, apply_queue)
+		{
+			RemoteChangeset *r = lfirst(lc);
+
+			if (foreach_current_index(lc) == 0)
+				continue;
+			pfree(r->data);
+			pfree(r);
+			apply_queue = foreach_delete_current(apply_queue, lc);
+		}
+	}
+	else
+	{
+		foreach(lc, apply_queue)
+		{
+			RemoteChangeset *r = lfirst(lc);
+
+			pfree(r->data);
+			pfree(r);
+		}
+		list_free(apply_queue);
+		apply_queue = NIL;
+	}
+	publish_apply_queue();
+	prune_own_delivered();
 }

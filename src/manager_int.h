@@ -29,8 +29,7 @@
 
 /* What the manager multicasts: a kind byte, then the kind's payload. */
 #define GCS_USER_MESSAGE	'U'
-#define GCS_CHANGESET		'C' /* int32 origin pid, int64 xid, int32 changes, int8 sync */
-#define GCS_CS_HEADER		(1 + 4 + 8 + 4 + 1)
+/* GCS_CHANGESET and GCS_STATE: changeset_int.h */
 
 /* manager.c */
 extern const ImsgGcsOps *imsg_mgr_gcs;
@@ -41,6 +40,27 @@ extern void imsg_mgr_record_delivered(uint64 seq, int origin_pid, uint64 xid,
 									  int32 nchanges, int64 counted,
 									  const char *cs, Size cslen);
 extern long imsg_mgr_min_timeout(long a, long b);
+extern void imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len);
+extern void imsg_mgr_certify_replay(const char *origin, uint64 position, uint8 flags,
+									const char *data, Size len);
+
+/* manager_state.c */
+extern void imsg_mgr_state_init(void);
+extern void imsg_mgr_state_run(void);
+extern long imsg_mgr_state_next_timeout(void);
+extern void imsg_mgr_state_gcs_lost(void);
+extern void imsg_mgr_state_message(uint32 nodeid, uint32 pid, const char *data, Size len);
+extern bool imsg_mgr_state_can_position(void);
+extern bool imsg_mgr_state_should_hold(void);
+extern void imsg_mgr_state_hold(const char *origin, const char *data, Size len);
+extern uint64 imsg_mgr_next_position(bool done);
+extern void imsg_mgr_position_done(uint64 pos);
+extern bool imsg_mgr_position_is_next(uint64 pos);
+extern uint64 imsg_mgr_applied_position(void);
+extern ImsgNodeState imsg_mgr_node_state(void);
+extern void imsg_mgr_handle_state_info(ImsgWhole *msg);
+extern void imsg_mgr_handle_cs_fetched(ImsgWhole *msg);
+extern void imsg_mgr_handle_catch_up_done(ImsgWhole *msg);
 
 /* manager_jobs.c */
 extern void imsg_mgr_jobs_init(void);
@@ -69,5 +89,7 @@ extern void imsg_mgr_apply_run(void);
 extern void imsg_mgr_handle_cs_applied(ImsgWhole *msg);
 extern void imsg_mgr_own_delivered(uint64 full_xid, uint64 seq);
 extern long imsg_mgr_apply_next_timeout(void);
+extern bool imsg_mgr_apply_idle(void);
+extern void imsg_mgr_apply_drop_queue(void);
 
 #endif							/* IMESSAGES_MANAGER_INT_H */

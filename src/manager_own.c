@@ -327,8 +327,24 @@ imsg_mgr_own_settle(int *settled)
 		committed = TransactionIdDidCommit(xid);
 
 		if (committed && e->sync)
+		{
 			imsg_mgr_record_delivered(e->seq, e->key.origin_pid, e->key.xid,
 									  e->nchanges, e->counted, e->cs, e->cslen);
+			imsg_mgr_position_done(e->seq);
+		}
+		else if (e->sync && e->seq != 0 && !imsg_mgr_gcs->single_node)
+		{
+			/*
+			 * Ordered, so every other node applies it, but its transaction
+			 * failed after PRE_COMMIT here: apply it here too, as a remote
+			 * one (the helper sees that its transaction did not commit).
+			 */
+			ereport(LOG,
+					(errmsg("imessages manager: transaction %llu did not commit after its change set was ordered at position %llu; a helper applies it",
+							(unsigned long long) e->key.xid, (unsigned long long) e->seq)));
+			imsg_mgr_queue_remote(e->seq, imsg_my_node_name(), MyProcPid, e->counter,
+								  false, e->key.xid, e->cs, e->cslen);
+		}
 		else if (committed)
 		{
 			ImsgCsOutcome state = imsg_mgr_order_state();
@@ -350,7 +366,11 @@ imsg_mgr_own_settle(int *settled)
 			}
 		}
 		else
+		{
 			count_discarded(e);
+			if (e->sync && e->seq != 0)
+				imsg_mgr_position_done(e->seq); /* a group of one: nobody has it */
+		}
 
 		free_inflight(e);
 		(*settled)++;

@@ -130,6 +130,24 @@ typedef struct ImsgSeen
 	uint64		counter;
 } ImsgSeen;
 
+/*
+ * A node's place in its group (manager_state.c decides it; see DESIGN.md,
+ * "Node recovery").  Only a synced node accepts writes to replicated
+ * tables; every change is logged by the manager.
+ */
+typedef enum ImsgNodeState
+{
+	IMSG_NODE_DISCONNECTED = 0, /* not in a primary component of the group */
+	IMSG_NODE_JOINING,			/* in one; the state exchange is not done */
+	IMSG_NODE_CATCHING_UP,		/* applying what it missed, from its own log
+								 * and a donor's */
+	IMSG_NODE_TRANSFERRING,		/* needs a full state transfer */
+	IMSG_NODE_SYNCED,
+	IMSG_NODE_REFUSED			/* its state is not the group's */
+} ImsgNodeState;
+
+#define IMSG_GROUP_ID_LEN	16	/* a UUID */
+
 typedef struct ImsgManagerShared
 {
 	slock_t		mutex;
@@ -159,7 +177,23 @@ typedef struct ImsgManagerShared
 	uint64		remote_writes_skipped;	/* rows a local write kept (helpers) */
 	int			num_seen;
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
-	uint64		last_seq;		/* global sequence number, per server life */
+	/*
+	 * The node's state (an ImsgNodeState), also an atomic so that a
+	 * backend's first write of a transaction reads it without the mutex;
+	 * the rest under the mutex, all written by the manager
+	 * (manager_state.c).  'last_seq' is the group position of the last
+	 * change set this node delivered; 'applied_position' the highest one
+	 * below which every change set is applied here (or is ours and
+	 * committed); 'group_position' the highest the node knows the group
+	 * has delivered.
+	 */
+	pg_atomic_uint32 node_state;
+	bool		has_group_id;
+	uint8		group_id[IMSG_GROUP_ID_LEN];
+	uint64		last_seq;
+	uint64		applied_position;
+	uint64		group_position;
+	char		state_detail[128];	/* why, for the hint and the view */
 	char		last_error[256];
 	int			num_helper_slots;
 	ImsgHelperSlot helpers[FLEXIBLE_ARRAY_MEMBER];
@@ -177,7 +211,9 @@ extern ImsgManagerShared *ImsgManagerState;
  * multicast	send a message, 'head' then 'body' (either may be empty), to the
  *				whole group; false if it could not be sent now
  * dispatch		deliver what has arrived, in the group's total order, by
- *				calling imsg_gcs_deliver(); report membership changes by
+ *				calling imsg_gcs_deliver(), and each view change in its place
+ *				in that order by calling imsg_gcs_view() (the state exchange
+ *				depends on it); report what it knows of the members by
  *				calling imsg_gcs_set_members(); false if the connection failed
  * pending		true if dispatch should run now without waiting (a GCS
  *				without sockets, or a retry that is due)
@@ -205,6 +241,8 @@ typedef struct ImsgGcsOps
 	void		(*disconnect) (void);
 	/* may this node order messages now (primary component)?  NULL: yes */
 	bool		(*quorate) (void);
+	/* is it in the primary component, waits aside?  NULL: as quorate */
+	bool		(*primary) (void);
 } ImsgGcsOps;
 
 #define IMSG_GCS_MAX_FDS 4
@@ -214,8 +252,10 @@ extern const struct config_enum_entry *imsg_gcs_options(void);
 extern const ImsgGcsOps *imsg_gcs_ops(void);
 extern const char *imsg_my_node_name(void);
 
-extern void imsg_gcs_deliver(const char *origin, const void *data, Size len);
+extern void imsg_gcs_deliver(const char *origin, uint32 nodeid, uint32 pid,
+							 const void *data, Size len);
 extern void imsg_gcs_set_members(const ImsgGroupMember *members, int count);
+extern void imsg_gcs_view(const ImsgGroupMember *members, int count, int self);
 
 /* gcs_local.c */
 extern const ImsgGcsOps imsg_gcs_local_ops;
@@ -235,6 +275,20 @@ extern void imsg_helper_ready(int slot, int pid);
 extern void imsg_helper_job_done(int slot);
 extern int	imsg_helpers_running(void);
 extern PGDLLEXPORT void imsg_helper_main(Datum main_arg);
+extern int	imsg_helper_my_slot(void);
+extern bool imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid,
+							  uint64 counter, bool overwrite, uint64 xid,
+							  const char *cs, Size cslen, int64 *changes);
+
+/* recovery.c (helper jobs) */
+struct ImsgWhole;
+extern char *imsg_state_table(void);
+extern void imsg_job_state_read(struct ImsgWhole *msg);
+extern void imsg_job_state_save(struct ImsgWhole *msg);
+extern void imsg_job_catch_up(struct ImsgWhole *msg);
+
+/* manager_state.c */
+extern const char *imsg_node_state_name(ImsgNodeState state);
 
 /* manager.c */
 extern void imsg_register_manager(void);

@@ -24,6 +24,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "replication_int.h"
 #include "changeset_int.h"
@@ -121,8 +122,9 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[24];
-	bool		nulls[24] = {0};
+	Datum		values[29];
+	bool		nulls[29] = {0};
+	ImsgNodeState node_state;
 	int64		local_xids;
 	int64		local_removals;
 	int			running;
@@ -172,6 +174,21 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[21] = Int64GetDatum(local_xids);
 	values[22] = Int64GetDatum(copy.manager_memory_bytes);
 	values[23] = Int64GetDatum(copy.messages_in_assembly);
+	node_state = (ImsgNodeState) pg_atomic_read_u32(&ImsgManagerState->node_state);
+	values[24] = CStringGetTextDatum(imsg_node_state_name(node_state));
+	if (copy.has_group_id)
+	{
+		pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
+
+		memcpy(u->data, copy.group_id, UUID_LEN);
+		values[25] = UUIDPGetDatum(u);
+	}
+	else
+		nulls[25] = true;
+	values[26] = Int64GetDatum((int64) copy.applied_position);
+	values[27] = Int64GetDatum((int64) copy.group_position);
+	values[28] = Int64GetDatum((int64) (copy.group_position > copy.applied_position ?
+										copy.group_position - copy.applied_position : 0));
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

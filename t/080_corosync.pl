@@ -35,6 +35,8 @@ imessages.node_name = 'node$i'
 imessages.certification_window = 1000
 restart_after_crash = on
 });
+	$node->append_conf('postgresql.conf',
+		"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
 	$node->start;
 	$node->safe_psql('postgres', q{
 CREATE EXTENSION imessages;
@@ -47,7 +49,7 @@ SELECT imsg_replicate('acc');
 for my $node (@nodes)
 {
 	$node->poll_query_until('postgres',
-		"SELECT group_members = 3 FROM imsg_manager_status()")
+		"SELECT group_members = 3 AND state = 'synced' FROM imsg_manager_status()")
 	  or die $node->name . ' does not see three members';
 	$node->poll_query_until('postgres',
 		"SELECT string_agg(node, ',' ORDER BY node) = 'node1,node2,node3' FROM imsg_group_members()")
@@ -211,17 +213,22 @@ $nodes[0]->safe_psql('postgres', q{INSERT INTO acc VALUES (4, 'dan', 1)});
 $nodes[1]->poll_query_until('postgres', 'SELECT count(*) = 1 FROM acc WHERE id = 4')
   or die 'node2 stopped getting changes';
 pass('while node3 is away, the others go on committing and replicating');
-# it comes back as a new member (a new manager pid) and gets what is
-# committed from then on (not what it missed: there is no state transfer)
+# it comes back as a new member (a new manager pid), catches up on what it
+# missed (from its own change-set log and a donor's) and gets what is
+# committed from then on
 $nodes[0]->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM imsg_group_members() WHERE node = 'node3' AND pid <> $m3")
   or die 'node3 did not rejoin';
 $nodes[2]->poll_query_until('postgres', "SELECT group_members = 3 FROM imsg_manager_status()")
   or die 'node3 does not see the group';
+$nodes[2]->poll_query_until('postgres', "SELECT state = 'synced' FROM imsg_manager_status()")
+  or die 'node3 is not synced again';
 $nodes[0]->safe_psql('postgres', q{INSERT INTO acc VALUES (5, 'eve', 1)});
 $nodes[2]->poll_query_until('postgres', 'SELECT count(*) = 1 FROM acc WHERE id = 5')
   or die 'node3 did not get changes after rejoining';
 pass('node3 rejoins as a new member and applies new change sets');
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM acc WHERE id = 4'), '1',
+	'and what was committed while its manager was away');
 
 # --- cleanup ------------------------------------------------------------
 $_->stop for @nodes;

@@ -2,10 +2,13 @@
 # network namespace of its own with its own corosync, the corosyncs talk
 # over a private bridge (src/tools/corosync-lab.sh).  Checks that the group
 # forms across the network, and what happens when one node's corosync is
-# killed: that node's server keeps running, its sync commits fail at once
-# with a clear error, its async ones wait and go out when it is back; the
-# other nodes see it leave and go on committing; it rejoins when its
-# corosync is back.  Nothing is left running or in /dev/shm afterwards.
+# killed: that node's server keeps running and serves reads, a sync commit
+# in flight fails at once (08007), and, no longer synced with its group, it
+# refuses writes to replicated tables (55000); the other nodes see it leave
+# and go on committing; it rejoins when its corosync is back and catches up
+# on what it missed.  Then two nodes lose corosync, come back, and the one
+# whose manager was stopped meanwhile catches up too.  Nothing is left
+# running or in /dev/shm afterwards.
 use strict;
 use warnings;
 use Cwd qw(abs_path);
@@ -73,6 +76,9 @@ imessages.gcs_group = 'imsg_lab'
 imessages.node_name = 'node$i'
 imessages.commit_timeout = 60000
 });
+	# (unix sockets reach across network namespaces)
+	$node->append_conf('postgresql.conf',
+		"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
 	$node->start;
 	$node->safe_psql('postgres', q{
 CREATE EXTENSION imessages;
@@ -97,6 +103,7 @@ sub all_agree
 my $members = q{SELECT string_agg(node || '=' || gcs_nodeid, ',' ORDER BY node) FROM imsg_group_members()};
 all_agree($members, 'node1=1,node2=2,node3=3',
 	'the group forms across the network: each node is its own corosync node');
+all_agree(q{SELECT state FROM imsg_manager_status()}, 'synced', 'every node is synced');
 
 my $rows = q{SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t};
 $nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (1, 'sync from node1')});
@@ -170,15 +177,18 @@ is($nodes[2]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_stat
 	'node3 is not quorate');
 is($nodes[0]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 't',
 	'node1 still is');
+is($nodes[2]->safe_psql('postgres', 'SELECT state FROM imsg_manager_status()'), 'disconnected',
+	'node3 is disconnected from its group');
 my ($rc, $out, $err) = $nodes[2]->psql('postgres',
 	q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (30, 'sync from node3 alone')},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/08006: imessages manager is not connected to the group communication system "corosync"/,
-	'a sync commit on node3 fails at once with 08006, not after commit_timeout');
-is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 30'), '0', 'and is rolled back');
-$nodes[2]->safe_psql('postgres', q{INSERT INTO t VALUES (31, 'async from node3 alone')});
-is($nodes[2]->safe_psql('postgres', 'SELECT v FROM t WHERE id = 31'), 'async from node3 alone',
-	'an async commit on node3 commits locally');
+like($err, qr/55000: node "node3" is not synced with its group: writes to replicated tables are refused/,
+	'a sync write on node3 fails at once with 55000, not after commit_timeout');
+($rc, $out, $err) = $nodes[2]->psql('postgres', q{INSERT INTO t VALUES (31, 'async from node3 alone')});
+like($err, qr/is not synced with its group/,
+	'so does an async one: cut off, node3 would commit on stale data');
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id IN (30, 31)'), '0',
+	'neither is committed');
 
 $nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (10, 'node1 while node3 is away')});
 $nodes[1]->safe_psql('postgres', q{INSERT INTO t VALUES (11, 'node2 while node3 is away')});
@@ -188,13 +198,13 @@ all_agree(q{SELECT count(*) FROM t WHERE id IN (10, 11)}, '2',
 # --- node3's corosync is back --------------------------------------------
 lab('up', $dir, 3);
 all_agree($members, 'node1=1,node2=2,node3=3', 'node3 rejoins');
-all_agree(q{SELECT v FROM t WHERE id = 31}, 'async from node3 alone',
-	"node3's async change set, held while it was away, reaches the others");
+all_agree(q{SELECT count(*) FROM t WHERE id IN (10, 11)}, '2',
+	'node3 catches up on what was committed while it was away');
+ok($nodes[2]->wait_for_log(qr/imessages helper catches up from position \d+ to \d+, from donor node[12]/),
+	'from a donor');
+all_agree(q{SELECT state FROM imsg_manager_status()}, 'synced', 'every node is synced again');
 $nodes[0]->safe_psql('postgres', q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (12, 'after')});
 all_agree(q{SELECT v FROM t WHERE id = 12}, 'after', 'node3 applies what is committed after it rejoined');
-# what was committed while it was away is not sent again: no state transfer
-is($nodes[2]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id IN (10, 11)'), '0',
-	'node3 did not get what it missed (documented: no state transfer)');
 for my $node (@nodes)
 {
 	is($node->safe_psql('postgres', 'SELECT apply_errors FROM imsg_manager_status()'),
@@ -205,38 +215,30 @@ for my $node (@nodes)
 lab('kill', $dir, 1);
 lab('kill', $dir, 2);
 $nodes[2]->poll_query_until('postgres',
-	q{SELECT group_members = 1 AND NOT group_quorate FROM imsg_manager_status()})
+	q{SELECT group_members = 1 AND NOT group_quorate AND state = 'disconnected' FROM imsg_manager_status()})
   or die 'node3 did not lose quorum';
-pass('node3 alone in its view is connected but not quorate');
+pass('node3 alone in its view is connected but not quorate, and not synced');
 ($rc, $out, $err) = $nodes[2]->psql('postgres',
 	q{SET imessages.commit_mode = 'sync'; INSERT INTO t VALUES (40, 'sync from node3 without quorum')},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/08006: this node has no quorum in the group communication system "corosync"/,
-	'a sync commit without quorum fails at once with 08006');
-my $delivered3 = $nodes[2]->safe_psql('postgres', 'SELECT change_sets_delivered FROM imsg_manager_status()');
-$nodes[2]->safe_psql('postgres', q{INSERT INTO t VALUES (41, 'async from node3 without quorum')});
-ok($nodes[2]->wait_for_log(qr/holds the change set of transaction \d+: this node has no quorum in "corosync"/),
-	'an async change set without quorum is held, and the log says why');
-is($nodes[2]->safe_psql('postgres', 'SELECT change_sets_delivered FROM imsg_manager_status()'),
-	$delivered3, 'not even delivered to node3 itself: nothing is ordered in a minority');
+like($err, qr/55000: node "node3" is not synced with its group/,
+	'a write without quorum fails at once with 55000');
+like($err, qr/This node is not in the primary component of the group/, 'and says why');
 # Their corosyncs come back, node1's first, and node2's manager is stopped
-# (as if slow to reconnect).  A node that regains a majority waits up to
-# imessages.gcs_join_wait for the managers of the other nodes, those in
-# corosync's view and those seen in the group before, before it orders:
-# 60 s on node3 (set here), so its held change set waits for node2's
-# manager even while node2's corosync is not back yet; the default 3 s on
-# node1, which then orders without node2 (what node2 misses is not sent
-# again: no state transfer).
+# (as if slow to reconnect).  Nodes 1 and 3 are a primary component (two
+# of three corosync nodes, each with a manager): both synced.  A node that
+# regains a majority waits up to imessages.gcs_join_wait for the managers
+# of the other nodes before it orders its own change sets: 60 s on node3
+# (set here), the default 3 s on node1, which then commits without node2.
 $nodes[2]->safe_psql('postgres', q{ALTER SYSTEM SET imessages.gcs_join_wait = '60s'; SELECT pg_reload_conf()});
 my $manager2 = $nodes[1]->safe_psql('postgres', 'SELECT pid FROM imsg_manager_status()');
 kill 'STOP', $manager2;
 END { kill 'CONT', $manager2 if $manager2; }
 lab('up', $dir, 1);
 all_agree($members, 'node1=1,node3=3', "node1's manager rejoins", @nodes[0, 2]);
+all_agree(q{SELECT state FROM imsg_manager_status()}, 'synced', 'nodes 1 and 3 are synced', @nodes[0, 2]);
 is($nodes[2]->safe_psql('postgres', 'SELECT group_quorate FROM imsg_manager_status()'), 'f',
-	'node3 has a majority but waits for node2, seen in the group before');
-is($nodes[0]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 41'), '0',
-	'so its held change set has not gone out yet');
+	'node3 has a majority but waits for node2, seen in the group before, to order its own');
 lab('up', $dir, 2);
 ok($nodes[0]->wait_for_log(qr/imessages manager: this node is quorate in "corosync": change sets are ordered again/,
 		$nodes[0]->wait_for_log(qr/waits up to 3000 ms for the managers of corosync nodes 2 to join/)),
@@ -247,12 +249,10 @@ all_agree(q{SELECT v FROM t WHERE id = 42}, 'sync from node1 without node2',
 kill 'CONT', $manager2;
 all_agree($members, 'node1=1,node2=2,node3=3', 'the group forms again');
 all_agree(q{SELECT group_quorate FROM imsg_manager_status()}, 't', 'every node is quorate again');
-all_agree(q{SELECT v FROM t WHERE id = 41}, 'async from node3 without quorum',
-	'the held change set reaches every node, node2 included');
-is($nodes[1]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 42'), '0',
-	'node2 did not get what was ordered while its manager was away');
-is($nodes[0]->safe_psql('postgres', 'SELECT count(*) FROM t WHERE id = 40'), '0',
-	'the failed sync commit is nowhere');
+all_agree(q{SELECT v FROM t WHERE id = 42}, 'sync from node1 without node2',
+	'node2 catches up on what was ordered while its manager was away');
+all_agree(q{SELECT count(*) FROM t WHERE id IN (30, 31, 40)}, '0', 'the refused writes are nowhere');
+ImsgGroup::same_contents(\@nodes, 't', 'every node has the same rows');
 
 # --- cleanup ------------------------------------------------------------
 $_->stop for @nodes;

@@ -147,14 +147,15 @@ sub stop_corosync
 	return !grep { !$before{$_} } glob('/dev/shm/qb-*');
 }
 
-# N started clusters, node1..nodeN, in group $group, each with the
-# extension created and $setup_sql run.  $conf is appended to each
-# postgresql.conf.
+# N started clusters, node1..nodeN (or from node$first on), in group
+# $group, each with the extension created and $setup_sql run.  $conf is
+# appended to each postgresql.conf.
 sub new_nodes
 {
-	my ($count, $group, $conf, $setup_sql) = @_;
+	my ($count, $group, $conf, $setup_sql, $first) = @_;
+	$first //= 1;
 	my @nodes;
-	for my $i (1 .. $count)
+	for my $i ($first .. $first + $count - 1)
 	{
 		my $node = PostgreSQL::Test::Cluster->new("node$i");
 		$node->init;
@@ -168,6 +169,9 @@ imessages.node_name = 'node$i'
 imessages.commit_timeout = 60000
 $conf
 });
+		# how the others reach it to catch up from its change-set log
+		$node->append_conf('postgresql.conf',
+			"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
 		$node->start;
 		$node->safe_psql('postgres', "CREATE EXTENSION imessages; $setup_sql");
 		push @nodes, $node;
@@ -175,7 +179,8 @@ $conf
 	for my $node (@nodes)
 	{
 		$node->poll_query_until('postgres',
-			"SELECT group_members = $count AND group_quorate FROM imsg_manager_status()")
+			"SELECT group_members = $count AND group_quorate AND state = 'synced'
+			        AND group_id = (SELECT group_id FROM imsg_state) FROM imsg_manager_status()")
 		  or die $node->name . " does not see $count members";
 	}
 	return @nodes;
@@ -220,8 +225,8 @@ sub storm
 	return @done;
 }
 
-# Wait until the group is idle: every node has delivered the same number
-# of change sets, twice in a row, and has none left to apply.
+# Wait until the group is idle: every node is at the same group position,
+# twice in a row, and has applied everything up to it.
 sub wait_idle
 {
 	my @nodes = @_;
@@ -230,7 +235,7 @@ sub wait_idle
 	{
 		my @states = map {
 			$_->safe_psql('postgres',
-				'SELECT change_sets_delivered, change_sets_to_apply FROM imsg_manager_status()')
+				'SELECT group_position, change_sets_to_apply + (group_position - applied_position) FROM imsg_manager_status()')
 		} @nodes;
 		my %delivered = map { (split /\|/)[0] => 1 } @states;
 		my $busy = grep { (split /\|/)[1] != 0 } @states;

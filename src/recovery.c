@@ -1,0 +1,540 @@
+/*-------------------------------------------------------------------------
+ *
+ * recovery.c
+ *	  The helpers' part of node recovery (the manager's is
+ *	  manager_state.c): reading and writing the durable state in table
+ *	  imsg_state, and the catch-up of a node that missed change sets, from
+ *	  its own change-set log and then from a donor's over libpq.
+ *
+ * Why libpq, not the group: a catch-up of gigabytes must not go through
+ * every member's CPG traffic; a connection to one donor has authentication,
+ * TLS and back-pressure, and the donor's backend reads its log files
+ * (cslog.c) without involving its manager.  The donor is chosen by the
+ * state exchange; its imessages.node_conninfo came in its state message.
+ *
+ * Copyright (c) 2026, imessages developers
+ *
+ * IDENTIFICATION
+ *	  src/recovery.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/pg_bswap.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/uuid.h"
+
+#include "replication_int.h"
+#include "changeset_int.h"
+#include "cslog.h"
+#include "mailbox_large.h"
+
+#define IMSG_FETCH_BATCH		1000	/* records per query to the donor */
+#define IMSG_PROGRESS_EVERY		64		/* publish the applied position */
+
+/* The schema of extension 'ext' (PostgreSQL 16 has get_extension_schema). */
+static Oid
+extension_schema(Oid ext)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			schema = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		schema = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return schema;
+}
+
+/* The qualified name of imsg_state, in the extension's schema. */
+static char *ext_schema = NULL;	/* cached with it, for the donor's query */
+
+char *
+imsg_state_table(void)
+{
+	static char *name = NULL;
+	Oid			ext;
+	char	   *schema;
+
+	if (name != NULL)
+		return name;
+	ext = get_extension_oid("imessages", true);
+	if (!OidIsValid(ext))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"imessages\" is not installed in database \"%s\"",
+						imsg_database)));
+	schema = get_namespace_name(extension_schema(ext));
+	ext_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(schema));
+	name = MemoryContextStrdup(TopMemoryContext,
+							   quote_qualified_identifier(schema, "imsg_state"));
+	return name;
+}
+
+/*
+ * Read imsg_state, or write it (has_group: the group id; the applied
+ * position only ever grows), and tell the manager what it holds then.
+ */
+static void
+state_job(bool write, const uint8 *gid, uint64 applied)
+{
+	char		reply[64];
+	ImsgBuffer	out;
+	bool		ok = false;
+	bool		has_group = false;
+	uint8		group_id[IMSG_GROUP_ID_LEN] = {0};
+	uint64		position = 0;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		char	   *sql;
+		int			rc;
+		bool		isnull;
+		Datum		d;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (write)
+		{
+			pg_uuid_t	u;
+			Datum		args[2];
+			Oid			types[2] = {UUIDOID, INT8OID};
+
+			memcpy(u.data, gid, UUID_LEN);
+			args[0] = UUIDPGetDatum(&u);
+			args[1] = Int64GetDatum((int64) applied);
+			sql = psprintf("UPDATE %s SET group_id = $1, applied_position = greatest(applied_position, $2) "
+						   "RETURNING group_id, applied_position", imsg_state_table());
+			rc = SPI_execute_with_args(sql, 2, types, args, NULL, false, 0);
+		}
+		else
+		{
+			sql = psprintf("SELECT group_id, applied_position FROM %s", imsg_state_table());
+			rc = SPI_execute(sql, true, 0);
+		}
+		if ((rc != SPI_OK_SELECT && rc != SPI_OK_UPDATE_RETURNING) || SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("table %s must have exactly one row", imsg_state_table())));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+		{
+			has_group = true;
+			memcpy(group_id, DatumGetUUIDP(d)->data, IMSG_GROUP_ID_LEN);
+		}
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		position = isnull ? 0 : (uint64) DatumGetInt64(d);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("imessages helper could not %s imsg_state: %s",
+						write ? "write" : "read", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	ImsgBufferInitWriter(&out, reply, sizeof(reply));
+	ImsgBufferPutInt32(&out, imsg_helper_my_slot());
+	ImsgBufferPutInt8(&out, ok ? 1 : 0);
+	ImsgBufferPutInt8(&out, has_group ? 1 : 0);
+	ImsgBufferPutBytes(&out, group_id, IMSG_GROUP_ID_LEN);
+	ImsgBufferPutInt64(&out, (int64) position);
+	(void) ImsgSend(IMSG_MANAGER, IMSG_T_STATE_INFO, out.data, out.len, 1000, NULL);
+}
+
+void
+imsg_job_state_read(ImsgWhole *msg)
+{
+	state_job(false, NULL, 0);
+}
+
+void
+imsg_job_state_save(ImsgWhole *msg)
+{
+	ImsgBuffer	in;
+	uint8		gid[IMSG_GROUP_ID_LEN];
+	uint64		applied;
+
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	memcpy(gid, ImsgBufferGetBytes(&in, IMSG_GROUP_ID_LEN), IMSG_GROUP_ID_LEN);
+	applied = (uint64) ImsgBufferGetInt64(&in);
+	state_job(true, gid, applied);
+}
+
+/* imsg_state's applied position, in a transaction of its own. */
+static uint64
+read_applied_position(void)
+{
+	uint64		pos = 0;
+	bool		isnull;
+	Datum		d;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(psprintf("SELECT applied_position FROM %s", imsg_state_table()),
+					true, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("table %s must have exactly one row", imsg_state_table())));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		pos = (uint64) DatumGetInt64(d);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return pos;
+}
+
+/* imsg_manager_status().applied_position, while a catch-up runs */
+static void
+publish_progress(uint64 pos)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->applied_position = pos;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+/*
+ * Apply one record of a change-set log (ours or the donor's), at its
+ * position.  A loser of certification is applied nowhere.  False if it
+ * could not be applied (logged by imsg_helper_apply, counted here).
+ */
+static bool
+apply_record(uint64 pos, const char *origin, uint8 flags, const char *data, Size len)
+{
+	ImsgGcsChangeset c;
+	int64		changes;
+	bool		ok;
+
+	if (flags & IMSG_LOG_LOST)
+		return true;
+	if (!imsg_gcs_changeset_parse(data, len, &c))
+	{
+		ereport(LOG,
+				(errmsg("imessages helper: the change set at position %llu in the change-set log is malformed",
+						(unsigned long long) pos)));
+		ok = false;
+	}
+	else
+		ok = imsg_helper_apply(pos, origin, c.mgr_pid, c.counter, !c.sync, c.xid,
+							   c.cs, c.cslen, &changes);
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	if (!ok)
+		ImsgManagerState->apply_errors++;
+	else if (changes >= 0 && strcmp(origin, imsg_my_node_name()) != 0)
+		ImsgManagerState->remote_change_sets_applied++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	return ok;
+}
+
+/*
+ * Wait for the donor's answer without blocking interrupts: a helper asked
+ * to stop (SIGTERM) stops.  NULL and *err set if the connection failed.
+ */
+static PGresult *
+donor_result(PGconn *conn, char **err)
+{
+	PGresult   *last = NULL;
+
+	for (;;)
+	{
+		PGresult   *res;
+
+		while (PQisBusy(conn))
+		{
+			int			rc = WaitLatchOrSocket(MyLatch,
+											   WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
+											   PQsocket(conn), -1, PG_WAIT_EXTENSION);
+
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+				if (ShutdownRequestPending)
+				{
+					*err = pstrdup("the helper was asked to stop");
+					if (last)
+						PQclear(last);
+					return NULL;
+				}
+			}
+			if (!PQconsumeInput(conn))
+			{
+				*err = pstrdup(PQerrorMessage(conn));
+				if (last)
+					PQclear(last);
+				return NULL;
+			}
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		if (last)
+			PQclear(last);
+		last = res;
+	}
+	if (last == NULL)
+		*err = pstrdup(PQerrorMessage(conn));
+	return last;
+}
+
+static uint64
+get_int8(const char *p)
+{
+	uint64		v;
+
+	memcpy(&v, p, 8);
+	return pg_ntoh64(v);
+}
+
+static int32
+get_int4(const char *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, 4);
+	return (int32) pg_ntoh32(v);
+}
+
+/*
+ * Fetch positions pos..upto from the donor and apply them in order; each
+ * goes to the manager too (IMSG_T_CS_FETCHED) for its log and its
+ * certification map.  Returns the position after the last one applied;
+ * *log_gone if the donor's log no longer holds 'pos'.
+ */
+static uint64
+catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 upto,
+					bool *log_gone, char **err)
+{
+	PGconn	   *conn;
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {conninfo, "imessages catch-up", NULL};
+	char	   *sql;
+
+	conn = PQconnectdbParams(keys, vals, true);
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		*err = psprintf("could not connect to donor \"%s\": %s", donor, PQerrorMessage(conn));
+		PQfinish(conn);
+		return pos;
+	}
+	/* (ext_schema: read_applied_position looked it up) */
+	sql = psprintf("SELECT \"position\", origin, flags, data FROM %s.imsg_changeset_log($1::bigint, $2::integer)",
+				   ext_schema);
+	while (pos <= upto)
+	{
+		char		from[32];
+		char		count[16];
+		const char *params[2] = {from, count};
+		PGresult   *res;
+		int			n;
+		int			i;
+
+		snprintf(from, sizeof(from), UINT64_FORMAT, pos);
+		snprintf(count, sizeof(count), "%d",
+				 (int) Min((uint64) IMSG_FETCH_BATCH, upto - pos + 1));
+		if (!PQsendQueryParams(conn, sql, 2, NULL, params, NULL, NULL, 1))
+		{
+			*err = psprintf("could not query donor \"%s\": %s", donor, PQerrorMessage(conn));
+			break;
+		}
+		res = donor_result(conn, err);
+		if (res == NULL)
+			break;
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+			*log_gone = state != NULL && strcmp(state, "55000") == 0;
+			*err = psprintf("donor \"%s\": %s", donor, PQresultErrorMessage(res));
+			PQclear(res);
+			break;
+		}
+		n = PQntuples(res);
+		if (n == 0)
+		{
+			*err = psprintf("donor \"%s\" has no change set at position " UINT64_FORMAT,
+							donor, pos);
+			PQclear(res);
+			break;
+		}
+		for (i = 0; i < n; i++)
+		{
+			uint64		p = get_int8(PQgetvalue(res, i, 0));
+			char		origin[NAMEDATALEN];
+			int			olen = Min(PQgetlength(res, i, 1), NAMEDATALEN - 1);
+			uint8		flags = (uint8) get_int4(PQgetvalue(res, i, 2));
+			const char *data = PQgetvalue(res, i, 3);
+			Size		len = PQgetlength(res, i, 3);
+			char		head[8 + 1 + 4 + NAMEDATALEN];
+			ImsgBuffer	out;
+
+			if (p != pos)
+			{
+				/* a hole: never apply out of order */
+				*err = psprintf("donor \"%s\" sent position " UINT64_FORMAT " where " UINT64_FORMAT " was expected",
+								donor, p, pos);
+				PQclear(res);
+				goto done;
+			}
+			memcpy(origin, PQgetvalue(res, i, 1), olen);
+			origin[olen] = '\0';
+			(void) apply_record(p, origin, flags, data, len);
+			ImsgBufferInitWriter(&out, head, sizeof(head));
+			ImsgBufferPutInt64(&out, (int64) p);
+			ImsgBufferPutInt8(&out, (int8) flags);
+			ImsgBufferPutString(&out, origin, olen);
+			if (ImsgSendLarge(IMSG_MANAGER, IMSG_T_CS_FETCHED, out.data, out.len,
+							  data, len, imsg_send_timeout_ms, 0) != IMSG_OK)
+			{
+				*err = pstrdup("could not hand a fetched change set to the manager");
+				PQclear(res);
+				pos++;
+				goto done;
+			}
+			pos++;
+			if (pos % IMSG_PROGRESS_EVERY == 0)
+				publish_progress(pos - 1);
+		}
+		PQclear(res);
+	}
+done:
+	PQfinish(conn);
+	return pos;
+}
+
+/*
+ * Apply what this node lacks, up to 'upto': from imsg_state's position on,
+ * first from our own change-set log (records it holds up to 'own_last'),
+ * then from the donor.  Reports IMSG_T_CATCH_UP_DONE with how far it got.
+ */
+void
+imsg_job_catch_up(ImsgWhole *msg)
+{
+	ImsgBuffer	in;
+	uint64		upto;
+	uint64		own_last;
+	uint32		l;
+	const char *p;
+	char		donor[NAMEDATALEN];
+	char	   *conninfo;
+	uint64		pos;
+	bool		log_gone = false;
+	char	   *err = NULL;
+	char		reply[512];
+	ImsgBuffer	out;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "imessages catch-up",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	upto = (uint64) ImsgBufferGetInt64(&in);
+	own_last = (uint64) ImsgBufferGetInt64(&in);
+	p = ImsgBufferGetString(&in, &l);
+	imsg_copy_name(donor, p, l);
+	p = ImsgBufferGetString(&in, &l);
+	conninfo = pnstrdup(p, l);
+
+	pos = read_applied_position() + 1;
+	publish_progress(pos - 1);
+	ereport(LOG,
+			(errmsg("imessages helper catches up from position %llu to %llu%s%s",
+					(unsigned long long) pos, (unsigned long long) upto,
+					donor[0] ? ", from donor " : "", donor)));
+
+	/* our own log first: what this node delivered but had not applied */
+	if (pos <= Min(own_last, upto))
+	{
+		ImsgCslogReader *r = imsg_cslog_begin_read(pos);
+		ImsgCslogRecord rec;
+
+		while (r != NULL && pos <= Min(own_last, upto) && imsg_cslog_next(r, &rec))
+		{
+			if (rec.position != pos)
+				break;
+			(void) apply_record(rec.position, rec.origin, rec.flags, rec.data, rec.len);
+			pos++;
+			if (pos % IMSG_PROGRESS_EVERY == 0)
+				publish_progress(pos - 1);
+			CHECK_FOR_INTERRUPTS();
+			if (ShutdownRequestPending)
+				break;
+		}
+		if (r != NULL)
+			imsg_cslog_end_read(r);
+	}
+	if (pos <= upto && !ShutdownRequestPending)
+	{
+		if (conninfo[0] == '\0')
+			err = psprintf("no donor holds positions " UINT64_FORMAT " to " UINT64_FORMAT,
+						   pos, upto);
+		else
+			pos = catch_up_from_donor(conninfo, donor, pos, upto, &log_gone, &err);
+	}
+	publish_progress(pos - 1);
+	if (pos > upto)
+		ereport(LOG,
+				(errmsg("imessages helper caught up to position %llu",
+						(unsigned long long) upto)));
+
+	MemoryContextSwitchTo(old);
+	ImsgBufferInitWriter(&out, reply, sizeof(reply));
+	ImsgBufferPutInt32(&out, imsg_helper_my_slot());
+	ImsgBufferPutInt8(&out, pos > upto ? 1 : 0);
+	ImsgBufferPutInt8(&out, log_gone ? 1 : 0);
+	ImsgBufferPutInt64(&out, (int64) (pos - 1));
+	if (err)
+		ImsgBufferPutString(&out, err, Min(strlen(err), sizeof(reply) - 64));
+	else
+		ImsgBufferPutString(&out, "", 0);
+	(void) ImsgSend(IMSG_MANAGER, IMSG_T_CATCH_UP_DONE, out.data, out.len, 1000, NULL);
+	MemoryContextDelete(cxt);
+}

@@ -1,0 +1,199 @@
+# Node recovery (issue 18): three clusters in one corosync group.
+#
+#   - the group has one id and every node the same position;
+#   - a node stopped (pg_ctl -m fast) while the others commit inserts,
+#     updates and deletes on two tables catches up from its own change-set
+#     log and a donor's when it starts again, and ends with the same rows;
+#   - the same for a node whose postmaster is killed (SIGKILL) while
+#     pgbench writes on the other two;
+#   - while a node is not synced, writes to replicated tables fail with
+#     55000 and the hint names the state; reads work;
+#   - a node whose position no donor's log reaches any more (a small
+#     imessages.changeset_log_size) is told it needs a full transfer;
+#   - a node of another group is refused, with the log line naming both ids.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ImsgGroup;
+
+ImsgGroup::require_test_extra('corosync');
+
+ImsgGroup::start_corosync_or_end();
+
+my $group = "imsg_recovery_$$";
+my @nodes = ImsgGroup::new_nodes(3, $group, 'restart_after_crash = on', q{
+CREATE TABLE t (id integer PRIMARY KEY, v text);
+SELECT imsg_replicate('t');
+CREATE TABLE u (id integer PRIMARY KEY, v text, n integer);
+SELECT imsg_replicate('u');
+});
+
+sub status
+{
+	my ($node, $cols) = @_;
+	return $node->safe_psql('postgres', "SELECT $cols FROM imsg_manager_status()");
+}
+
+sub all_synced
+{
+	my ($what, @which) = @_;
+	for my $node (@which)
+	{
+		$node->poll_query_until('postgres',
+			q{SELECT state = 'synced' AND applied_position = group_position FROM imsg_manager_status()})
+		  or return fail("$what: " . $node->name . ' is ' . status($node, 'state, applied_position, group_position'));
+	}
+	return pass($what);
+}
+
+# the same rows everywhere: compare both tables on every node
+sub same_everywhere
+{
+	my ($what) = @_;
+	ok(ImsgGroup::wait_idle(@nodes), "$what: the group is idle");
+	ImsgGroup::same_contents(\@nodes, 't', "$what: every node has the same rows in t");
+	ImsgGroup::same_contents(\@nodes, 'u', "$what: every node has the same rows in u");
+}
+
+# --- one group, one position -----------------------------------------------
+my %ids = map { status($_, 'group_id') => 1 } @nodes;
+is(scalar(keys %ids), 1, 'every node has the same group id');
+ok((keys %ids)[0] =~ /^[0-9a-f-]{36}$/, 'a UUID');
+is($nodes[0]->safe_psql('postgres', 'SELECT group_id FROM imsg_state'), (keys %ids)[0],
+	'kept in imsg_state');
+
+$nodes[0]->safe_psql('postgres', q{
+INSERT INTO t SELECT g, 'init' FROM generate_series(1, 100) g;
+INSERT INTO u SELECT g, 'init', 0 FROM generate_series(1, 100) g;
+});
+$nodes[1]->safe_psql('postgres', q{UPDATE t SET v = 'node2' WHERE id <= 10});
+all_synced('the first writes are applied everywhere', @nodes);
+my %positions = map { status($_, 'group_position') => 1 } @nodes;
+is(scalar(keys %positions), 1, 'every node is at the same group position');
+cmp_ok((keys %positions)[0], '>=', 3, 'every change set has a position');
+$nodes[2]->poll_query_until('postgres',
+	q{SELECT applied_position >= (SELECT group_position FROM imsg_manager_status()) - 1 FROM imsg_state})
+  or fail('imsg_state follows the applied position');
+
+# a workload of inserts, updates and deletes on both tables, from one node
+my $mixed = q{
+\set id random(1, 300)
+\set op random(1, 5)
+\if :op = 1
+INSERT INTO t VALUES (:id, 'ins-' || :client_id) ON CONFLICT (id) DO UPDATE SET v = excluded.v;
+\elif :op = 2
+DELETE FROM t WHERE id = :id;
+\elif :op = 3
+UPDATE u SET v = 'upd-' || :client_id, n = n + 1 WHERE id = :id;
+\elif :op = 4
+INSERT INTO u VALUES (:id, 'ins', 0) ON CONFLICT (id) DO UPDATE SET n = u.n + 1;
+\else
+DELETE FROM u WHERE id = :id;
+\endif
+};
+
+# --- a node stopped while the others write --------------------------------
+$nodes[2]->stop('fast');
+my @done = ImsgGroup::storm([ @nodes[0, 1] ], $mixed, 2, 300);
+is(join(',', @done), '600,600', 'nodes 1 and 2 commit while node3 is stopped');
+my $behind = status($nodes[0], 'group_position');
+$nodes[2]->start;
+ok($nodes[2]->wait_for_log(qr/imessages helper catches up from position \d+ to \d+, from donor node[12]/),
+	'node3 catches up from a donor');
+all_synced('node3 is synced again', @nodes);
+cmp_ok(status($nodes[2], 'applied_position'), '>=', $behind, 'node3 applied what it missed');
+same_everywhere('after node3 was stopped');
+like(slurp_file($nodes[2]->logfile), qr/node "node3" is catching_up \(was \w+\).*\n(.*\n)*.*node "node3" is synced \(was catching_up\)/,
+	'node3 logs its state changes');
+
+# --- a node killed while pgbench writes on the other two ------------------
+my $pid3 = $nodes[2]->{_pid};
+my @runs;
+{
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	open my $fh, '>', "$dir/mixed.sql" or die;
+	print $fh $mixed;
+	close $fh;
+	for my $node (@nodes[0, 1])
+	{
+		push @runs, IPC::Run::start(
+			[ 'pgbench', '-n', '-h', $node->host, '-p', $node->port, '-c', 2, '-j', 1,
+			  '-T', 4, '-f', "$dir/mixed.sql", 'postgres' ],
+			'<', \undef, '>', \my $out, '2>', \my $err);
+	}
+	sleep 1;
+	kill 'KILL', $pid3;
+	$_->finish for @runs;
+}
+# its children exit once they notice the postmaster's death; then it
+# starts again as after a crash
+for (1 .. 100)
+{
+	last unless system('pgrep', '-f', '^postgres: node3: ') == 0;
+	select(undef, undef, undef, 0.1);
+}
+$nodes[2]->{_pid} = undef;
+$nodes[2]->start;
+all_synced('the killed node catches up', @nodes);
+same_everywhere('after node3 was killed');
+
+# --- not synced: writes refused, reads allowed -----------------------------
+# node3 stopped again; the others' logs are made small, and enough is
+# written that they no longer reach back to node3's position
+my $applied3 = status($nodes[2], 'applied_position');
+$nodes[2]->stop('fast');
+for my $node (@nodes[0, 1])
+{
+	$node->safe_psql('postgres', q{ALTER SYSTEM SET imessages.changeset_log_size = '256kB'; SELECT pg_reload_conf()});
+}
+for (1 .. 10)
+{
+	$nodes[0]->safe_psql('postgres',
+		q{UPDATE t SET v = repeat(md5(random()::text), 8) WHERE id IN (SELECT id FROM t ORDER BY id LIMIT 200)});
+	$nodes[1]->safe_psql('postgres', q{UPDATE u SET n = n + 1});
+}
+for my $node (@nodes[0, 1])
+{
+	cmp_ok($node->safe_psql('postgres', 'SELECT first_position FROM imsg_changeset_log_range()'),
+		'>', $applied3 + 1, $node->name . '\'s log no longer holds what node3 lacks');
+}
+$nodes[2]->start;
+ok($nodes[2]->wait_for_log(qr/node "node3" is transferring/),
+	'node3, whose position no log reaches, needs a full transfer');
+is(status($nodes[2], 'state'), 'transferring', 'imsg_manager_status() says so');
+my ($rc, $out, $err) = $nodes[2]->psql('postgres', q{INSERT INTO t VALUES (100000, 'stale')},
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err, qr/55000: node "node3" is not synced with its group: writes to replicated tables are refused/,
+	'a write on a node that is not synced fails with 55000');
+like($err, qr/The node is transferring: applied position \d+, group position \d+, lag \d+ change sets/,
+	'the detail names the state and the lag');
+like($err, qr/HINT:  Wait until imsg_manager_status\(\)\.state is 'synced'/, 'the hint says what to wait for');
+is($nodes[2]->safe_psql('postgres', 'SELECT count(*) > 0 FROM t'), 't', 'reads are allowed');
+$nodes[2]->safe_psql('postgres', 'CREATE TABLE local_only (i int); INSERT INTO local_only VALUES (1)');
+pass('writes to tables that are not replicated are allowed');
+$nodes[2]->stop('fast');
+
+# --- a node of another group -------------------------------------------------
+my ($other) = ImsgGroup::new_nodes(1, "imsg_other_$$", '', q{
+CREATE TABLE t (id integer PRIMARY KEY, v text);
+SELECT imsg_replicate('t');
+}, 4);
+my $other_id = status($other, 'group_id');
+isnt($other_id, (keys %ids)[0], 'a node alone in another group founds its own');
+$other->append_conf('postgresql.conf', "imessages.gcs_group = '$group'\n");
+$other->restart;
+ok($other->wait_for_log(qr/node "node4" is refused by group "\Q$group\E": it belongs to another group/),
+	'started against the first group, it is refused');
+like(slurp_file($other->logfile), qr/This node belongs to group \Q$other_id\E, the group's id is \Q@{[ (keys %ids)[0] ]}\E/,
+	'the log line names both ids');
+is(status($other, 'state'), 'refused', 'its state is refused');
+($rc, $out, $err) = $other->psql('postgres', q{INSERT INTO t VALUES (1, 'x')});
+like($err, qr/is not synced with its group/, 'and it takes no write');
+is(status($nodes[0], 'state'), 'synced', 'the group goes on');
+
+$_->stop for (@nodes[0, 1], $other);
+done_testing();
