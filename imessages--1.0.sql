@@ -233,6 +233,17 @@ RETURNS TABLE(first_position bigint, last_position bigint, bytes bigint, segment
 AS 'MODULE_PATHNAME', 'imsg_changeset_log_range'
 LANGUAGE C STRICT VOLATILE PARALLEL SAFE ROWS 1;
 
+-- A donor's part of a full state transfer (see recovery.c)
+CREATE FUNCTION imsg_pause_apply(timeout_ms integer DEFAULT 10000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'imsg_pause_apply'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION imsg_resume_apply()
+RETURNS void
+AS 'MODULE_PATHNAME', 'imsg_resume_apply'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+
 CREATE VIEW imsg_area AS
   SELECT * FROM @extschema@.imsg_area_stats();
 
@@ -256,6 +267,8 @@ REVOKE ALL ON FUNCTION imsg_manager_status() FROM PUBLIC;
 REVOKE ALL ON TABLE imsg_state FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_changeset_log(bigint, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_changeset_log_range() FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_pause_apply(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_resume_apply() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_helpers() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_group_members() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_ping(text, integer) FROM PUBLIC;

@@ -59,9 +59,20 @@ imessages.buffer_size = 8MB
 imessages.min_helpers = 1
 {self.extra_conf}
 """)
+        self.pg_start()
+
+    def pg_start(self):
         subprocess.run(as_user(self.ctl_prefix + [self.bin("pg_ctl"), "-D", self.data, "-l",
                                 os.path.join(self.dir, "server.log"), "-w", "start"]),
                        check=True, capture_output=True)
+
+    def pg_stop(self):
+        subprocess.run(as_user([self.bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"]),
+                       check=True, capture_output=True)
+
+    def log(self):
+        with open(os.path.join(self.dir, "server.log")) as f:
+            return f.read()
 
     def stop(self):
         subprocess.run(as_user([self.bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"]),
@@ -121,14 +132,20 @@ class LabGroup:
         if IS_ROOT:
             shutil.chown(self.dir, "postgres", "postgres")
         self.n = n
-        self.nodes = [Cluster(pg_bin, port=PORT + 10 + i, ctl_prefix=["bash", self.lab, "exec", self.dir, str(i)],
-                              # no flow control yet (issue 19): an async storm outruns
-                              # delivery, and beyond max_local_writes undelivered
-                              # commits the committers fail
-                              extra_conf=f"imessages.gcs = corosync\nimessages.gcs_group = 'bench'\n"
-                                         f"imessages.node_name = 'node{i}'\nimessages.commit_timeout = 60000\n"
-                                         f"imessages.max_local_writes = 262144")
-                      for i in range(1, n + 1)]
+        self.pg_bin = pg_bin
+        self.nodes = [self.new_node(i) for i in range(1, n + 1)]
+
+    def new_node(self, i):
+        """node i's cluster, not started (a new one: initdb at start)"""
+        c = Cluster(self.pg_bin, port=PORT + 10 + i, ctl_prefix=["bash", self.lab, "exec", self.dir, str(i)],
+                    # no flow control yet (issue 19): an async storm outruns
+                    # delivery, and beyond max_local_writes undelivered
+                    # commits the committers fail
+                    extra_conf=f"imessages.gcs = corosync\nimessages.gcs_group = 'bench'\n"
+                               f"imessages.node_name = 'node{i}'\nimessages.commit_timeout = 60000\n"
+                               f"imessages.max_local_writes = 262144")
+        c.extra_conf += f"\nimessages.node_conninfo = '{c.conninfo}'"
+        return c
 
     def start(self):
         subprocess.run(as_user(["bash", self.lab, "start", self.dir, str(self.n)]), check=True)
@@ -139,7 +156,8 @@ class LabGroup:
                    "CREATE TABLE bench_rep (id bigint PRIMARY KEY, v text); "
                    "CREATE SEQUENCE bench_rep_seq; SELECT imsg_replicate('bench_rep')")
         for c in self.nodes:
-            c.wait_for(f"SELECT group_members = {self.n} AND group_quorate FROM imsg_manager_status()")
+            c.wait_for(f"SELECT group_members = {self.n} AND group_quorate AND state = 'synced' "
+                       "AND group_id = (SELECT group_id FROM imsg_state) FROM imsg_manager_status()")
 
     def stop(self):
         for c in self.nodes:
@@ -460,12 +478,92 @@ COMMIT;""")
             finally:
                 group.stop()
 
+    def recovery(self):
+        """g. A node that was stopped catches up (change sets per second,
+        from its helper's log lines), beside the rate at which a node that
+        stayed applied the same storm; a node no log reaches gets a full
+        transfer (MB/s of table data), beside pg_basebackup of the donor."""
+        import re
+
+        def stamp(line):
+            t = time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+            return time.mktime(t) + float("0." + line[20:23])
+
+        reps = 1 if self.args.quick else self.reps
+        group = LabGroup(self.args.pg_bin, self.args.top, 3)
+        try:
+            group.start()
+            n1, n2, n3 = group.nodes
+            script = self.write_script(
+                "recovery.sql", "INSERT INTO bench_rep VALUES (nextval('bench_rep_seq'), repeat('x', 100));\n")
+            for rep in range(reps):
+                # catch-up
+                n3.pg_stop()
+                applied0 = int(n2.psql("SELECT remote_change_sets_applied FROM imsg_manager_status()"))
+                t0 = time.time()
+                env = dict(n1.env, PGOPTIONS="-c imessages.commit_mode=async")
+                subprocess.run(as_user([n1.bin("pgbench"), "-n", "-c", "2", "-j", "2", "-T",
+                                        str(self.tpcb_duration), "-f", script]),
+                               env=env, check=True, capture_output=True)
+                target = n1.psql("SELECT group_position FROM imsg_manager_status()")
+                n2.wait_for(f"SELECT applied_position >= {target} FROM imsg_manager_status()", timeout=300)
+                applied = int(n2.psql("SELECT remote_change_sets_applied FROM imsg_manager_status()")) - applied0
+                self.record("recovery", "normal apply", 0, applied / (time.time() - t0), "cs/s")
+                n3.pg_start()
+                n3.wait_for("SELECT state = 'synced' FROM imsg_manager_status()", timeout=300)
+                log = n3.log().splitlines()
+                begin = [l for l in log if "imessages helper catches up from position" in l][-1]
+                end = [l for l in log if "imessages helper caught up to position" in l][-1]
+                a, b = map(int, re.search(r"from position (\d+) to (\d+)", begin).groups())
+                self.record("recovery", "catch-up", 0, (b - a + 1) / max(stamp(end) - stamp(begin), 1e-3), "cs/s")
+            # full transfer: ~100 MB in a replicated table, written while node3
+            # is stopped and the others' logs are too small to reach back
+            for c in group.nodes:
+                c.psql("CREATE TABLE bench_big (id bigint PRIMARY KEY, v text); SELECT imsg_replicate('bench_big')")
+            n3.pg_stop()
+            for c in (n1, n2):
+                c.psql("ALTER SYSTEM SET imessages.changeset_log_size = '1MB'")
+                c.psql("SELECT pg_reload_conf()")
+            rows = 10000 if self.args.quick else 100000
+            for k in range(10):
+                n1.psql(f"INSERT INTO bench_big SELECT g, repeat(md5(g::text), 30) "
+                        f"FROM generate_series({k * rows + 1}, {(k + 1) * rows}) g")
+            target = n1.psql("SELECT group_position FROM imsg_manager_status()")
+            n2.wait_for(f"SELECT applied_position >= {target} FROM imsg_manager_status()", timeout=600)
+            size = int(n1.psql("SELECT sum(pg_table_size(relation)) FROM imsg_replicated_tables"))
+            for rep in range(reps):
+                if rep == 0:
+                    n3.pg_start()   # it has a state, but no log reaches back to it
+                else:
+                    n3.stop()       # and a new node (initdb, CREATE EXTENSION) each time
+                    n3 = group.nodes[2] = group.new_node(3)
+                    n3.start()
+                    n3.psql("CREATE EXTENSION imessages")
+                n3.wait_for("SELECT state = 'synced' FROM imsg_manager_status()", timeout=600)
+                line = [l for l in n3.log().splitlines() if "imessages helper copied" in l][-1]
+                ms = int(re.search(r"in (\d+) ms", line).group(1))
+                self.record("recovery", "full transfer", 0, size / 1e6 / (ms / 1000), "MB/s")
+                backup = tempfile.mkdtemp(prefix="imessages-basebackup.")
+                if IS_ROOT:
+                    shutil.chown(backup, "postgres", "postgres")
+                t0 = time.time()
+                subprocess.run(as_user([n1.bin("pg_basebackup"), "-D", os.path.join(backup, "b"),
+                                        "-X", "fetch", "-c", "fast"]),
+                               env=n1.env, check=True, capture_output=True)
+                elapsed = time.time() - t0
+                total = sum(os.path.getsize(os.path.join(d, f))
+                            for d, _, fs in os.walk(os.path.join(backup, "b")) for f in fs)
+                shutil.rmtree(backup, ignore_errors=True)
+                self.record("recovery", "pg_basebackup", 0, total / 1e6 / elapsed, "MB/s")
+        finally:
+            group.stop()
+
     def run(self):
         self.c.psql(SETUP_SQL)
         self.c.wait_for("SELECT imsg_manager_pid() IS NOT NULL")
         self.tpcb_setup()
         sizes = [64, 1024, 8192]
-        want = set(self.args.only or "abcdef")
+        want = set(self.args.only or "abcdefg")
         for rep in range(self.reps):
             print(f"== repetition {rep + 1} of {self.reps}", flush=True)
             for size in sizes:
@@ -484,6 +582,9 @@ COMMIT;""")
         if "f" in want:
             print("== f. replication across nodes", flush=True)
             self.replication()
+        if "g" in want:
+            print("== g. node recovery", flush=True)
+            self.recovery()
 
 
 def summarize(rows):
@@ -551,6 +652,10 @@ def summarize(rows):
         for n in (2, 3):
             row(f"f. {mode} change sets/s, {n} nodes vs 1", med("replication", f"{mode} {n} nodes", 0),
                 one, "cs/s", None)
+    row("g. catch-up cs/s vs normal apply cs/s", med("recovery", "catch-up", 0),
+        med("recovery", "normal apply", 0), "cs/s", 1.0)
+    row("g. full transfer MB/s vs pg_basebackup", med("recovery", "full transfer", 0),
+        med("recovery", "pg_basebackup", 0), "MB/s", 0.5)
     # the manager's CPU (user + system) per change set it delivered; no baseline
     for mode in ("async", "sync"):
         row(f"e. manager CPU us/change set, tpcb {mode}", med("manager_cpu", f"tpcb {mode}", 0), None, "us", None)

@@ -752,6 +752,7 @@ static const struct
 	{IMSG_T_STATE_READ, imsg_job_state_read},
 	{IMSG_T_STATE_SAVE, imsg_job_state_save},
 	{IMSG_T_CATCH_UP, imsg_job_catch_up},
+	{IMSG_T_TRANSFER, imsg_job_transfer},
 };
 
 void

@@ -78,6 +78,15 @@ extern int	imsg_changeset_log_size_kb;
 										 * string conninfo */
 #define IMSG_T_CS_FETCHED		(-20)	/* helper -> manager: int64 position,
 										 * int8 flags, string origin, message */
+#define IMSG_T_PAUSE_APPLY		(-22)	/* backend -> manager: int64 id */
+#define IMSG_T_PAUSED			(-23)	/* manager -> backend: int64 id, int8 ok,
+										 * int64 position */
+#define IMSG_T_RESUME_APPLY		(-24)	/* backend -> manager: int64 id */
+#define IMSG_T_TRANSFER			(-25)	/* manager -> helper: string donor,
+										 * string donor's conninfo, 16 bytes
+										 * group id */
+#define IMSG_T_TRANSFER_DONE	(-26)	/* helper -> manager: int32 slot, int8 ok,
+										 * int64 position, string error */
 #define IMSG_T_CATCH_UP_DONE	(-21)	/* helper -> manager: int32 slot, int8 ok,
 										 * int8 log gone, int64 through,
 										 * string error */

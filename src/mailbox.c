@@ -753,7 +753,8 @@ ImsgSend(int recipient_pid, int32 msgtype, const void *data, Size len,
 	result = ImsgReserve(recipient_pid, msgtype, len, timeout_ms, &buf);
 	if (result != IMSG_OK)
 		return result;
-	memcpy(buf.data, data, len);
+	if (len > 0)				/* an empty message may come with data NULL */
+		memcpy(buf.data, data, len);
 	buf.len = len;
 	id = ImsgCommit(&buf);
 	if (msg_id)

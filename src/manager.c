@@ -110,6 +110,9 @@ static const struct
 	{IMSG_T_STATE_INFO, imsg_mgr_handle_state_info},
 	{IMSG_T_CS_FETCHED, imsg_mgr_handle_cs_fetched},
 	{IMSG_T_CATCH_UP_DONE, imsg_mgr_handle_catch_up_done},
+	{IMSG_T_PAUSE_APPLY, imsg_mgr_handle_pause_apply},
+	{IMSG_T_RESUME_APPLY, imsg_mgr_handle_resume_apply},
+	{IMSG_T_TRANSFER_DONE, imsg_mgr_handle_transfer_done},
 };
 
 void
@@ -479,10 +482,12 @@ imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len)
 	 * rows and is logged by imsg_mgr_record_delivered.  A group of one has
 	 * nothing to certify against, nor a map to keep.
 	 */
-	(void) imsg_changeset_summarize(c.cs, c.cslen, !single_node, &summary);
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	seq = ImsgManagerState->last_seq + 1;
 	SpinLockRelease(&ImsgManagerState->mutex);
+	if (!single_node && imsg_mgr_already_have(seq))
+		return;					/* a full state transfer brought it */
+	(void) imsg_changeset_summarize(c.cs, c.cslen, !single_node, &summary);
 	won = single_node ||
 		certify_changeset(seq, origin, &c, &summary, winner, sizeof(winner));
 	summary_count = summary.nchanges;

@@ -61,6 +61,10 @@ extern ImsgNodeState imsg_mgr_node_state(void);
 extern void imsg_mgr_handle_state_info(ImsgWhole *msg);
 extern void imsg_mgr_handle_cs_fetched(ImsgWhole *msg);
 extern void imsg_mgr_handle_catch_up_done(ImsgWhole *msg);
+extern void imsg_mgr_handle_pause_apply(ImsgWhole *msg);
+extern void imsg_mgr_handle_resume_apply(ImsgWhole *msg);
+extern void imsg_mgr_handle_transfer_done(ImsgWhole *msg);
+extern bool imsg_mgr_already_have(uint64 position);
 
 /* manager_jobs.c */
 extern void imsg_mgr_jobs_init(void);

@@ -47,6 +47,7 @@
 #include "utils/timestamp.h"
 
 #include "manager_int.h"
+#include "mailbox_int.h"
 #include "changeset_int.h"
 #include "cslog.h"
 
@@ -116,6 +117,25 @@ static TimestampTz catchup_retry_at = 0;
 static int	catchup_donor = -1;	/* index into view[], or -1: own log only */
 static int	catchup_slot = -1;	/* the helper doing it */
 static int	catchup_pid = 0;
+
+/* a full state transfer: from view[transfer_donor], then positions after it */
+static int	transfer_donor = -1;
+static bool transfer_need_start = false;
+static bool transfer_running = false;
+static int	transfer_slot = -1;
+static int	transfer_pid = 0;
+static TimestampTz transfer_retry_at = 0;
+static uint64 transfer_through = 0; /* the snapshot holds positions up to it */
+
+/*
+ * A donor's pause (imsg_pause_apply): new deliveries are held while the
+ * backend 'pause_pid' exports its snapshot.
+ */
+#define IMSG_PAUSE_MAX_MS		30000
+static int	pause_pid = 0;
+static int64 pause_id = 0;
+static bool pause_answered = false;
+static TimestampTz pause_since = 0;
 
 /* change sets delivered before they can be positioned, in order */
 typedef struct HeldDelivery
@@ -319,23 +339,46 @@ imsg_mgr_next_position(bool done)
  * first decision, nor while we catch up (the certification map is not
  * complete until the catch-up's records are in), nor if we are refused.
  */
+static bool
+positioning_allowed(void)
+{
+	return view_decided && pause_pid == 0 &&
+		(my_state == IMSG_NODE_SYNCED ||
+		 (my_state == IMSG_NODE_CATCHING_UP && !catchup_running &&
+		  !catchup_need_restart && catchup_done_upto >= catchup_upto));
+}
+
 bool
 imsg_mgr_state_can_position(void)
 {
 	if (imsg_mgr_gcs->single_node)
 		return true;
-	return view_decided && held == NIL &&
-		(my_state == IMSG_NODE_SYNCED ||
-		 (my_state == IMSG_NODE_CATCHING_UP && !catchup_running &&
-		  !catchup_need_restart && catchup_done_upto >= catchup_upto));
+	return held == NIL && positioning_allowed();
 }
 
 /* Not positioned now: to be held (true), or dropped (refused, a minority)? */
 bool
 imsg_mgr_state_should_hold(void)
 {
-	return !view_decided || my_state == IMSG_NODE_JOINING ||
-		my_state == IMSG_NODE_CATCHING_UP;
+	return !view_decided || pause_pid != 0 || my_state == IMSG_NODE_JOINING ||
+		my_state == IMSG_NODE_CATCHING_UP ||
+		(my_state == IMSG_NODE_TRANSFERRING && transfer_donor >= 0);
+}
+
+/*
+ * Is the next position one the full state transfer's snapshot holds (a
+ * change set delivered while it ran)?  Then it is counted, and nothing
+ * else: its rows are in the snapshot, its record in our log and map.
+ */
+bool
+imsg_mgr_already_have(uint64 position)
+{
+	if (position > transfer_through)
+		return false;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->last_seq = position;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	return true;
 }
 
 void
@@ -361,10 +404,7 @@ release_held(void)
 		HeldDelivery *h = linitial(held);
 		List	   *rest;
 
-		if (!view_decided ||
-			!(my_state == IMSG_NODE_SYNCED ||
-			  (my_state == IMSG_NODE_CATCHING_UP && !catchup_running &&
-			   !catchup_need_restart && catchup_done_upto >= catchup_upto)))
+		if (!positioning_allowed())
 			return;
 		/* detach it first: delivery checks that nothing is held */
 		rest = list_delete_first(held);
@@ -575,7 +615,20 @@ find_donor(uint64 from, uint64 upto, const Role *roles, int self)
 }
 
 static void start_catchup(void);
+static void start_transfer(void);
 static bool group_saved(void);
+
+/* The first synced member with a conninfo: a full transfer needs no log. */
+static int
+find_transfer_donor(const Role *roles, int self)
+{
+	int			i;
+
+	for (i = 0; i < view_count; i++)
+		if (i != self && roles[i] == ROLE_SYNCED && view[i].conninfo[0] != '\0')
+			return i;
+	return -1;
+}
 
 /* Would a synced member serve from..upto, had it a conninfo? */
 static bool
@@ -769,6 +822,18 @@ decide(void)
 			set_state(IMSG_NODE_REFUSED, detail);
 			return;
 		case ROLE_TRANSFER:
+			transfer_donor = find_transfer_donor(roles, me);
+			if (transfer_donor >= 0)
+			{
+				snprintf(detail, sizeof(detail),
+						 "It receives a full state transfer from node \"%s\"; the group is at position %llu.",
+						 view[transfer_donor].node, (unsigned long long) position);
+				transfer_need_start = true;
+				transfer_retry_at = 0;
+				set_state(IMSG_NODE_TRANSFERRING, detail);
+				start_transfer();
+				return;
+			}
 			if (!view[me].has_group)
 				snprintf(detail, sizeof(detail),
 						 "It has no state of this group, which is at position %llu.",
@@ -879,6 +944,91 @@ start_catchup(void)
 	catchup_need_restart = false;
 	catchup_slot = slot;
 	catchup_pid = pid;
+}
+
+/*
+ * Have a helper copy every replicated table from the donor, at a position
+ * the donor pauses at (see recovery.c, imsg_job_transfer).  Our log starts
+ * again with the donor's records before that position.
+ */
+static void
+start_transfer(void)
+{
+	char		buf[64 + IMSG_CONNINFO_MAX + NAMEDATALEN];
+	ImsgBuffer	out;
+	int			pid;
+	int			slot;
+
+	if (!transfer_need_start || transfer_running || transfer_donor < 0 ||
+		GetCurrentTimestamp() < transfer_retry_at)
+		return;
+	imsg_mgr_apply_drop_queue();
+	if (!imsg_mgr_apply_idle())
+		return;
+	slot = imsg_helper_pick(&pid, NULL);
+	if (slot < 0)
+		return;
+	ImsgBufferInitWriter(&out, buf, sizeof(buf));
+	ImsgBufferPutString(&out, view[transfer_donor].node, strlen(view[transfer_donor].node));
+	ImsgBufferPutString(&out, view[transfer_donor].conninfo, strlen(view[transfer_donor].conninfo));
+	ImsgBufferPutBytes(&out, group_id, IMSG_GROUP_ID_LEN);
+	if (ImsgSend(pid, IMSG_T_TRANSFER, out.data, out.len, 0, NULL) != IMSG_OK)
+		return;
+	imsg_cslog_reset();
+	transfer_running = true;
+	transfer_need_start = false;
+	transfer_slot = slot;
+	transfer_pid = pid;
+}
+
+/*
+ * The transfer helper's report (IMSG_T_TRANSFER_DONE: int32 slot, int8 ok,
+ * int64 position, string error).  imsg_state holds the group id and the
+ * position already: the helper wrote them in the restore's transaction.
+ */
+void
+imsg_mgr_handle_transfer_done(ImsgWhole *msg)
+{
+	ImsgBuffer	in;
+	int32		slot;
+	bool		ok;
+	uint64		through;
+	uint32		l;
+	const char *err;
+
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	slot = ImsgBufferGetInt32(&in);
+	ok = ImsgBufferGetInt8(&in) != 0;
+	through = (uint64) ImsgBufferGetInt64(&in);
+	l = (uint32) ImsgBufferGetInt32(&in);
+	err = ImsgBufferGetBytes(&in, l);
+	imsg_helper_job_done(slot);
+	if (!transfer_running || slot != transfer_slot)
+		return;
+	transfer_running = false;
+	transfer_slot = -1;
+	if (my_state != IMSG_NODE_TRANSFERRING)
+		return;
+	if (ok)
+	{
+		durable_applied = through;
+		durable_has_group = true;
+		memcpy(durable_group_id, group_id, IMSG_GROUP_ID_LEN);
+		transfer_through = through;
+		ring_reset(through);
+		catchup_upto = through;
+		catchup_done_upto = through;
+		set_state(IMSG_NODE_SYNCED, NULL);
+		release_held();
+		return;
+	}
+	ereport(LOG,
+			(errmsg("imessages manager: the full state transfer failed; it starts again in %d ms",
+					IMSG_CATCHUP_RETRY_MS),
+			 l > 0 ? errdetail_internal("%.*s", (int) l, err) : 0));
+	transfer_need_start = true;
+	transfer_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													IMSG_CATCHUP_RETRY_MS);
 }
 
 /*
@@ -1108,6 +1258,98 @@ imsg_mgr_handle_state_info(ImsgWhole *msg)
 		send_state();
 }
 
+/* ---------------------------------------------------------------------
+ * A donor's pause, for a full state transfer
+ * ---------------------------------------------------------------------
+ */
+
+static void
+reply_paused(int pid, int64 id, bool ok, uint64 position)
+{
+	char		data[17];
+	ImsgBuffer	out;
+
+	ImsgBufferInitWriter(&out, data, sizeof(data));
+	ImsgBufferPutInt64(&out, id);
+	ImsgBufferPutInt8(&out, ok ? 1 : 0);
+	ImsgBufferPutInt64(&out, (int64) position);
+	imsg_manager_send(pid, IMSG_T_PAUSED, out.data, out.len);
+}
+
+static void
+end_pause(const char *why)
+{
+	if (pause_pid == 0)
+		return;
+	ereport(LOG,
+			(errmsg("imessages manager: apply resumes after the pause for process %d: %s",
+					pause_pid, why)));
+	pause_pid = 0;
+	release_held();
+}
+
+/*
+ * While paused: answer once everything delivered is done here, and end
+ * the pause if its backend went away or it lasted too long.
+ */
+static void
+check_pause(void)
+{
+	uint64		last;
+
+	if (pause_pid == 0)
+		return;
+	if (!imsg_mailbox_is_open(pause_pid))
+	{
+		end_pause("its session ended");
+		return;
+	}
+	if (TimestampDifferenceExceeds(pause_since, GetCurrentTimestamp(), IMSG_PAUSE_MAX_MS))
+	{
+		end_pause("it lasted too long");
+		return;
+	}
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	last = ImsgManagerState->last_seq;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	if (!pause_answered && imsg_mgr_applied_position() == last && imsg_mgr_apply_idle())
+	{
+		reply_paused(pause_pid, pause_id, true, last);
+		pause_answered = true;
+		ereport(LOG,
+				(errmsg("imessages manager: apply paused at position %llu for process %d (a full state transfer)",
+						(unsigned long long) last, pause_pid)));
+	}
+}
+
+void
+imsg_mgr_handle_pause_apply(ImsgWhole *msg)
+{
+	ImsgBuffer	in;
+	int64		id;
+
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	id = ImsgBufferGetInt64(&in);
+	if (my_state != IMSG_NODE_SYNCED || imsg_mgr_gcs->single_node ||
+		(pause_pid != 0 && pause_pid != msg->sender_pid))
+	{
+		reply_paused(msg->sender_pid, id, false, 0);
+		return;
+	}
+	pause_pid = msg->sender_pid;
+	pause_id = id;
+	pause_answered = false;
+	pause_since = GetCurrentTimestamp();
+	check_pause();
+}
+
+void
+imsg_mgr_handle_resume_apply(ImsgWhole *msg)
+{
+	if (msg->sender_pid == pause_pid)
+		end_pause("the snapshot is taken");
+}
+
 /* Each pass of the manager's loop. */
 void
 imsg_mgr_state_run(void)
@@ -1116,9 +1358,26 @@ imsg_mgr_state_run(void)
 
 	if (imsg_mgr_gcs->single_node)
 		return;
+	check_pause();
 	durable_jobs();
 	if (catchup_need_restart && my_state == IMSG_NODE_CATCHING_UP)
 		start_catchup();
+	if (transfer_need_start && my_state == IMSG_NODE_TRANSFERRING)
+		start_transfer();
+	if (transfer_running && transfer_slot >= 0)
+	{
+		ImsgHelperSlot *hs = &ImsgManagerState->helpers[transfer_slot];
+		int			pid;
+
+		SpinLockAcquire(&hs->mutex);
+		pid = hs->pid;
+		SpinLockRelease(&hs->mutex);
+		if (pid != transfer_pid)
+		{
+			transfer_running = false;
+			transfer_need_start = true;
+		}
+	}
 	if (catchup_running && catchup_slot >= 0)
 	{
 		ImsgHelperSlot *hs = &ImsgManagerState->helpers[catchup_slot];
@@ -1149,8 +1408,8 @@ imsg_mgr_state_next_timeout(void)
 {
 	if (imsg_mgr_gcs->single_node)
 		return -1;
-	if (!durable_known || catchup_need_restart)
-		return 100;
+	if (!durable_known || catchup_need_restart || transfer_need_start || pause_pid != 0)
+		return pause_pid != 0 ? 10 : 100;
 	if (have_group && !group_saved())
 		return IMSG_SAVE_RETRY_MS;
 	if (have_group && imsg_mgr_applied_position() > durable_applied)

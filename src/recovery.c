@@ -44,6 +44,9 @@
 #include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "replication_int.h"
 #include "changeset_int.h"
 #include "cslog.h"
@@ -325,6 +328,18 @@ donor_result(PGconn *conn, char **err)
 	return last;
 }
 
+static const char *
+format_uuid(const uint8 *id)
+{
+	static char buf[40];
+
+	snprintf(buf, sizeof(buf),
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7],
+			 id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+	return buf;
+}
+
 static uint64
 get_int8(const char *p)
 {
@@ -351,7 +366,7 @@ get_int4(const char *p)
  */
 static uint64
 catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 upto,
-					bool *log_gone, char **err)
+					bool apply, bool *log_gone, char **err)
 {
 	PGconn	   *conn;
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
@@ -426,7 +441,8 @@ catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 
 			}
 			memcpy(origin, PQgetvalue(res, i, 1), olen);
 			origin[olen] = '\0';
-			(void) apply_record(p, origin, flags, data, len);
+			if (apply)
+				(void) apply_record(p, origin, flags, data, len);
 			ImsgBufferInitWriter(&out, head, sizeof(head));
 			ImsgBufferPutInt64(&out, (int64) p);
 			ImsgBufferPutInt8(&out, (int8) flags);
@@ -517,7 +533,7 @@ imsg_job_catch_up(ImsgWhole *msg)
 			err = psprintf("no donor holds positions " UINT64_FORMAT " to " UINT64_FORMAT,
 						   pos, upto);
 		else
-			pos = catch_up_from_donor(conninfo, donor, pos, upto, &log_gone, &err);
+			pos = catch_up_from_donor(conninfo, donor, pos, upto, true, &log_gone, &err);
 	}
 	publish_progress(pos - 1);
 	if (pos > upto)
@@ -536,5 +552,302 @@ imsg_job_catch_up(ImsgWhole *msg)
 	else
 		ImsgBufferPutString(&out, "", 0);
 	(void) ImsgSend(IMSG_MANAGER, IMSG_T_CATCH_UP_DONE, out.data, out.len, 1000, NULL);
+	MemoryContextDelete(cxt);
+}
+
+/* ---------------------------------------------------------------------
+ * Full state transfer
+ * ---------------------------------------------------------------------
+ */
+
+/* Run one statement on the donor; its result (caller clears), or NULL and *err. */
+static PGresult *
+donor_exec(PGconn *conn, const char *donor, const char *sql, ExecStatusType want,
+		   char **err)
+{
+	PGresult   *res;
+
+	if (!PQsendQuery(conn, sql))
+	{
+		*err = psprintf("donor \"%s\": %s", donor, PQerrorMessage(conn));
+		return NULL;
+	}
+	res = donor_result(conn, err);
+	if (res == NULL)
+		return NULL;
+	if (PQresultStatus(res) != want)
+	{
+		*err = psprintf("donor \"%s\": %s: %s", donor, sql, PQresultErrorMessage(res));
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/* 'value' in single quotes for /bin/sh. */
+static void
+append_shell_quoted(StringInfo buf, const char *value)
+{
+	const char *p;
+
+	appendStringInfoChar(buf, '\'');
+	for (p = value; *p; p++)
+	{
+		if (*p == '\'')
+			appendStringInfoString(buf, "'\\''");
+		else
+			appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
+/* The first lines of 'path', for an error message. */
+static char *
+file_head(const char *path)
+{
+	char		buf[512];
+	FILE	   *f = AllocateFile(path, "r");
+	size_t		n = 0;
+
+	if (f != NULL)
+	{
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		FreeFile(f);
+	}
+	buf[n] = '\0';
+	return pstrdup(buf);
+}
+
+/*
+ * Copy every replicated table of the donor, definitions and rows, at an
+ * exact position: the donor pauses (imsg_pause_apply: everything it
+ * delivered is applied, new deliveries wait), exports a repeatable-read
+ * snapshot, and resumes; pg_dump reads the tables in that snapshot, and
+ * psql restores them here in one transaction that also sets imsg_state to
+ * the donor's group and position, with session_replication_role = replica
+ * (the rows are not captured again).  The donor's own async transactions
+ * that committed before the snapshot and were not delivered yet come again
+ * after that position; applied again here, they write what they wrote.
+ * Then the donor's log records before the position go to the manager for
+ * its certification map (not applied).  pg_dump and psql are PostgreSQL's
+ * own tools for exactly this (--snapshot); the rows travel over libpq.
+ */
+void
+imsg_job_transfer(ImsgWhole *msg)
+{
+	ImsgBuffer	in;
+	uint32		l;
+	const char *p;
+	char		donor[NAMEDATALEN];
+	char	   *conninfo;
+	uint8		gid[IMSG_GROUP_ID_LEN];
+	char	   *err = NULL;
+	bool		ok = false;
+	uint64		position = 0;
+	PGconn	   *conn = NULL;
+	PGresult   *res;
+	char	   *snapshot = NULL;
+	StringInfoData tables;
+	StringInfoData cmd;
+	char		pg_dump[MAXPGPATH];
+	char		psql[MAXPGPATH];
+	const char *dump_path = "pg_imessages/transfer.sql";
+	const char *head_path = "pg_imessages/transfer_head.sql";
+	const char *tail_path = "pg_imessages/transfer_tail.sql";
+	const char *err_path = "pg_imessages/transfer.err";
+	char		reply[512];
+	ImsgBuffer	out;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "imessages transfer",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	TimestampTz start = GetCurrentTimestamp();
+	int			ntables = 0;
+	int			i;
+
+	ImsgBufferInitReader(&in, msg->data, msg->len);
+	p = ImsgBufferGetString(&in, &l);
+	imsg_copy_name(donor, p, l);
+	p = ImsgBufferGetString(&in, &l);
+	conninfo = pnstrdup(p, l);
+	memcpy(gid, ImsgBufferGetBytes(&in, IMSG_GROUP_ID_LEN), IMSG_GROUP_ID_LEN);
+	initStringInfo(&tables);
+	initStringInfo(&cmd);
+
+	(void) read_applied_position(); /* (and our schema's name) */
+	if (imsg_node_conninfo == NULL || imsg_node_conninfo[0] == '\0')
+	{
+		err = pstrdup("imessages.node_conninfo is not set on this node: the transfer restores through it");
+		goto done;
+	}
+	if (find_other_exec(my_exec_path, "pg_dump", "pg_dump (PostgreSQL) " PG_VERSION "\n", pg_dump) < 0 ||
+		find_other_exec(my_exec_path, "psql", "psql (PostgreSQL) " PG_VERSION "\n", psql) < 0)
+	{
+		err = pstrdup("pg_dump or psql of this PostgreSQL version is not installed next to the server");
+		goto done;
+	}
+	ereport(LOG,
+			(errmsg("imessages helper starts a full state transfer from donor \"%s\"", donor)));
+
+	{
+		const char *keys[] = {"dbname", "fallback_application_name", NULL};
+		const char *vals[] = {conninfo, "imessages transfer", NULL};
+
+		conn = PQconnectdbParams(keys, vals, true);
+	}
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		err = psprintf("could not connect to donor \"%s\": %s", donor, PQerrorMessage(conn));
+		goto done;
+	}
+
+	/* the snapshot, at an exact position */
+	res = donor_exec(conn, donor, psprintf("SELECT %s.imsg_pause_apply()", ext_schema),
+					 PGRES_TUPLES_OK, &err);
+	if (res == NULL)
+		goto done;
+	position = strtou64(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	res = donor_exec(conn, donor, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", PGRES_COMMAND_OK, &err);
+	if (res != NULL)
+	{
+		PQclear(res);
+		res = donor_exec(conn, donor, "SELECT pg_export_snapshot()", PGRES_TUPLES_OK, &err);
+	}
+	if (res != NULL)
+	{
+		snapshot = pstrdup(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	{
+		char	   *resume_err = NULL;
+
+		res = donor_exec(conn, donor, psprintf("SELECT %s.imsg_resume_apply()", ext_schema),
+						 PGRES_TUPLES_OK, &resume_err);
+		if (res != NULL)
+			PQclear(res);
+		else if (err == NULL)
+			err = resume_err;
+	}
+	if (snapshot == NULL || err != NULL)
+		goto done;
+
+	/* the replicated tables, as of the snapshot */
+	res = donor_exec(conn, donor,
+					 psprintf("SELECT format('%%I.%%I', schema_name, table_name) FROM %s.imsg_replicated_tables ORDER BY 1",
+							  ext_schema),
+					 PGRES_TUPLES_OK, &err);
+	if (res == NULL)
+		goto done;
+	ntables = PQntuples(res);
+	for (i = 0; i < ntables; i++)
+	{
+		appendStringInfoString(&tables, " -t ");
+		append_shell_quoted(&tables, PQgetvalue(res, i, 0));
+	}
+	PQclear(res);
+
+	if (ntables > 0)
+	{
+		appendStringInfo(&cmd, "%s --snapshot=%s --clean --if-exists --no-owner --no-privileges -f %s -d ",
+						 pg_dump, snapshot, dump_path);
+		append_shell_quoted(&cmd, conninfo);
+		appendStringInfoString(&cmd, tables.data);
+		appendStringInfo(&cmd, " 2> %s", err_path);
+		if (system(cmd.data) != 0)
+		{
+			err = psprintf("pg_dump from donor \"%s\" failed: %s", donor, file_head(err_path));
+			goto done;
+		}
+	}
+	{
+		FILE	   *f = AllocateFile(head_path, "w");
+
+		if (f == NULL)
+		{
+			err = psprintf("could not write \"%s\": %m", head_path);
+			goto done;
+		}
+		fprintf(f, "SET session_replication_role = replica;\n");
+		FreeFile(f);
+		f = AllocateFile(tail_path, "w");
+		if (f == NULL)
+		{
+			err = psprintf("could not write \"%s\": %m", tail_path);
+			goto done;
+		}
+		fprintf(f, "SET search_path = pg_catalog;\nUPDATE %s.imsg_state SET group_id = '%s', applied_position = " UINT64_FORMAT ";\n",
+				ext_schema, format_uuid(gid), position);
+		FreeFile(f);
+	}
+	resetStringInfo(&cmd);
+	appendStringInfo(&cmd, "%s -X -q -v ON_ERROR_STOP=1 --single-transaction -f %s", psql, head_path);
+	if (ntables > 0)
+		appendStringInfo(&cmd, " -f %s", dump_path);
+	appendStringInfo(&cmd, " -f %s -d ", tail_path);
+	append_shell_quoted(&cmd, imsg_node_conninfo);
+	appendStringInfo(&cmd, " > /dev/null 2> %s", err_path);
+	if (system(cmd.data) != 0)
+	{
+		err = psprintf("restoring the donor's tables failed: %s", file_head(err_path));
+		goto done;
+	}
+	res = donor_exec(conn, donor, "COMMIT", PGRES_COMMAND_OK, &err);
+	if (res == NULL)
+		goto done;
+	PQclear(res);
+	publish_progress(position);
+	ok = true;
+	{
+		struct stat st;
+
+		ereport(LOG,
+				(errmsg("imessages helper copied %d tables (%lld bytes of dump) from donor \"%s\" at position %llu in %ld ms",
+						ntables,
+						stat(dump_path, &st) == 0 && ntables > 0 ? (long long) st.st_size : 0LL,
+						donor, (unsigned long long) position,
+						(long) (TimestampDifferenceMilliseconds(start, GetCurrentTimestamp())))));
+	}
+
+	/* the certification map: the donor's records of the last window */
+	{
+		uint64		window = (uint64) imsg_certification_window + Max(imsg_certification_window / 4, 1);
+		uint64		from = position > window ? position - window + 1 : 1;
+		char	   *map_err = NULL;
+		bool		gone = false;
+
+		res = donor_exec(conn, donor, psprintf("SELECT first_position FROM %s.imsg_changeset_log_range()", ext_schema),
+						 PGRES_TUPLES_OK, &map_err);
+		if (res != NULL)
+		{
+			if (!PQgetisnull(res, 0, 0))
+				from = Max(from, strtou64(PQgetvalue(res, 0, 0), NULL, 10));
+			PQclear(res);
+			if (position > 0 && from <= position)
+				(void) catch_up_from_donor(conninfo, donor, from, position, false, &gone, &map_err);
+		}
+		if (map_err != NULL)
+			ereport(LOG,
+					(errmsg("imessages helper could not read the donor's change-set log for the certification map: %s",
+							map_err)));
+	}
+
+done:
+	if (conn != NULL)
+		PQfinish(conn);
+	unlink(dump_path);
+	unlink(head_path);
+	unlink(tail_path);
+	unlink(err_path);
+	MemoryContextSwitchTo(old);
+	ImsgBufferInitWriter(&out, reply, sizeof(reply));
+	ImsgBufferPutInt32(&out, imsg_helper_my_slot());
+	ImsgBufferPutInt8(&out, ok ? 1 : 0);
+	ImsgBufferPutInt64(&out, (int64) position);
+	if (err)
+		ImsgBufferPutString(&out, err, Min(strlen(err), sizeof(reply) - 64));
+	else
+		ImsgBufferPutString(&out, "", 0);
+	(void) ImsgSend(IMSG_MANAGER, IMSG_T_TRANSFER_DONE, out.data, out.len, 1000, NULL);
 	MemoryContextDelete(cxt);
 }

@@ -286,6 +286,7 @@ extern char *imsg_state_table(void);
 extern void imsg_job_state_read(struct ImsgWhole *msg);
 extern void imsg_job_state_save(struct ImsgWhole *msg);
 extern void imsg_job_catch_up(struct ImsgWhole *msg);
+extern void imsg_job_transfer(struct ImsgWhole *msg);
 
 /* manager_state.c */
 extern const char *imsg_node_state_name(ImsgNodeState state);

@@ -32,6 +32,8 @@
 PG_FUNCTION_INFO_V1(imsg_ping);
 PG_FUNCTION_INFO_V1(imsg_manager_status);
 PG_FUNCTION_INFO_V1(imsg_helpers);
+PG_FUNCTION_INFO_V1(imsg_pause_apply);
+PG_FUNCTION_INFO_V1(imsg_resume_apply);
 
 #define PING_LIVENESS_MS 100
 
@@ -113,6 +115,82 @@ imsg_ping(PG_FUNCTION_ARGS)
 	result = palloc0(sizeof(Interval));
 	result->time = GetCurrentTimestamp() - start;
 	PG_RETURN_INTERVAL_P(result);
+}
+
+/*
+ * imsg_pause_apply(timeout_ms integer DEFAULT 10000): have the manager hold
+ * new deliveries and wait until everything delivered so far is applied
+ * here, and return that position.  What a donor does before it exports the
+ * snapshot of a full state transfer (recovery.c): a snapshot taken now
+ * holds exactly the positions up to the one returned, plus this node's
+ * own async transactions that committed and are not delivered yet (which
+ * the joiner applies again, with the same outcome).  Released by
+ * imsg_resume_apply(), when this session ends, or after 30 s.
+ */
+Datum
+imsg_pause_apply(PG_FUNCTION_ARGS)
+{
+	static int64 last_id = 0;
+	int			timeout_ms = PG_GETARG_INT32(0);
+	int			manager_pid;
+	int64		id;
+	char		data[8];
+	char		reply[9];
+	ImsgBuffer	buf;
+	ImsgResult	r;
+
+	imsg_check_available();
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid imsg_pause_apply timeout %d", timeout_ms),
+				 errdetail("The timeout is in milliseconds and must be 0 or more.")));
+	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
+		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
+	id = ++last_id;
+	ImsgBufferInitWriter(&buf, data, sizeof(data));
+	ImsgBufferPutInt64(&buf, id);
+	r = ImsgSend(IMSG_MANAGER, IMSG_T_PAUSE_APPLY, buf.data, buf.len,
+				 imsg_send_timeout_ms, NULL);
+	if (r != IMSG_OK)
+		imsg_report_send_failure(r, IMSG_MANAGER, buf.len, imsg_send_timeout_ms);
+	r = imsg_wait_manager_reply(IMSG_T_PAUSED, id, manager_pid,
+								TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms),
+								PING_LIVENESS_MS, reply, sizeof(reply));
+	if (r == IMSG_NO_RECIPIENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("imessages manager exited while pausing apply")));
+	if (r == IMSG_TIMEOUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("imessages manager did not apply what it delivered within %d ms", timeout_ms)));
+	ImsgBufferInitReader(&buf, reply, sizeof(reply));
+	if (ImsgBufferGetInt8(&buf) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("node \"%s\" cannot be a donor now",
+						imsg_my_node_name()),
+				 errdetail("It is not synced with its group, or it is paused for another transfer.")));
+	PG_RETURN_INT64(ImsgBufferGetInt64(&buf));
+}
+
+/* imsg_resume_apply(): end this session's imsg_pause_apply(). */
+Datum
+imsg_resume_apply(PG_FUNCTION_ARGS)
+{
+	char		data[8];
+	ImsgBuffer	buf;
+	ImsgResult	r;
+
+	imsg_check_available();
+	ImsgBufferInitWriter(&buf, data, sizeof(data));
+	ImsgBufferPutInt64(&buf, 0);
+	r = ImsgSend(IMSG_MANAGER, IMSG_T_RESUME_APPLY, buf.data, buf.len,
+				 imsg_send_timeout_ms, NULL);
+	if (r != IMSG_OK)
+		imsg_report_send_failure(r, IMSG_MANAGER, buf.len, imsg_send_timeout_ms);
+	PG_RETURN_VOID();
 }
 
 /* imsg_manager_status(): one row. */

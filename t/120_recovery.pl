@@ -9,7 +9,10 @@
 #   - while a node is not synced, writes to replicated tables fail with
 #     55000 and the hint names the state; reads work;
 #   - a node whose position no donor's log reaches any more (a small
-#     imessages.changeset_log_size) is told it needs a full transfer;
+#     imessages.changeset_log_size) gets a full state transfer, and ends
+#     with the same rows;
+#   - a brand-new fourth node that only ran CREATE EXTENSION gets the
+#     tables and rows the same way; a write there fails while it transfers;
 #   - a node of another group is refused, with the log line naming both ids.
 use strict;
 use warnings;
@@ -161,9 +164,15 @@ for my $node (@nodes[0, 1])
 	cmp_ok($node->safe_psql('postgres', 'SELECT first_position FROM imsg_changeset_log_range()'),
 		'>', $applied3 + 1, $node->name . '\'s log no longer holds what node3 lacks');
 }
+# node1, the donor the exchange picks, is kept busy by a pause of its own
+# (a session holding imsg_pause_apply), so that node3 stays transferring
+# while its writes are tried: the transfer asks node1 to pause too, is
+# refused, and starts again every second
+my $hold = $nodes[0]->background_psql('postgres');
+$hold->query_safe('SELECT imsg_pause_apply() > 0');
 $nodes[2]->start;
-ok($nodes[2]->wait_for_log(qr/node "node3" is transferring/),
-	'node3, whose position no log reaches, needs a full transfer');
+ok($nodes[2]->wait_for_log(qr/node "node3" is transferring \(was \w+\).*\n.*It receives a full state transfer from node "node1"/),
+	'node3, whose position no log reaches, gets a full transfer');
 is(status($nodes[2], 'state'), 'transferring', 'imsg_manager_status() says so');
 my ($rc, $out, $err) = $nodes[2]->psql('postgres', q{INSERT INTO t VALUES (100000, 'stale')},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
@@ -175,18 +184,57 @@ like($err, qr/HINT:  Wait until imsg_manager_status\(\)\.state is 'synced'/, 'th
 is($nodes[2]->safe_psql('postgres', 'SELECT count(*) > 0 FROM t'), 't', 'reads are allowed');
 $nodes[2]->safe_psql('postgres', 'CREATE TABLE local_only (i int); INSERT INTO local_only VALUES (1)');
 pass('writes to tables that are not replicated are allowed');
-$nodes[2]->stop('fast');
+$hold->quit;
+all_synced('node3 is synced after the full transfer', @nodes);
+ok($nodes[2]->wait_for_log(qr/imessages helper copied 2 tables \(\d+ bytes of dump\) from donor "node1" at position \d+/),
+	'it copied both tables');
+same_everywhere('after a full transfer to node3');
+$nodes[0]->safe_psql('postgres', q{INSERT INTO t VALUES (5000, 'after the transfer')});
+ImsgGroup::wait_idle(@nodes);
+is($nodes[2]->safe_psql('postgres', q{SELECT v FROM t WHERE id = 5000}), 'after the transfer',
+	'and applies what comes after');
+
+# --- a brand-new fourth node ------------------------------------------------
+# only CREATE EXTENSION (and a replicated table of its own, to try a write)
+$hold = $nodes[0]->background_psql('postgres');
+$hold->query_safe('SELECT imsg_pause_apply() > 0');
+my $node4 = PostgreSQL::Test::Cluster->new('node4');
+$node4->init;
+$node4->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+max_worker_processes = 16
+imessages.gcs = corosync
+imessages.gcs_group = '$group'
+imessages.node_name = 'node4'
+imessages.node_conninfo = 'host=@{[ $node4->host ]} port=@{[ $node4->port ]} dbname=postgres'
+});
+$node4->start;
+$node4->safe_psql('postgres', q{CREATE EXTENSION imessages;
+CREATE TABLE mine (id integer PRIMARY KEY); SELECT imsg_replicate('mine')});
+$node4->poll_query_until('postgres', q{SELECT state = 'transferring' FROM imsg_manager_status()})
+  or fail('node4 is transferring');
+($rc, $out, $err) = $node4->psql('postgres', q{INSERT INTO mine VALUES (1)});
+like($err, qr/node "node4" is not synced with its group/, 'a write on the new node fails while it is transferring');
+$nodes[1]->safe_psql('postgres', q{INSERT INTO u VALUES (5000, 'while node4 joins', 1)});
+$hold->quit;
+push @nodes, $node4;
+all_synced('the new node is synced after its full transfer', @nodes);
+same_everywhere('with a fourth node');
+is($node4->safe_psql('postgres', q{SELECT v FROM u WHERE id = 5000}), 'while node4 joins',
+	'it has what was committed while it joined');
+is($node4->safe_psql('postgres', q{SELECT count(*) FROM imsg_replicated_tables}), '3',
+	'the tables came replicated (and its own is still there)');
 
 # --- a node of another group -------------------------------------------------
 my ($other) = ImsgGroup::new_nodes(1, "imsg_other_$$", '', q{
 CREATE TABLE t (id integer PRIMARY KEY, v text);
 SELECT imsg_replicate('t');
-}, 4);
+}, 5);
 my $other_id = status($other, 'group_id');
 isnt($other_id, (keys %ids)[0], 'a node alone in another group founds its own');
 $other->append_conf('postgresql.conf', "imessages.gcs_group = '$group'\n");
 $other->restart;
-ok($other->wait_for_log(qr/node "node4" is refused by group "\Q$group\E": it belongs to another group/),
+ok($other->wait_for_log(qr/node "node5" is refused by group "\Q$group\E": it belongs to another group/),
 	'started against the first group, it is refused');
 like(slurp_file($other->logfile), qr/This node belongs to group \Q$other_id\E, the group's id is \Q@{[ (keys %ids)[0] ]}\E/,
 	'the log line names both ids');
@@ -195,5 +243,5 @@ is(status($other, 'state'), 'refused', 'its state is refused');
 like($err, qr/is not synced with its group/, 'and it takes no write');
 is(status($nodes[0], 'state'), 'synced', 'the group goes on');
 
-$_->stop for (@nodes[0, 1], $other);
+$_->stop for (@nodes, $other);
 done_testing();
