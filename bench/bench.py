@@ -524,7 +524,7 @@ COMMIT;""")
             for c in (n1, n2):
                 c.psql("ALTER SYSTEM SET imessages.changeset_log_size = '1MB'")
                 c.psql("SELECT pg_reload_conf()")
-            rows = 10000 if self.args.quick else 100000
+            rows = 1000 if self.args.quick else 10000   # rows of ~1 kB: 10 MB or 100 MB
             for k in range(10):
                 n1.psql(f"INSERT INTO bench_big SELECT g, repeat(md5(g::text), 30) "
                         f"FROM generate_series({k * rows + 1}, {(k + 1) * rows}) g")

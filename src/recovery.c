@@ -44,7 +44,6 @@
 #include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "replication_int.h"
@@ -651,7 +650,7 @@ imsg_job_transfer(ImsgWhole *msg)
 	StringInfoData cmd;
 	char		pg_dump[MAXPGPATH];
 	char		psql[MAXPGPATH];
-	const char *dump_path = "pg_imessages/transfer.sql";
+	const char *dump_err_path = "pg_imessages/transfer_dump.err";
 	const char *head_path = "pg_imessages/transfer_head.sql";
 	const char *tail_path = "pg_imessages/transfer_tail.sql";
 	const char *err_path = "pg_imessages/transfer.err";
@@ -747,19 +746,6 @@ imsg_job_transfer(ImsgWhole *msg)
 	}
 	PQclear(res);
 
-	if (ntables > 0)
-	{
-		appendStringInfo(&cmd, "%s --snapshot=%s --clean --if-exists --no-owner --no-privileges -f %s -d ",
-						 pg_dump, snapshot, dump_path);
-		append_shell_quoted(&cmd, conninfo);
-		appendStringInfoString(&cmd, tables.data);
-		appendStringInfo(&cmd, " 2> %s", err_path);
-		if (system(cmd.data) != 0)
-		{
-			err = psprintf("pg_dump from donor \"%s\" failed: %s", donor, file_head(err_path));
-			goto done;
-		}
-	}
 	{
 		FILE	   *f = AllocateFile(head_path, "w");
 
@@ -768,7 +754,7 @@ imsg_job_transfer(ImsgWhole *msg)
 			err = psprintf("could not write \"%s\": %m", head_path);
 			goto done;
 		}
-		fprintf(f, "SET session_replication_role = replica;\n");
+		fprintf(f, "SET session_replication_role = replica;\nSET synchronous_commit = off;\n");
 		FreeFile(f);
 		f = AllocateFile(tail_path, "w");
 		if (f == NULL)
@@ -780,16 +766,38 @@ imsg_job_transfer(ImsgWhole *msg)
 				ext_schema, format_uuid(gid), position);
 		FreeFile(f);
 	}
-	resetStringInfo(&cmd);
-	appendStringInfo(&cmd, "%s -X -q -v ON_ERROR_STOP=1 --single-transaction -f %s", psql, head_path);
-	if (ntables > 0)
-		appendStringInfo(&cmd, " -f %s", dump_path);
-	appendStringInfo(&cmd, " -f %s -d ", tail_path);
-	append_shell_quoted(&cmd, imsg_node_conninfo);
-	appendStringInfo(&cmd, " > /dev/null 2> %s", err_path);
+
+	/*
+	 * pg_dump's output goes straight into psql, so that the donor reads
+	 * while we write; bash's pipefail makes a failed pg_dump fail it all
+	 * (the restore is one transaction: nothing of a failed one stays).
+	 */
+	{
+		StringInfoData inner;
+
+		initStringInfo(&inner);
+		if (ntables > 0)
+		{
+			appendStringInfo(&inner, "%s --snapshot=%s --clean --if-exists --no-owner --no-privileges -d ",
+							 pg_dump, snapshot);
+			append_shell_quoted(&inner, conninfo);
+			appendStringInfoString(&inner, tables.data);
+			appendStringInfo(&inner, " 2> %s | ", dump_err_path);
+		}
+		appendStringInfo(&inner, "%s -X -q -v ON_ERROR_STOP=1 --single-transaction -f %s%s -f %s -d ",
+						 psql, head_path, ntables > 0 ? " -f -" : "", tail_path);
+		append_shell_quoted(&inner, imsg_node_conninfo);
+		appendStringInfo(&inner, " > /dev/null 2> %s", err_path);
+		appendStringInfoString(&cmd, "/bin/bash -o pipefail -c ");
+		append_shell_quoted(&cmd, inner.data);
+	}
 	if (system(cmd.data) != 0)
 	{
-		err = psprintf("restoring the donor's tables failed: %s", file_head(err_path));
+		char	   *dump_err = file_head(dump_err_path);
+
+		err = dump_err[0] != '\0' ?
+			psprintf("pg_dump from donor \"%s\" failed: %s", donor, dump_err) :
+			psprintf("restoring the donor's tables failed: %s", file_head(err_path));
 		goto done;
 	}
 	res = donor_exec(conn, donor, "COMMIT", PGRES_COMMAND_OK, &err);
@@ -798,16 +806,10 @@ imsg_job_transfer(ImsgWhole *msg)
 	PQclear(res);
 	publish_progress(position);
 	ok = true;
-	{
-		struct stat st;
-
-		ereport(LOG,
-				(errmsg("imessages helper copied %d tables (%lld bytes of dump) from donor \"%s\" at position %llu in %ld ms",
-						ntables,
-						stat(dump_path, &st) == 0 && ntables > 0 ? (long long) st.st_size : 0LL,
-						donor, (unsigned long long) position,
-						(long) (TimestampDifferenceMilliseconds(start, GetCurrentTimestamp())))));
-	}
+	ereport(LOG,
+			(errmsg("imessages helper copied %d tables from donor \"%s\" at position %llu in %ld ms",
+					ntables, donor, (unsigned long long) position,
+					(long) (TimestampDifferenceMilliseconds(start, GetCurrentTimestamp())))));
 
 	/* the certification map: the donor's records of the last window */
 	{
@@ -835,7 +837,7 @@ imsg_job_transfer(ImsgWhole *msg)
 done:
 	if (conn != NULL)
 		PQfinish(conn);
-	unlink(dump_path);
+	unlink(dump_err_path);
 	unlink(head_path);
 	unlink(tail_path);
 	unlink(err_path);
