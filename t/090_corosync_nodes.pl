@@ -29,64 +29,12 @@ my @shm_before = glob('/dev/shm/qb-*');
 sub lab { system('bash', $lab, @_) == 0 or die "corosync-lab.sh @_ failed\n"; }
 
 END { system('bash', $lab, 'stop', $dir) if $dir; }
-unless (ok(eval { lab('start', $dir, 3); 1 },
-		'three corosync nodes started, each in its own network namespace'))
-{
-	# this file fails, the others run
-	my $why = $@;
-	chomp $why;
-	diag("$why; its messages are in this test's log");
-	done_testing();
-	exit;
-}
+ImsgGroup::lab_start_or_end($lab, $dir, 3);
 
-# pg_ctl runs in node I's network namespace; every other program as usual
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my @nodes;
-for my $i (1 .. 3)
-{
-	my $inst = "$dir/inst$i";
-	mkdir $inst;
-	mkdir "$inst/bin";
-	for my $prog (glob("$bindir/*"))
-	{
-		my $name = ($prog =~ m{([^/]+)$})[0];
-		next if $name eq 'pg_ctl';
-		symlink($prog, "$inst/bin/$name") or die "symlink: $!";
-	}
-	open my $fh, '>', "$inst/bin/pg_ctl" or die;
-	# (only start matters: stop must work even after the namespaces are gone)
-	print $fh qq{#!/bin/sh
-case " \$* " in
-*" start "*|*" restart "*) exec bash '$lab' exec '$dir' $i '$bindir/pg_ctl' "\$@" ;;
-*) exec '$bindir/pg_ctl' "\$@" ;;
-esac
-};
-	close $fh;
-	chmod 0755, "$inst/bin/pg_ctl";
-
-	my $node = PostgreSQL::Test::Cluster->new("node$i", install_path => $inst);
-	$node->init;
-	$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'imessages'
-max_worker_processes = 16
-imessages.gcs = corosync
-imessages.gcs_group = 'imsg_lab'
-imessages.node_name = 'node$i'
-imessages.commit_timeout = 60000
-});
-	# (unix sockets reach across network namespaces)
-	$node->append_conf('postgresql.conf',
-		"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
-	$node->start;
-	$node->safe_psql('postgres', q{
-CREATE EXTENSION imessages;
+my @nodes = ImsgGroup::lab_nodes($lab, $dir, 3, 'imsg_lab', '', q{
 CREATE TABLE t (id integer PRIMARY KEY, v text);
 SELECT imsg_replicate('t');
 });
-	push @nodes, $node;
-}
 
 sub all_agree
 {

@@ -82,22 +82,8 @@ $nodes[2]->poll_query_until('postgres',
 	q{SELECT applied_position >= (SELECT group_position FROM imsg_manager_status()) - 1 FROM imsg_state})
   or fail('imsg_state follows the applied position');
 
-# a workload of inserts, updates and deletes on both tables, from one node
-my $mixed = q{
-\set id random(1, 300)
-\set op random(1, 5)
-\if :op = 1
-INSERT INTO t VALUES (:id, 'ins-' || :client_id) ON CONFLICT (id) DO UPDATE SET v = excluded.v;
-\elif :op = 2
-DELETE FROM t WHERE id = :id;
-\elif :op = 3
-UPDATE u SET v = 'upd-' || :client_id, n = n + 1 WHERE id = :id;
-\elif :op = 4
-INSERT INTO u VALUES (:id, 'ins', 0) ON CONFLICT (id) DO UPDATE SET n = u.n + 1;
-\else
-DELETE FROM u WHERE id = :id;
-\endif
-};
+# a workload of inserts, updates and deletes on both tables
+my $mixed = ImsgGroup::mixed_script();
 
 # --- a node stopped while the others write --------------------------------
 $nodes[2]->stop('fast');

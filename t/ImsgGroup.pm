@@ -147,6 +147,42 @@ sub stop_corosync
 	return !grep { !$before{$_} } glob('/dev/shm/qb-*');
 }
 
+# Initialize $node as member node$i of $group ($conf appended), start it,
+# create the extension and run $setup_sql.  Its node_conninfo is how the
+# others reach it to catch up from its change-set log (a unix socket:
+# sockets reach across network namespaces too).
+sub start_member
+{
+	my ($node, $i, $group, $conf, $setup_sql) = @_;
+	$node->init;
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'imessages'
+max_worker_processes = 16
+max_connections = 40
+imessages.gcs = corosync
+imessages.gcs_group = '$group'
+imessages.node_name = 'node$i'
+imessages.commit_timeout = 60000
+$conf
+});
+	$node->append_conf('postgresql.conf',
+		"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
+	$node->start;
+	$node->safe_psql('postgres', "CREATE EXTENSION imessages; $setup_sql");
+}
+
+# Start corosync-lab.sh's $count namespaced corosyncs in $dir as the first
+# test; if they do not come up, say why and end this file (failed).
+sub lab_start_or_end
+{
+	my ($lab, $dir, $count) = @_;
+	return 1 if ok(system('bash', $lab, 'start', $dir, $count) == 0,
+		"$count corosync nodes started, each in its own network namespace");
+	diag("corosync-lab.sh start failed; its messages are in this test's log");
+	done_testing();
+	exit;
+}
+
 # N started clusters, node1..nodeN (or from node$first on), in group
 # $group, each with the extension created and $setup_sql run.  $conf is
 # appended to each postgresql.conf.
@@ -158,22 +194,7 @@ sub new_nodes
 	for my $i ($first .. $first + $count - 1)
 	{
 		my $node = PostgreSQL::Test::Cluster->new("node$i");
-		$node->init;
-		$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'imessages'
-max_worker_processes = 16
-max_connections = 40
-imessages.gcs = corosync
-imessages.gcs_group = '$group'
-imessages.node_name = 'node$i'
-imessages.commit_timeout = 60000
-$conf
-});
-		# how the others reach it to catch up from its change-set log
-		$node->append_conf('postgresql.conf',
-			"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
-		$node->start;
-		$node->safe_psql('postgres', "CREATE EXTENSION imessages; $setup_sql");
+		start_member($node, $i, $group, $conf, $setup_sql);
 		push @nodes, $node;
 	}
 	for my $node (@nodes)
@@ -184,6 +205,66 @@ $conf
 		  or die $node->name . " does not see $count members";
 	}
 	return @nodes;
+}
+
+# N clusters as on N machines, each in the network namespace of its own
+# corosync started by src/tools/corosync-lab.sh in $dir (lab start done by
+# the caller): node1..nodeN in group $group, each started by start_member.
+# pg_ctl start runs in node I's namespace; every other program as usual.
+sub lab_nodes
+{
+	my ($lab, $dir, $count, $group, $conf, $setup_sql) = @_;
+	my $bindir = `pg_config --bindir`;
+	chomp $bindir;
+	my @nodes;
+	for my $i (1 .. $count)
+	{
+		my $inst = "$dir/inst$i";
+		mkdir $inst;
+		mkdir "$inst/bin";
+		for my $prog (glob("$bindir/*"))
+		{
+			my $name = ($prog =~ m{([^/]+)$})[0];
+			next if $name eq 'pg_ctl';
+			symlink($prog, "$inst/bin/$name") or die "symlink: $!";
+		}
+		open my $fh, '>', "$inst/bin/pg_ctl" or die;
+		# (only start matters: stop must work even after the namespaces are gone)
+		print $fh qq{#!/bin/sh
+case " \$* " in
+*" start "*|*" restart "*) exec bash '$lab' exec '$dir' $i '$bindir/pg_ctl' "\$@" ;;
+*) exec '$bindir/pg_ctl' "\$@" ;;
+esac
+};
+		close $fh;
+		chmod 0755, "$inst/bin/pg_ctl";
+
+		my $node = PostgreSQL::Test::Cluster->new("node$i", install_path => $inst);
+		start_member($node, $i, $group, $conf, $setup_sql);
+		push @nodes, $node;
+	}
+	return @nodes;
+}
+
+# A pgbench script of inserts, updates and deletes on tables t (id, v) and
+# u (id, v, n), keys 1..300.
+sub mixed_script
+{
+	return q{
+\set id random(1, 300)
+\set op random(1, 5)
+\if :op = 1
+INSERT INTO t VALUES (:id, 'ins-' || :client_id) ON CONFLICT (id) DO UPDATE SET v = excluded.v;
+\elif :op = 2
+DELETE FROM t WHERE id = :id;
+\elif :op = 3
+UPDATE u SET v = 'upd-' || :client_id, n = n + 1 WHERE id = :id;
+\elif :op = 4
+INSERT INTO u VALUES (:id, 'ins', 0) ON CONFLICT (id) DO UPDATE SET n = u.n + 1;
+\else
+DELETE FROM u WHERE id = :id;
+\endif
+};
 }
 
 # pgbench's output of each node in the last storm (for the benchmarks).
