@@ -49,6 +49,7 @@
 #include "utils/memutils.h"
 
 #include "cslog.h"
+#include "replication_int.h"
 
 PG_FUNCTION_INFO_V1(imsg_changeset_log);
 PG_FUNCTION_INFO_V1(imsg_changeset_log_range);
@@ -956,6 +957,7 @@ imsg_changeset_log(PG_FUNCTION_ARGS)
 				 errdetail("It is empty.")));
 	}
 
+	imsg_note_donor_activity();	/* imsg_manager_status() shows 'donor' */
 	row_context = AllocSetContextCreate(CurrentMemoryContext,
 										"imsg_changeset_log row",
 										ALLOCSET_DEFAULT_SIZES);

@@ -1285,6 +1285,9 @@ end_pause(const char *why)
 			(errmsg("imessages manager: apply resumes after the pause for process %d: %s",
 					pause_pid, why)));
 	pause_pid = 0;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->paused_for_transfer = false;
+	SpinLockRelease(&ImsgManagerState->mutex);
 	release_held();
 }
 
@@ -1337,6 +1340,9 @@ imsg_mgr_handle_pause_apply(ImsgWhole *msg)
 		return;
 	}
 	pause_pid = msg->sender_pid;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->paused_for_transfer = true;
+	SpinLockRelease(&ImsgManagerState->mutex);
 	pause_id = id;
 	pause_answered = false;
 	pause_since = GetCurrentTimestamp();
@@ -1447,6 +1453,9 @@ imsg_mgr_state_init(void)
 	my_proposal[8] = (my_proposal[8] & 0x3f) | 0x80;	/* variant */
 	my_state = IMSG_NODE_DISCONNECTED;
 	pg_atomic_write_u32(&ImsgManagerState->node_state, IMSG_NODE_DISCONNECTED);
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->paused_for_transfer = false;	/* a previous manager's */
+	SpinLockRelease(&ImsgManagerState->mutex);
 	if (!imsg_mgr_gcs->single_node)
 	{
 		imsg_cslog_startup();

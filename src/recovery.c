@@ -730,6 +730,12 @@ imsg_job_transfer(ImsgWhole *msg)
 	}
 	if (snapshot == NULL || err != NULL)
 		goto done;
+	/* it goes into a command line: a snapshot id is hex digits and dashes */
+	if (strspn(snapshot, "0123456789ABCDEFabcdef-") != strlen(snapshot) || snapshot[0] == '\0')
+	{
+		err = psprintf("donor \"%s\" sent a malformed snapshot id", donor);
+		goto done;
+	}
 
 	/* the replicated tables, as of the snapshot */
 	res = donor_exec(conn, donor,

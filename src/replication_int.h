@@ -194,6 +194,14 @@ typedef struct ImsgManagerShared
 	uint64		applied_position;
 	uint64		group_position;
 	char		state_detail[128];	/* why, for the hint and the view */
+	/*
+	 * When this node last served a node that catches up (a backend running
+	 * imsg_changeset_log, any backend writes it), and whether its manager
+	 * is paused for a full transfer (the manager): imsg_manager_status()
+	 * then shows a synced node as 'donor'.
+	 */
+	TimestampTz donor_served_at;
+	bool		paused_for_transfer;
 	char		last_error[256];
 	int			num_helper_slots;
 	ImsgHelperSlot helpers[FLEXIBLE_ARRAY_MEMBER];
@@ -290,6 +298,9 @@ extern void imsg_job_transfer(struct ImsgWhole *msg);
 
 /* manager_state.c */
 extern const char *imsg_node_state_name(ImsgNodeState state);
+
+/* sql_manager.c */
+extern void imsg_note_donor_activity(void);
 
 /* manager.c */
 extern void imsg_register_manager(void);

@@ -193,6 +193,17 @@ imsg_resume_apply(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* A donor's backend serves a node that catches up (see donor_served_at). */
+void
+imsg_note_donor_activity(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->donor_served_at = now;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
 /* imsg_manager_status(): one row. */
 Datum
 imsg_manager_status(PG_FUNCTION_ARGS)
@@ -253,7 +264,14 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[22] = Int64GetDatum(copy.manager_memory_bytes);
 	values[23] = Int64GetDatum(copy.messages_in_assembly);
 	node_state = (ImsgNodeState) pg_atomic_read_u32(&ImsgManagerState->node_state);
-	values[24] = CStringGetTextDatum(imsg_node_state_name(node_state));
+	/* a synced node serving another one (catch-up within 2 s, or a transfer) */
+	if (node_state == IMSG_NODE_SYNCED &&
+		(copy.paused_for_transfer ||
+		 (copy.donor_served_at != 0 &&
+		  !TimestampDifferenceExceeds(copy.donor_served_at, GetCurrentTimestamp(), 2000))))
+		values[24] = CStringGetTextDatum("donor");
+	else
+		values[24] = CStringGetTextDatum(imsg_node_state_name(node_state));
 	if (copy.has_group_id)
 	{
 		pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));

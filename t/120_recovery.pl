@@ -85,6 +85,8 @@ $nodes[2]->poll_query_until('postgres',
 # a workload of inserts, updates and deletes on both tables
 my $mixed = ImsgGroup::mixed_script();
 
+my ($rc, $out, $err);
+
 # --- a node stopped while the others write --------------------------------
 $nodes[2]->stop('fast');
 my @done = ImsgGroup::storm([ @nodes[0, 1] ], $mixed, 2, 300);
@@ -157,11 +159,14 @@ for my $node (@nodes[0, 1])
 # refused, and starts again every second
 my $hold = $nodes[0]->background_psql('postgres');
 $hold->query_safe('SELECT imsg_pause_apply() > 0');
+is(status($nodes[0], 'state'), 'donor', 'a node paused for a transfer shows as donor');
+($rc, $out, $err) = $nodes[0]->psql('postgres', q{SELECT imsg_pause_apply()});
+like($err, qr/node "node1" cannot be a donor now/, 'a second session cannot pause it too');
 $nodes[2]->start;
 ok($nodes[2]->wait_for_log(qr/node "node3" is transferring \(was \w+\).*\n.*It receives a full state transfer from node "node1"/),
 	'node3, whose position no log reaches, gets a full transfer');
 is(status($nodes[2], 'state'), 'transferring', 'imsg_manager_status() says so');
-my ($rc, $out, $err) = $nodes[2]->psql('postgres', q{INSERT INTO t VALUES (100000, 'stale')},
+($rc, $out, $err) = $nodes[2]->psql('postgres', q{INSERT INTO t VALUES (100000, 'stale')},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/55000: node "node3" is not synced with its group: writes to replicated tables are refused/,
 	'a write on a node that is not synced fails with 55000');
