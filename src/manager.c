@@ -87,6 +87,7 @@ static uint64 last_logged = 0;	/* the log's last position at its last write */
 static bool log_unsynced = false;
 
 #define IMSG_LOG_SYNC_MS	100
+#define IMSG_SHUTDOWN_DRAIN_MS	5000
 
 typedef void (*ImsgHandler) (ImsgWhole *msg);
 
@@ -807,6 +808,36 @@ next_timeout(long settle_timeout)
 	return timeout;
 }
 
+/*
+ * Asked to stop: go on for up to IMSG_SHUTDOWN_DRAIN_MS while this node's
+ * committed change sets are still on their way to the group (in our
+ * mailbox, in flight, or in the GCS's send queue), so that a clean stop
+ * (pg_ctl -m fast) does not lose an async transaction that committed just
+ * before it: the others would never get it, and this node would hold rows
+ * the group has not.  True while draining; a node that cannot order them
+ * (not synced) does not wait.
+ */
+static bool
+shutdown_drained(TimestampTz *since)
+{
+	bool		pending;
+
+	if (*since == 0)
+		*since = GetCurrentTimestamp();
+	pending = imsg_mailbox_has_ready() || imsg_mgr_own_pending() ||
+		(imsg_mgr_gcs_connected && imsg_mgr_gcs->pending());
+	if (!pending || imsg_mgr_gcs->single_node ||
+		imsg_mgr_order_state() != IMSG_CS_OUTCOME_ORDERED)
+		return false;
+	if (TimestampDifferenceExceeds(*since, GetCurrentTimestamp(), IMSG_SHUTDOWN_DRAIN_MS))
+	{
+		ereport(LOG,
+				(errmsg("imessages manager stops with change sets of this node not yet sent to the group")));
+		return false;
+	}
+	return true;
+}
+
 static void
 manager_loop(void)
 {
@@ -814,7 +845,9 @@ manager_loop(void)
 	bool		gcs_readable = false;
 	int			settled_since_wait = 0;
 
-	while (!ShutdownRequestPending)
+	TimestampTz shutdown_at = 0;
+
+	for (;;)
 	{
 		MemoryContext old;
 		bool		more;
@@ -832,6 +865,8 @@ manager_loop(void)
 		old = MemoryContextSwitchTo(loop_context);
 
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending && !shutdown_drained(&shutdown_at))
+			break;
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

@@ -83,6 +83,7 @@ extern void imsg_mgr_own_ordered(int origin_pid, uint64 xid, uint64 seq,
 extern void imsg_mgr_own_conflict(int origin_pid, uint64 xid);
 extern void imsg_mgr_own_gcs_lost(void);
 extern long imsg_mgr_own_next_timeout(void);
+extern bool imsg_mgr_own_pending(void);
 
 /* manager_apply.c */
 extern void imsg_mgr_apply_init(void);

@@ -451,6 +451,13 @@ imsg_mgr_own_gcs_lost(void)
 	}
 }
 
+/* Are change sets of ours still on their way (for a clean shutdown)? */
+bool
+imsg_mgr_own_pending(void)
+{
+	return !dlist_is_empty(&inflight);
+}
+
 /* Backstop for change sets whose backend died: recheck often. */
 long
 imsg_mgr_own_next_timeout(void)

@@ -82,6 +82,25 @@ $nodes[2]->poll_query_until('postgres',
 	q{SELECT applied_position >= (SELECT group_position FROM imsg_manager_status()) - 1 FROM imsg_state})
   or fail('imsg_state follows the applied position');
 
+# --- a clean stop right after an async commit ----------------------------
+# node1's manager is stopped (SIGSTOP) while a transaction commits there,
+# so its change set is still in the manager's mailbox when pg_ctl -m fast
+# asks it to exit.  It still sends the change set before it exits, or
+# node1 would hold a row the others never get.
+my $manager1 = $nodes[0]->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+kill 'STOP', $manager1;
+$nodes[0]->safe_psql('postgres', q{INSERT INTO t VALUES (7000, 'just before a clean stop')});
+my $stopping = IPC::Run::start([ 'pg_ctl', '-D', $nodes[0]->data_dir, '-m', 'fast', '-w', 'stop' ],
+	'<', \undef, '>', \my $stop_out, '2>', \my $stop_err);
+sleep 1;    # the postmaster has sent its SIGTERM
+kill 'CONT', $manager1;
+$stopping->finish;
+$nodes[0]->{_pid} = undef;
+ok($nodes[1]->poll_query_until('postgres', q{SELECT count(*) = 1 FROM t WHERE id = 7000}),
+	'an async commit whose change set was not sent when the server was asked to stop reaches the others');
+$nodes[0]->start;
+all_synced('node1 is back', @nodes);
+
 # a workload of inserts, updates and deletes on both tables
 my $mixed = ImsgGroup::mixed_script();
 
@@ -157,13 +176,15 @@ for my $node (@nodes[0, 1])
 # (a session holding imsg_pause_apply), so that node3 stays transferring
 # while its writes are tried: the transfer asks node1 to pause too, is
 # refused, and starts again every second
-my $hold = $nodes[0]->background_psql('postgres');
-$hold->query_safe('SELECT imsg_pause_apply() > 0');
+# (both possible donors: which one the exchange picks depends on the order
+# in which the members joined the CPG group)
+my @hold = map { $_->background_psql('postgres') } @nodes[0, 1];
+$_->query_safe('SELECT imsg_pause_apply() > 0') for @hold;
 is(status($nodes[0], 'state'), 'donor', 'a node paused for a transfer shows as donor');
 ($rc, $out, $err) = $nodes[0]->psql('postgres', q{SELECT imsg_pause_apply()});
 like($err, qr/node "node1" cannot be a donor now/, 'a second session cannot pause it too');
 $nodes[2]->start;
-ok($nodes[2]->wait_for_log(qr/node "node3" is transferring \(was \w+\).*\n.*It receives a full state transfer from node "node1"/),
+ok($nodes[2]->wait_for_log(qr/node "node3" is transferring \(was \w+\).*\n.*It receives a full state transfer from node "node[12]"/),
 	'node3, whose position no log reaches, gets a full transfer');
 is(status($nodes[2], 'state'), 'transferring', 'imsg_manager_status() says so');
 ($rc, $out, $err) = $nodes[2]->psql('postgres', q{INSERT INTO t VALUES (100000, 'stale')},
@@ -176,9 +197,9 @@ like($err, qr/HINT:  Wait until imsg_manager_status\(\)\.state is 'synced'/, 'th
 is($nodes[2]->safe_psql('postgres', 'SELECT count(*) > 0 FROM t'), 't', 'reads are allowed');
 $nodes[2]->safe_psql('postgres', 'CREATE TABLE local_only (i int); INSERT INTO local_only VALUES (1)');
 pass('writes to tables that are not replicated are allowed');
-$hold->quit;
+$_->quit for @hold;
 all_synced('node3 is synced after the full transfer', @nodes);
-ok($nodes[2]->wait_for_log(qr/imessages helper copied 2 tables from donor "node1" at position \d+ in \d+ ms/),
+ok($nodes[2]->wait_for_log(qr/imessages helper copied 2 tables from donor "node[12]" at position \d+ in \d+ ms/),
 	'it copied both tables');
 same_everywhere('after a full transfer to node3');
 $nodes[0]->safe_psql('postgres', q{INSERT INTO t VALUES (5000, 'after the transfer')});
@@ -188,8 +209,8 @@ is($nodes[2]->safe_psql('postgres', q{SELECT v FROM t WHERE id = 5000}), 'after 
 
 # --- a brand-new fourth node ------------------------------------------------
 # only CREATE EXTENSION (and a replicated table of its own, to try a write)
-$hold = $nodes[0]->background_psql('postgres');
-$hold->query_safe('SELECT imsg_pause_apply() > 0');
+@hold = map { $_->background_psql('postgres') } @nodes;
+$_->query_safe('SELECT imsg_pause_apply() > 0') for @hold;
 my $node4 = PostgreSQL::Test::Cluster->new('node4');
 $node4->init;
 $node4->append_conf('postgresql.conf', qq{
@@ -208,7 +229,7 @@ $node4->poll_query_until('postgres', q{SELECT state = 'transferring' FROM imsg_m
 ($rc, $out, $err) = $node4->psql('postgres', q{INSERT INTO mine VALUES (1)});
 like($err, qr/node "node4" is not synced with its group/, 'a write on the new node fails while it is transferring');
 $nodes[1]->safe_psql('postgres', q{INSERT INTO u VALUES (5000, 'while node4 joins', 1)});
-$hold->quit;
+$_->quit for @hold;
 push @nodes, $node4;
 all_synced('the new node is synced after its full transfer', @nodes);
 same_everywhere('with a fourth node');
