@@ -171,17 +171,6 @@ imsg_node_state_name(ImsgNodeState state)
 	return state_names[state];
 }
 
-static char *
-format_group_id(const uint8 *id)
-{
-	static char buf[40];
-
-	snprintf(buf, sizeof(buf),
-			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-			 id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7],
-			 id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
-	return buf;
-}
 
 /* The position counter and what is applied, for the view and others. */
 static void
@@ -795,9 +784,9 @@ decide(void)
 	{
 		case ROLE_REFUSED_GROUP:
 			snprintf(detail, sizeof(detail), "This node belongs to group %s, ",
-					 format_group_id(view[me].group_id));
+					 imsg_format_group_id(view[me].group_id));
 			strlcat(detail, "the group's id is ", sizeof(detail));
-			strlcat(detail, format_group_id(gid), sizeof(detail));
+			strlcat(detail, imsg_format_group_id(gid), sizeof(detail));
 			strlcat(detail, ".", sizeof(detail));
 			if (my_state != IMSG_NODE_REFUSED)
 				ereport(LOG,
@@ -859,7 +848,7 @@ decide(void)
 		if (ref < 0)
 			ereport(LOG,
 					(errmsg("imessages manager: the members of \"%s\" found group %s",
-							imsg_gcs_group, format_group_id(gid))));
+							imsg_gcs_group, imsg_format_group_id(gid))));
 		have_group = true;
 		memcpy(group_id, gid, IMSG_GROUP_ID_LEN);
 		save_pending = false;	/* save it now */
@@ -1250,7 +1239,7 @@ imsg_mgr_handle_state_info(ImsgWhole *msg)
 			(errmsg("imessages manager: node \"%s\" %s%s, applied position %llu, change-set log %llu to %llu",
 					imsg_my_node_name(),
 					have_group ? "belongs to group " : "has no group yet",
-					have_group ? format_group_id(group_id) : "",
+					have_group ? imsg_format_group_id(group_id) : "",
 					(unsigned long long) durable_applied,
 					(unsigned long long) imsg_cslog_first_position(),
 					(unsigned long long) imsg_cslog_last_position())));
@@ -1356,6 +1345,22 @@ imsg_mgr_handle_resume_apply(ImsgWhole *msg)
 		end_pause("the snapshot is taken");
 }
 
+/* Has the helper that ran a job of ours ('slot', 'pid') exited? */
+static bool
+helper_gone(int slot, int pid)
+{
+	ImsgHelperSlot *hs;
+	int			now;
+
+	if (slot < 0)
+		return false;
+	hs = &ImsgManagerState->helpers[slot];
+	SpinLockAcquire(&hs->mutex);
+	now = hs->pid;
+	SpinLockRelease(&hs->mutex);
+	return now != pid;
+}
+
 /* Each pass of the manager's loop. */
 void
 imsg_mgr_state_run(void)
@@ -1370,34 +1375,16 @@ imsg_mgr_state_run(void)
 		start_catchup();
 	if (transfer_need_start && my_state == IMSG_NODE_TRANSFERRING)
 		start_transfer();
-	if (transfer_running && transfer_slot >= 0)
+	if (transfer_running && helper_gone(transfer_slot, transfer_pid))
 	{
-		ImsgHelperSlot *hs = &ImsgManagerState->helpers[transfer_slot];
-		int			pid;
-
-		SpinLockAcquire(&hs->mutex);
-		pid = hs->pid;
-		SpinLockRelease(&hs->mutex);
-		if (pid != transfer_pid)
-		{
-			transfer_running = false;
-			transfer_need_start = true;
-		}
+		transfer_running = false;
+		transfer_need_start = true;
 	}
-	if (catchup_running && catchup_slot >= 0)
+	if (catchup_running && helper_gone(catchup_slot, catchup_pid))
 	{
-		ImsgHelperSlot *hs = &ImsgManagerState->helpers[catchup_slot];
-		int			pid;
-
-		SpinLockAcquire(&hs->mutex);
-		pid = hs->pid;
-		SpinLockRelease(&hs->mutex);
-		if (pid != catchup_pid)
-		{
-			/* it exited: again, from where imsg_state says */
-			catchup_running = false;
-			catchup_need_restart = true;
-		}
+		/* it exited: again, from where imsg_state says */
+		catchup_running = false;
+		catchup_need_restart = true;
 	}
 	/* our quorum flag changed since we said it: say it again */
 	if (imsg_mgr_gcs_connected && view_count > 0 && durable_known)

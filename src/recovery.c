@@ -327,17 +327,6 @@ donor_result(PGconn *conn, char **err)
 	return last;
 }
 
-static const char *
-format_uuid(const uint8 *id)
-{
-	static char buf[40];
-
-	snprintf(buf, sizeof(buf),
-			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-			 id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7],
-			 id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
-	return buf;
-}
 
 static uint64
 get_int8(const char *p)
@@ -769,7 +758,7 @@ imsg_job_transfer(ImsgWhole *msg)
 			goto done;
 		}
 		fprintf(f, "SET search_path = pg_catalog;\nUPDATE %s.imsg_state SET group_id = '%s', applied_position = " UINT64_FORMAT ";\n",
-				ext_schema, format_uuid(gid), position);
+				ext_schema, imsg_format_group_id(gid), position);
 		FreeFile(f);
 	}
 

@@ -301,6 +301,7 @@ extern const char *imsg_node_state_name(ImsgNodeState state);
 
 /* sql_manager.c */
 extern void imsg_note_donor_activity(void);
+extern const char *imsg_format_group_id(const uint8 *id);
 
 /* manager.c */
 extern void imsg_register_manager(void);

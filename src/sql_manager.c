@@ -193,6 +193,19 @@ imsg_resume_apply(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* A group id as text, in a static buffer (log lines, the restore's SQL). */
+const char *
+imsg_format_group_id(const uint8 *id)
+{
+	static char buf[40];
+
+	snprintf(buf, sizeof(buf),
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7],
+			 id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+	return buf;
+}
+
 /* A donor's backend serves a node that catches up (see donor_served_at). */
 void
 imsg_note_donor_activity(void)
