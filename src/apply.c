@@ -346,6 +346,19 @@ local_removal_won(uint64 row)
 	return true;
 }
 
+/*
+ * In a catch-up: one of our own change sets delivered after this one
+ * wrote the row (local_writes.c), so it keeps what ours left.
+ */
+static bool
+catch_up_own_won(uint64 row)
+{
+	if (!imsg_local_writes_catch_up_wins(row))
+		return false;
+	rows_kept++;
+	return true;
+}
+
 /* Row writes of the last change set applied that a local write beat. */
 int64
 imsg_apply_rows_kept(void)
@@ -486,6 +499,8 @@ apply_insert(const ImsgCsRecord *rec)
 	Datum	   *values = palloc(sizeof(Datum) * Max(r->ncols, 1));
 	bool	   *nulls = palloc(sizeof(bool) * Max(r->ncols, 1));
 
+	if (catch_up_own_won(rec->new_row))
+		return;
 	read_values(rec->values, r, false, values, nulls);
 	put_row(r, values, nulls, rec->new_row, !apply_overwrite);
 }
@@ -508,10 +523,14 @@ apply_update(const ImsgCsRecord *rec)
 	/* a new key: the old row goes and the new one comes, each on its own */
 	if (row != new_row)
 	{
-		remove_row(r, values + r->ncols, nulls + r->ncols, row, strict);
-		put_row(r, values, nulls, new_row, strict);
+		if (!catch_up_own_won(row))
+			remove_row(r, values + r->ncols, nulls + r->ncols, row, strict);
+		if (!catch_up_own_won(new_row))
+			put_row(r, values, nulls, new_row, strict);
 		return;
 	}
+	if (catch_up_own_won(row))
+		return;
 
 	if (r->update_plan == NULL)
 	{
@@ -548,6 +567,8 @@ apply_delete(const ImsgCsRecord *rec)
 	Datum	   *values = palloc(sizeof(Datum) * Max(r->nkeys, 1));
 	bool	   *nulls = palloc(sizeof(bool) * Max(r->nkeys, 1));
 
+	if (catch_up_own_won(rec->row))
+		return;
 	read_values(rec->key, r, true, values, nulls);
 	remove_row(r, values, nulls, rec->row, !apply_overwrite);
 }

@@ -120,6 +120,9 @@ extern void imsg_local_writes_applying(uint64 seq);
 extern void imsg_remote_wins_reset(void);
 extern void imsg_remote_wins_result(bool *called, bool *lost);
 extern bool imsg_local_removal_wins(uint64 row);
+extern void imsg_local_writes_catch_up_note(uint64 row, uint64 position);
+extern void imsg_local_writes_catch_up_end(void);
+extern bool imsg_local_writes_catch_up_wins(uint64 row);
 
 /* apply.c */
 extern int64 imsg_apply_rows_kept(void);

@@ -577,8 +577,8 @@ claim_position(uint64 seq)
  * never assigned (another incarnation of the node) did not; one older than
  * the commit log did, long ago.
  */
-static bool
-own_transaction_committed(uint64 full_xid)
+bool
+imsg_own_transaction_committed(uint64 full_xid)
 {
 	FullTransactionId fxid = FullTransactionIdFromU64(full_xid);
 	TransactionId xid = XidFromFullTransactionId(fxid);
@@ -627,7 +627,7 @@ retry:
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (!claim_position(seq) || (mine && own_transaction_committed(xid)))
+		if (!claim_position(seq) || (mine && imsg_own_transaction_committed(xid)))
 			*changes = -1;
 		else
 			*changes = imsg_apply_changeset(cs, cslen, overwrite, seq);

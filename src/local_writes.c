@@ -41,8 +41,10 @@
  *
  * Subtransaction and removal entries whose top-level entry is gone are
  * dead: lookups treat them as absent, and the manager sweeps them when a
- * map is half full.  Entries are not WAL-logged: after a crash restart
- * the manager starts with nothing in flight, and so do these maps.
+ * map is half full.  Entries are not WAL-logged: after a restart the
+ * manager starts with nothing in flight, and so do these maps; what the
+ * catch-up that follows needs of them it rebuilds from the change-set log
+ * (the end of this file).
  *
  * Only a node in a group with other nodes keeps them (imessages.gcs other
  * than 'local'): a group of one applies no remote change sets.
@@ -469,4 +471,78 @@ imsg_remote_wins(PG_FUNCTION_ARGS)
 	remote_wins_called = true;
 	remote_wins_lost = !wins;
 	PG_RETURN_BOOL(wins);
+}
+
+/* ---------------------------------------------------------------------
+ * A catch-up's own writes
+ *
+ * The maps above live in shared memory and start empty with the server,
+ * so a node that stopped with a remote change set R delivered but not
+ * applied, after which a transaction of its own L wrote R's row, catches
+ * up without them: R is read again from the log, and applied as it is it
+ * would overwrite L's values, which every other node keeps (L is
+ * delivered after R).  So the catch-up helper first reads its own change
+ * sets in the range it catches up (from the log: each one's position, and
+ * whether its transaction committed here) and notes, per row identity,
+ * the last position at which one of them wrote or removed the row.
+ * Applying a remote change set at p then leaves a row alone whose noted
+ * position is past p.  By identity rather than xmin: a row's xmin can be
+ * a subtransaction's xid, and pg_subtrans does not survive a restart.
+ * Process-local: one helper runs a catch-up, in position order.
+ * ---------------------------------------------------------------------
+ */
+typedef struct CatchUpRow
+{
+	uint64		row;			/* hash key */
+	uint64		position;		/* of our last change set that wrote it */
+} CatchUpRow;
+
+static HTAB *catch_up_rows = NULL;
+
+/* recovery.c: our change set at 'position' (committed here) wrote 'row'. */
+void
+imsg_local_writes_catch_up_note(uint64 row, uint64 position)
+{
+	CatchUpRow *e;
+	bool		found;
+
+	if (row == 0)
+		return;
+	if (catch_up_rows == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(CatchUpRow);
+		ctl.hcxt = TopMemoryContext;
+		catch_up_rows = hash_create("imessages catch-up own rows", 1024, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(catch_up_rows, &row, HASH_ENTER, &found);
+	if (!found || e->position < position)
+		e->position = position;
+}
+
+/* recovery.c: the catch-up is over. */
+void
+imsg_local_writes_catch_up_end(void)
+{
+	if (catch_up_rows != NULL)
+		hash_destroy(catch_up_rows);
+	catch_up_rows = NULL;
+}
+
+/*
+ * apply.c: does one of our change sets noted for the catch-up, delivered
+ * after the change set being applied, write this row?
+ */
+bool
+imsg_local_writes_catch_up_wins(uint64 row)
+{
+	CatchUpRow *e;
+
+	if (catch_up_rows == NULL || applying_seq == 0 || row == 0)
+		return false;
+	e = hash_search(catch_up_rows, &row, HASH_FIND, NULL);
+	return e != NULL && e->position > applying_seq;
 }

@@ -279,7 +279,7 @@ imsg_mgr_order_state(void)
 	if (imsg_mgr_gcs->quorate != NULL && !imsg_mgr_gcs->quorate())
 		return IMSG_CS_OUTCOME_NO_QUORUM;
 	/* a node that is not synced orders nothing of its own */
-	if (!imsg_mgr_gcs->single_node && imsg_mgr_node_state() != IMSG_NODE_SYNCED)
+	if (!imsg_mgr_gcs->single_node && !imsg_mgr_state_writable())
 		return IMSG_CS_OUTCOME_NO_QUORUM;
 	return IMSG_CS_OUTCOME_ORDERED;
 }

@@ -187,12 +187,49 @@ publish_positions(void)
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
+static bool gcs_primary(void);
+
+/*
+ * A member that was synced when the view changed, and is still in the
+ * primary component (gcs_primary: for corosync, a majority of the quorum's
+ * nodes have a manager in our CPG view, known as soon as the view is),
+ * goes on taking writes while the members exchange their state: the
+ * exchange cannot make it anything but synced (a synced member's state is
+ * the reference), and what it multicasts meanwhile is held and positioned
+ * after the decision like every delivery.  Refusing writes there instead
+ * failed every transaction that began in those few milliseconds, at each
+ * membership change of the group.
+ */
+static bool
+writable_while_joining(void)
+{
+	return my_state == IMSG_NODE_JOINING && synced_in_view && gcs_primary();
+}
+
+/* May this node take writes to replicated tables and order its change sets? */
+bool
+imsg_mgr_state_writable(void)
+{
+	return my_state == IMSG_NODE_SYNCED || writable_while_joining();
+}
+
+/* The state the capture trigger and imsg_manager_status() see. */
+static void
+publish_node_state(void)
+{
+	ImsgNodeState shown = imsg_mgr_state_writable() ? IMSG_NODE_SYNCED : my_state;
+
+	if (pg_atomic_read_u32(&ImsgManagerState->node_state) != (uint32) shown)
+		pg_atomic_write_u32(&ImsgManagerState->node_state, (uint32) shown);
+}
+
 /* Change our state: shared memory, and a log line. */
 static void
 set_state(ImsgNodeState state, const char *detail)
 {
 	uint64		applied = ring_first - 1;
 	uint64		group_pos;
+	ImsgNodeState prev;
 
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	strlcpy(ImsgManagerState->state_detail, detail ? detail : "",
@@ -201,21 +238,25 @@ set_state(ImsgNodeState state, const char *detail)
 	memcpy(ImsgManagerState->group_id, group_id, IMSG_GROUP_ID_LEN);
 	group_pos = ImsgManagerState->group_position;
 	SpinLockRelease(&ImsgManagerState->mutex);
-	pg_atomic_write_u32(&ImsgManagerState->node_state, (uint32) state);
 	/* synced, and still so through view changes (JOINING) */
 	if (state == IMSG_NODE_SYNCED)
 		synced_in_view = true;
 	else if (state != IMSG_NODE_JOINING)
 		synced_in_view = false;
 	if (state == my_state)
+	{
+		publish_node_state();
 		return;
+	}
+	prev = my_state;
+	my_state = state;
+	publish_node_state();
 	ereport(LOG,
 			(errmsg("imessages manager: node \"%s\" is %s (was %s): applied position %llu, group position %llu",
 					imsg_my_node_name(), imsg_node_state_name(state),
-					imsg_node_state_name(my_state),
+					imsg_node_state_name(prev),
 					(unsigned long long) applied, (unsigned long long) group_pos),
 			 detail && detail[0] ? errdetail_internal("%s", detail) : 0));
-	my_state = state;
 }
 
 ImsgNodeState
@@ -1393,6 +1434,7 @@ imsg_mgr_state_run(void)
 		if (!state_sent || quorate != sent_quorate)
 			send_state();
 	}
+	publish_node_state();		/* (the primary component may be lost) */
 	publish_positions();
 }
 

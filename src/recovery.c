@@ -48,6 +48,7 @@
 
 #include "replication_int.h"
 #include "changeset_int.h"
+#include "changeset_reader.h"
 #include "cslog.h"
 #include "mailbox_large.h"
 
@@ -346,15 +347,46 @@ get_int4(const char *p)
 	return (int32) pg_ntoh32(v);
 }
 
+/* What catch_up_from_donor does with each record. */
+typedef enum DonorFetch
+{
+	FETCH_APPLY,				/* apply it, and hand it to the manager */
+	FETCH_MAP_ONLY,				/* hand it to the manager only */
+	FETCH_OWN_WRITES			/* note our own change sets' rows only */
+} DonorFetch;
+
 /*
- * Fetch positions pos..upto from the donor and apply them in order; each
- * goes to the manager too (IMSG_T_CS_FETCHED) for its log and its
- * certification map.  Returns the position after the last one applied;
- * *log_gone if the donor's log no longer holds 'pos'.
+ * Our own change set at 'pos' (a log record): if its transaction
+ * committed here, note the rows it wrote for the catch-up (see
+ * local_writes.c: a remote change set delivered before it must not
+ * overwrite them).
+ */
+static void
+note_own_writes(uint64 pos, uint8 flags, const char *data, Size len)
+{
+	ImsgGcsChangeset c;
+	ImsgCsSummary summary;
+	int64		i;
+
+	if ((flags & IMSG_LOG_LOST) || !imsg_gcs_changeset_parse(data, len, &c) ||
+		!imsg_own_transaction_committed(c.xid))
+		return;
+	if (imsg_changeset_summarize(c.cs, c.cslen, true, &summary) >= 0)
+		for (i = 0; i < summary.nrows; i++)
+			imsg_local_writes_catch_up_note(summary.rows[i], pos);
+	imsg_changeset_summary_free(&summary);
+}
+
+/*
+ * Fetch positions pos..upto from the donor, in order: apply each, and hand
+ * it to the manager too (IMSG_T_CS_FETCHED) for its log and its
+ * certification map; or only the latter; or only note our own change
+ * sets' rows (their data alone travels).  Returns the position after the
+ * last one done; *log_gone if the donor's log no longer holds 'pos'.
  */
 static uint64
 catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 upto,
-					bool apply, bool *log_gone, char **err)
+					DonorFetch what, bool *log_gone, char **err)
 {
 	PGconn	   *conn;
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
@@ -369,8 +401,13 @@ catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 
 		return pos;
 	}
 	/* (ext_schema: read_applied_position looked it up) */
-	sql = psprintf("SELECT \"position\", origin, flags, data FROM %s.imsg_changeset_log($1::bigint, $2::integer)",
-				   ext_schema);
+	if (what == FETCH_OWN_WRITES)
+		sql = psprintf("SELECT \"position\", origin, flags, CASE WHEN origin = %s THEN data END "
+					   "FROM %s.imsg_changeset_log($1::bigint, $2::integer)",
+					   quote_literal_cstr(imsg_my_node_name()), ext_schema);
+	else
+		sql = psprintf("SELECT \"position\", origin, flags, data FROM %s.imsg_changeset_log($1::bigint, $2::integer)",
+					   ext_schema);
 	while (pos <= upto)
 	{
 		char		from[32];
@@ -429,7 +466,14 @@ catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 
 			}
 			memcpy(origin, PQgetvalue(res, i, 1), olen);
 			origin[olen] = '\0';
-			if (apply)
+			if (what == FETCH_OWN_WRITES)
+			{
+				if (!PQgetisnull(res, i, 3))
+					note_own_writes(p, flags, data, len);
+				pos++;
+				continue;
+			}
+			if (what == FETCH_APPLY)
 				(void) apply_record(p, origin, flags, data, len);
 			ImsgBufferInitWriter(&out, head, sizeof(head));
 			ImsgBufferPutInt64(&out, (int64) p);
@@ -452,6 +496,38 @@ catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 
 done:
 	PQfinish(conn);
 	return pos;
+}
+
+/*
+ * Note the rows of our own change sets at positions pos..upto that
+ * committed here: those our log holds (up to own_last), then the donor's.
+ */
+static void
+note_own_writes_from(uint64 pos, uint64 own_last, uint64 upto, const char *donor,
+					 const char *conninfo, bool *log_gone, char **err)
+{
+	const char *me = imsg_my_node_name();
+
+	if (pos <= Min(own_last, upto))
+	{
+		ImsgCslogReader *r = imsg_cslog_begin_read(pos);
+		ImsgCslogRecord rec;
+
+		while (r != NULL && pos <= Min(own_last, upto) && imsg_cslog_next(r, &rec))
+		{
+			if (rec.position != pos)
+				break;
+			if (strcmp(rec.origin, me) == 0)
+				note_own_writes(rec.position, rec.flags, rec.data, rec.len);
+			pos++;
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (r != NULL)
+			imsg_cslog_end_read(r);
+	}
+	if (pos <= upto && conninfo[0] != '\0')
+		(void) catch_up_from_donor(conninfo, donor, pos, upto, FETCH_OWN_WRITES,
+								   log_gone, err);
 }
 
 /*
@@ -494,8 +570,16 @@ imsg_job_catch_up(ImsgWhole *msg)
 					(unsigned long long) pos, (unsigned long long) upto,
 					donor[0] ? ", from donor " : "", donor)));
 
+	/*
+	 * Our own change sets in the range first, from our log and the
+	 * donor's: the rows they wrote, which remote change sets delivered
+	 * before them must leave alone (local_writes.c).
+	 */
+	imsg_local_writes_catch_up_end();	/* (nothing from an earlier job) */
+	note_own_writes_from(pos, own_last, upto, donor, conninfo, &log_gone, &err);
+
 	/* our own log first: what this node delivered but had not applied */
-	if (pos <= Min(own_last, upto))
+	if (err == NULL && pos <= Min(own_last, upto))
 	{
 		ImsgCslogReader *r = imsg_cslog_begin_read(pos);
 		ImsgCslogRecord rec;
@@ -515,14 +599,15 @@ imsg_job_catch_up(ImsgWhole *msg)
 		if (r != NULL)
 			imsg_cslog_end_read(r);
 	}
-	if (pos <= upto && !ShutdownRequestPending)
+	if (err == NULL && pos <= upto && !ShutdownRequestPending)
 	{
 		if (conninfo[0] == '\0')
 			err = psprintf("no donor holds positions " UINT64_FORMAT " to " UINT64_FORMAT,
 						   pos, upto);
 		else
-			pos = catch_up_from_donor(conninfo, donor, pos, upto, true, &log_gone, &err);
+			pos = catch_up_from_donor(conninfo, donor, pos, upto, FETCH_APPLY, &log_gone, &err);
 	}
+	imsg_local_writes_catch_up_end();
 	publish_progress(pos - 1);
 	if (pos > upto)
 		ereport(LOG,
@@ -821,7 +906,7 @@ imsg_job_transfer(ImsgWhole *msg)
 				from = Max(from, strtou64(PQgetvalue(res, 0, 0), NULL, 10));
 			PQclear(res);
 			if (position > 0 && from <= position)
-				(void) catch_up_from_donor(conninfo, donor, from, position, false, &gone, &map_err);
+				(void) catch_up_from_donor(conninfo, donor, from, position, FETCH_MAP_ONLY, &gone, &map_err);
 		}
 		if (map_err != NULL)
 			ereport(LOG,

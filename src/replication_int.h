@@ -179,7 +179,9 @@ typedef struct ImsgManagerShared
 	ImsgSeen	seen[IMSG_MAX_GROUP_MEMBERS];
 	/*
 	 * The node's state (an ImsgNodeState), also an atomic so that a
-	 * backend's first write of a transaction reads it without the mutex;
+	 * backend's first write of a transaction reads it without the mutex
+	 * (a synced member exchanging state in the primary component shows
+	 * as synced: it takes writes meanwhile, see writable_while_joining);
 	 * the rest under the mutex, all written by the manager
 	 * (manager_state.c).  'last_seq' is the group position of the last
 	 * change set this node delivered; 'applied_position' the highest one
@@ -287,6 +289,7 @@ extern int	imsg_helper_my_slot(void);
 extern bool imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid,
 							  uint64 counter, bool overwrite, uint64 xid,
 							  const char *cs, Size cslen, int64 *changes);
+extern bool imsg_own_transaction_committed(uint64 full_xid);
 
 /* recovery.c (helper jobs) */
 struct ImsgWhole;

@@ -120,6 +120,70 @@ same_everywhere('after node3 was stopped');
 like(slurp_file($nodes[2]->logfile), qr/node "node3" is catching_up \(was \w+\).*\n(.*\n)*.*node "node3" is synced \(was catching_up\)/,
 	'node3 logs its state changes');
 
+# --- our own write after a remote change set we had not applied -----------
+# node1 updates rows 8001 and 8002 of u (change set R); node3's helper
+# applying R waits for row 8001, which a session of node3 holds locked;
+# meanwhile node3 updates row 8002 itself (L, delivered after R, so every
+# node ends with L's value), and then the helper is killed (SIGKILL: a
+# crash restart, which a fast stop would let it finish R first).  The
+# catch-up reads R again from node3's log: R must leave 8002 as L left it.
+$nodes[0]->safe_psql('postgres', q{INSERT INTO u VALUES (8001, 'init', 0), (8002, 'init', 0)});
+all_synced('rows 8001 and 8002 are everywhere', @nodes);
+my $locker = $nodes[2]->background_psql('postgres');
+$locker->query_safe('BEGIN; SELECT 1 FROM u WHERE id = 8001 FOR UPDATE');
+$nodes[0]->safe_psql('postgres', q{
+BEGIN;
+UPDATE u SET v = 'node1' WHERE id = 8001;
+UPDATE u SET v = 'node1' WHERE id = 8002;
+COMMIT;
+});
+ok($nodes[2]->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_locks WHERE NOT granted}),
+	"node3's helper waits for row 8001");
+my $waiting_helper = $nodes[2]->safe_psql('postgres', q{SELECT pid FROM pg_locks WHERE NOT granted});
+$nodes[2]->safe_psql('postgres', q{UPDATE u SET v = 'node3' WHERE id = 8002});
+ok($nodes[0]->poll_query_until('postgres', q{SELECT v = 'node3' FROM u WHERE id = 8002}),
+	"node3's later write reaches node1 after node1's own");
+my $log_at = -s $nodes[2]->logfile;
+kill 'KILL', $waiting_helper;
+eval { $locker->quit };
+ok($nodes[2]->wait_for_log(qr/imessages helper catches up from position \d+ to \d+\n/, $log_at),
+	'node3 catches up from its own log after the crash restart');
+all_synced('node3 is synced after the crash restart', @nodes);
+is($nodes[2]->safe_psql('postgres', q{SELECT string_agg(v, ',' ORDER BY id) FROM u WHERE id IN (8001, 8002)}),
+	'node1,node3', 'the catch-up applies the earlier remote change set but keeps our later write');
+same_everywhere('after a catch-up over our own write');
+
+# --- writes while the members exchange their state ------------------------
+# node2's manager is stopped (SIGSTOP) and node3 starts: the view changes,
+# and node1 waits for node2's state message as long as node2 is stopped.
+# node1 was synced and is in the primary component, so it takes writes
+# meanwhile: an async commit commits, a sync one waits for the decision.
+$nodes[2]->stop('fast');
+my $manager2 = $nodes[1]->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+my $log1_at = -s $nodes[0]->logfile;
+kill 'STOP', $manager2;
+$nodes[2]->start;
+ok($nodes[0]->wait_for_log(qr/node "node1" is joining \(was synced\)/, $log1_at),
+	'node1 exchanges its state after node3 joins');
+is(status($nodes[0], 'state'), 'synced', 'and shows as synced meanwhile');
+($rc, $out, $err) = $nodes[0]->psql('postgres', q{INSERT INTO t VALUES (7100, 'async during the exchange')});
+is($rc . $err, '0', 'an async write during the exchange commits');
+my $sync_insert = IPC::Run::start(
+	[ 'psql', '-X', '-h', $nodes[0]->host, '-p', $nodes[0]->port, '-d', 'postgres', '-c',
+	  q{SET imessages.commit_mode = sync; INSERT INTO t VALUES (7101, 'sync during the exchange')} ],
+	'<', \undef, '>', \my $sync_out, '2>', \my $sync_err);
+sleep 1;
+$sync_insert->pump_nb;
+ok($sync_insert->pumpable, 'a sync commit during the exchange waits for it');
+is(status($nodes[0], 'state'), 'synced', 'node1 is still exchanging');
+kill 'CONT', $manager2;
+my $sync_ok = $sync_insert->finish;
+is(($sync_ok ? 'exit 0' : 'failed') . $sync_err, 'exit 0', 'the sync commit commits once the members decide');
+all_synced('every node is synced after the exchange', @nodes);
+is($nodes[2]->safe_psql('postgres', q{SELECT count(*) FROM t WHERE id IN (7100, 7101)}), '2',
+	'both writes reach the node that joined');
+same_everywhere('after writes during the exchange');
+
 # --- a node killed while pgbench writes on the other two ------------------
 my $pid3 = $nodes[2]->{_pid};
 my @runs;
