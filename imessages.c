@@ -52,6 +52,7 @@ int			imsg_gcs_join_wait_ms = 3000;
 int			imsg_certification_window = 262144;
 char	   *imsg_node_conninfo = NULL;
 int			imsg_changeset_log_size_kb = 64 * 1024;
+bool		imsg_debug_skip_position = false;
 
 static const struct config_enum_entry commit_mode_options[] = {
 	{"async", IMSG_COMMIT_ASYNC, false},
@@ -263,6 +264,16 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("imessages.debug_skip_position",
+							 "Developer option: the manager skips one position, as if a delivery were lost.",
+							 "For testing gap detection only: when it is turned on at a reload, the next change "
+							 "set delivered to this node gets a position one past the expected one.",
+							 &imsg_debug_skip_position,
+							 false,
+							 PGC_SIGHUP,
+							 GUC_NOT_IN_SAMPLE | GUC_SUPERUSER_ONLY,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("imessages");
 

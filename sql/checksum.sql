@@ -85,3 +85,19 @@ DROP ROLE regress_imsg_ck;
 DROP VIEW ck_view;
 DROP SEQUENCE ck_seq;
 DROP TABLE ck_a, ck_b, ck_dup, ck_dup2;
+
+-- a type created on each node has an OID of its own there: the same rows
+-- give the same digest whatever the OIDs of their enum and array types
+CREATE TYPE ck_mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE ck_e (id integer PRIMARY KEY, m ck_mood, ms ck_mood[]);
+INSERT INTO ck_e VALUES (1, 'ok', '{sad,happy}'), (2, NULL, '{}');
+CREATE TEMP TABLE ck_e_digest AS SELECT digest FROM imsg_table_checksum('ck_e');
+DROP TABLE ck_e;
+DROP TYPE ck_mood;
+CREATE TYPE ck_mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE ck_e (id integer PRIMARY KEY, m ck_mood, ms ck_mood[]);
+INSERT INTO ck_e VALUES (1, 'ok', '{sad,happy}'), (2, NULL, '{}');
+SELECT digest = (SELECT digest FROM ck_e_digest) AS same_digest_new_oids
+  FROM imsg_table_checksum('ck_e');
+DROP TABLE ck_e;
+DROP TYPE ck_mood;

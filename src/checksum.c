@@ -5,7 +5,10 @@
  *	  table's rows, so that a DBA (and the tests) can compare nodes.
  *
  * Each row is hashed on its own, from the binary send form of each live
- * column (the text form for a type without one), each value preceded by
+ * column of a built-in type (the text form for other types: the send form
+ * of an array or a composite carries its element or column types' OIDs,
+ * which differ between nodes for a type created on each, such as an enum),
+ * each value preceded by
  * its column's position among the live columns and its length, so that
  * neither session settings (DateStyle, extra_float_digits) nor the physical
  * order of rows or of dropped columns changes the result.  The digest is
@@ -31,6 +34,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
@@ -57,11 +61,16 @@ typedef struct ChecksumColumn
 	FmgrInfo	out;			/* typsend or typoutput */
 } ChecksumColumn;
 
+/* Is the send form of this type's values the same on every node? */
 static bool
-type_has_send(Oid typid)
+type_has_portable_send(Oid typid)
 {
-	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	HeapTuple	tup;
 	bool		result;
+
+	if (typid >= FirstNormalObjectId)
+		return false;
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
 
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for type %u", typid);
@@ -167,7 +176,7 @@ imsg_table_checksum(PG_FUNCTION_ARGS)
 			continue;
 		c = &cols[ncols++];
 		c->attno = i;
-		c->binary = type_has_send(a->atttypid);
+		c->binary = type_has_portable_send(a->atttypid);
 		if (c->binary)
 			getTypeBinaryOutputInfo(a->atttypid, &func, &varlena);
 		else

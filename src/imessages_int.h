@@ -46,6 +46,7 @@ extern int	imsg_gcs_join_wait_ms;
 extern int	imsg_certification_window;
 extern char *imsg_node_conninfo;
 extern int	imsg_changeset_log_size_kb;
+extern bool imsg_debug_skip_position;
 
 #define IMSG_COMMIT_ASYNC		0
 #define IMSG_COMMIT_SYNC		1

@@ -872,6 +872,7 @@ manager_loop(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		imsg_mgr_state_debug_skip();
 
 		gcs_try_connect();
 		more = drain_mailbox(&user_messages);

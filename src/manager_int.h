@@ -59,6 +59,7 @@ extern bool imsg_mgr_position_is_next(uint64 pos);
 extern uint64 imsg_mgr_applied_position(void);
 extern ImsgNodeState imsg_mgr_node_state(void);
 extern bool imsg_mgr_state_writable(void);
+extern void imsg_mgr_state_debug_skip(void);
 extern void imsg_mgr_handle_state_info(ImsgWhole *msg);
 extern void imsg_mgr_handle_cs_fetched(ImsgWhole *msg);
 extern void imsg_mgr_handle_catch_up_done(ImsgWhole *msg);

@@ -43,6 +43,7 @@
 #include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "storage/ipc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -147,6 +148,13 @@ typedef struct HeldDelivery
 
 static MemoryContext state_context = NULL;
 static List *held = NIL;
+static Size held_bytes = 0;
+
+/*
+ * Positions up to this one were held during a full transfer and dropped
+ * (spill_held): a catch-up fetches them after the transfer.
+ */
+static uint64 held_dropped_upto = 0;
 
 /*
  * Positions delivered here whose change set is not done yet (applied, or
@@ -207,6 +215,35 @@ writable_while_joining(void)
 }
 
 /* May this node take writes to replicated tables and order its change sets? */
+/*
+ * imessages.debug_skip_position turned on at a reload (not the value a
+ * manager starts with, or every restarted one would skip again): count
+ * one position as delivered without a delivery, so that the next one
+ * comes with a hole before it.
+ */
+void
+imsg_mgr_state_debug_skip(void)
+{
+	static bool seen = false;
+	static bool started = false;
+
+	if (!started)
+	{
+		started = true;
+		seen = imsg_debug_skip_position;
+		return;
+	}
+	if (imsg_debug_skip_position && !seen)
+	{
+		ereport(LOG,
+				(errmsg("imessages manager skips a position (imessages.debug_skip_position)")));
+		SpinLockAcquire(&ImsgManagerState->mutex);
+		ImsgManagerState->last_seq++;
+		SpinLockRelease(&ImsgManagerState->mutex);
+	}
+	seen = imsg_debug_skip_position;
+}
+
 bool
 imsg_mgr_state_writable(void)
 {
@@ -286,10 +323,20 @@ ring_append(uint64 pos, bool done)
 {
 	if (pos != ring_first + ring_count)
 	{
-		/* a bug: say so, and count from here rather than stall */
-		elog(WARNING, "imessages manager: position %llu delivered where %llu was expected",
-			 (unsigned long long) pos, (unsigned long long) (ring_first + ring_count));
-		ring_reset(pos - 1);
+		/*
+		 * A hole (or a position twice): a delivery was lost, or counted
+		 * twice.  Never apply out of order, never skip: nothing from here
+		 * on is queued.  The manager exits; the one the postmaster starts
+		 * a second later rejoins the group (a view change, a state
+		 * exchange) and catches up from imsg_state's position, where every
+		 * position comes in order from a log.
+		 */
+		ereport(LOG,
+				(errmsg("imessages manager: position %llu delivered where %llu was expected",
+						(unsigned long long) pos, (unsigned long long) (ring_first + ring_count)),
+				 errdetail("A hole in the group's positions: this node stops applying, and its manager restarts to catch up from position %llu.",
+						   (unsigned long long) ring_first)));
+		proc_exit(1);
 	}
 	if (ring_count == 0 && done)
 	{
@@ -411,6 +458,57 @@ imsg_mgr_already_have(uint64 position)
 	return true;
 }
 
+static void
+free_held(void)
+{
+	list_free_deep(held);
+	held = NIL;
+	held_bytes = 0;
+	MemoryContextReset(state_context);
+}
+
+/*
+ * The most a catch-up or a full transfer holds: a quarter of the
+ * change-set log, which the donor's log (of the same size, as a rule)
+ * still has a moment later.  Past it, what is held is dropped and
+ * fetched from the donor instead.
+ */
+static Size
+held_limit(void)
+{
+	return Max((Size) imsg_changeset_log_size_kb * 1024 / 4, (Size) 64 * 1024);
+}
+
+/*
+ * Drop what a catch-up or a transfer holds, keeping only how many: every
+ * member positions deliveries in the same order, so they are the next
+ * positions, which the donor logs as it positions them.  The catch-up
+ * goes on up to the last of them (for a transfer, one follows it).
+ */
+static void
+spill_held(void)
+{
+	int			n = list_length(held);
+	Size		bytes = held_bytes;
+	uint64		upto;
+
+	free_held();
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->last_seq += n;
+	upto = ImsgManagerState->last_seq;
+	if (upto > ImsgManagerState->group_position)
+		ImsgManagerState->group_position = upto;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	if (my_state == IMSG_NODE_CATCHING_UP)
+		catchup_upto = upto;
+	else
+		held_dropped_upto = upto;
+	ereport(LOG,
+			(errmsg("imessages manager dropped %d change sets (%zu bytes) delivered while it %s: it fetches them from the donor's log, up to position %llu",
+					n, bytes, my_state == IMSG_NODE_CATCHING_UP ? "catches up" : "receives a full transfer",
+					(unsigned long long) upto)));
+}
+
 void
 imsg_mgr_state_hold(const char *origin, const char *data, Size len)
 {
@@ -422,7 +520,12 @@ imsg_mgr_state_hold(const char *origin, const char *data, Size len)
 	h->data = palloc(len);
 	memcpy(h->data, data, len);
 	held = lappend(held, h);
+	held_bytes += len;
 	MemoryContextSwitchTo(old);
+	if (held_bytes > held_limit() && view_decided && pause_pid == 0 &&
+		((my_state == IMSG_NODE_CATCHING_UP && catchup_donor >= 0) ||
+		 (my_state == IMSG_NODE_TRANSFERRING && transfer_donor >= 0)))
+		spill_held();
 }
 
 /* Position what was held, in order, once that is allowed. */
@@ -455,9 +558,7 @@ drop_held(const char *why)
 	ereport(LOG,
 			(errmsg("imessages manager dropped %d change sets delivered while %s",
 					list_length(held), why)));
-	list_free_deep(held);
-	held = NIL;
-	MemoryContextReset(state_context);
+	free_held();
 }
 
 /* ---------------------------------------------------------------------
@@ -820,6 +921,7 @@ decide(void)
 	ImsgManagerState->group_position = position;
 	SpinLockRelease(&ImsgManagerState->mutex);
 	view_decided = true;
+	held_dropped_upto = 0;		/* (the reference position has them) */
 
 	switch (roles[me])
 	{
@@ -852,6 +954,8 @@ decide(void)
 			set_state(IMSG_NODE_REFUSED, detail);
 			return;
 		case ROLE_TRANSFER:
+			/* the group the transfer makes us part of (have_group once done) */
+			memcpy(group_id, gid, IMSG_GROUP_ID_LEN);
 			transfer_donor = find_transfer_donor(roles, me);
 			if (transfer_donor >= 0)
 			{
@@ -1044,10 +1148,28 @@ imsg_mgr_handle_transfer_done(ImsgWhole *msg)
 		durable_applied = through;
 		durable_has_group = true;
 		memcpy(durable_group_id, group_id, IMSG_GROUP_ID_LEN);
+		have_group = true;		/* (the transfer wrote it to imsg_state) */
 		transfer_through = through;
 		ring_reset(through);
 		catchup_upto = through;
 		catchup_done_upto = through;
+		if (held_dropped_upto > through)
+		{
+			char		detail[128 + NAMEDATALEN];
+
+			/* what was dropped during the transfer comes from the donor */
+			catchup_upto = held_dropped_upto;
+			catchup_donor = transfer_donor;
+			catchup_need_restart = true;
+			catchup_retry_at = 0;
+			held_dropped_upto = 0;
+			snprintf(detail, sizeof(detail),
+					 "It applies the change sets delivered during its full transfer, up to position %llu, fetching them from node %s.",
+					 (unsigned long long) catchup_upto, view[catchup_donor].node);
+			set_state(IMSG_NODE_CATCHING_UP, detail);
+			return;
+		}
+		held_dropped_upto = 0;
 		set_state(IMSG_NODE_SYNCED, NULL);
 		release_held();
 		return;
@@ -1142,6 +1264,13 @@ imsg_mgr_handle_catch_up_done(ImsgWhole *msg)
 		ring_reset(through);
 		set_state(IMSG_NODE_SYNCED, NULL);
 		release_held();
+		return;
+	}
+	if (ok && l == 0)
+	{
+		/* done with what it was given; what was held since is further on */
+		catchup_need_restart = true;
+		catchup_retry_at = 0;
 		return;
 	}
 	if (log_gone)

@@ -33,6 +33,9 @@ CREATE TABLE t (id integer PRIMARY KEY, v text);
 SELECT imsg_replicate('t');
 CREATE TABLE u (id integer PRIMARY KEY, v text, n integer);
 SELECT imsg_replicate('u');
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE e (id integer PRIMARY KEY, m mood, ms mood[]);
+SELECT imsg_replicate('e');
 });
 
 sub status
@@ -60,6 +63,7 @@ sub same_everywhere
 	ok(ImsgGroup::wait_idle(@nodes), "$what: the group is idle");
 	ImsgGroup::same_contents(\@nodes, 't', "$what: every node has the same rows in t");
 	ImsgGroup::same_contents(\@nodes, 'u', "$what: every node has the same rows in u");
+	ImsgGroup::same_contents(\@nodes, 'e', "$what: every node has the same rows in e");
 }
 
 # --- one group, one position -----------------------------------------------
@@ -72,6 +76,7 @@ is($nodes[0]->safe_psql('postgres', 'SELECT group_id FROM imsg_state'), (keys %i
 $nodes[0]->safe_psql('postgres', q{
 INSERT INTO t SELECT g, 'init' FROM generate_series(1, 100) g;
 INSERT INTO u SELECT g, 'init', 0 FROM generate_series(1, 100) g;
+INSERT INTO e SELECT g, 'ok', '{sad,happy}' FROM generate_series(1, 10) g;
 });
 $nodes[1]->safe_psql('postgres', q{UPDATE t SET v = 'node2' WHERE id <= 10});
 all_synced('the first writes are applied everywhere', @nodes);
@@ -263,8 +268,8 @@ $nodes[2]->safe_psql('postgres', 'CREATE TABLE local_only (i int); INSERT INTO l
 pass('writes to tables that are not replicated are allowed');
 $_->quit for @hold;
 all_synced('node3 is synced after the full transfer', @nodes);
-ok($nodes[2]->wait_for_log(qr/imessages helper copied 2 tables from donor "node[12]" at position \d+ in \d+ ms/),
-	'it copied both tables');
+ok($nodes[2]->wait_for_log(qr/imessages helper copied 3 tables \(\d+ rows\) from donor "node[12]" at position \d+ in \d+ ms/),
+	'it copied the three tables (e in text: its types are not built-in)');
 same_everywhere('after a full transfer to node3');
 $nodes[0]->safe_psql('postgres', q{INSERT INTO t VALUES (5000, 'after the transfer')});
 ImsgGroup::wait_idle(@nodes);
@@ -286,7 +291,9 @@ imessages.node_name = 'node4'
 imessages.node_conninfo = 'host=@{[ $node4->host ]} port=@{[ $node4->port ]} dbname=postgres'
 });
 $node4->start;
+# (the types the tables use are there: the transfer copies tables)
 $node4->safe_psql('postgres', q{CREATE EXTENSION imessages;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE TABLE mine (id integer PRIMARY KEY); SELECT imsg_replicate('mine')});
 $node4->poll_query_until('postgres', q{SELECT state = 'transferring' FROM imsg_manager_status()})
   or fail('node4 is transferring');
@@ -299,8 +306,60 @@ all_synced('the new node is synced after its full transfer', @nodes);
 same_everywhere('with a fourth node');
 is($node4->safe_psql('postgres', q{SELECT v FROM u WHERE id = 5000}), 'while node4 joins',
 	'it has what was committed while it joined');
-is($node4->safe_psql('postgres', q{SELECT count(*) FROM imsg_replicated_tables}), '3',
+is($node4->safe_psql('postgres', q{SELECT count(*) FROM imsg_replicated_tables}), '4',
 	'the tables came replicated (and its own is still there)');
+
+# --- a hole in the positions -----------------------------------------------
+# imessages.debug_skip_position makes node2's manager count a position it
+# never got, so the next change set comes with a hole before it.  node2
+# applies nothing out of order: its manager logs the hole and restarts,
+# and node2 catches up from a donor, the missing change set included.
+my $log2_at = -s $nodes[1]->logfile;
+$nodes[1]->append_conf('postgresql.conf', 'imessages.debug_skip_position = on');
+$nodes[1]->reload;
+ok($nodes[1]->wait_for_log(qr/imessages manager skips a position/, $log2_at), 'node2 skips a position');
+$nodes[0]->safe_psql('postgres', q{INSERT INTO t VALUES (9001, 'after the hole')});
+ok($nodes[1]->wait_for_log(qr/position \d+ delivered where \d+ was expected\n.*A hole in the group's positions: this node stops applying/, $log2_at),
+	'node2 sees the hole and stops applying');
+ok($nodes[1]->wait_for_log(qr/imessages helper catches up from position \d+ to \d+, from donor/, $log2_at),
+	'its manager restarts and catches up from a donor');
+all_synced('node2 is synced after the hole', @nodes);
+is($nodes[1]->safe_psql('postgres', q{SELECT v FROM t WHERE id = 9001}), 'after the hole',
+	'it has the change set delivered after the hole');
+same_everywhere('after a hole');
+my $skips = () = slurp_file($nodes[1]->logfile) =~ /imessages manager skips a position/g;
+is($skips, 1, 'the restarted manager does not skip again');
+
+# --- a catch-up that would hold too much ------------------------------------
+# node2 catches up again (another hole), and its helper waits for row 9001,
+# which a session of node2 holds locked, while node1 commits 100 rows of
+# 1 kB.  node2 holds what the group delivers meanwhile only up to a quarter
+# of its change-set log (64 kB of 256 kB here); past that it drops it and
+# fetches it from the donor's log instead.
+$nodes[1]->safe_psql('postgres', q{ALTER SYSTEM SET imessages.changeset_log_size = '256kB'; SELECT pg_reload_conf()});
+$nodes[1]->append_conf('postgresql.conf', 'imessages.debug_skip_position = off');
+$nodes[1]->reload;
+sleep 1;    # (the manager reads it off before it is on again)
+my $locker2 = $nodes[1]->background_psql('postgres');
+$locker2->query_safe('BEGIN; SELECT 1 FROM t WHERE id = 9001 FOR UPDATE');
+$log2_at = -s $nodes[1]->logfile;
+$nodes[1]->append_conf('postgresql.conf', 'imessages.debug_skip_position = on');
+$nodes[1]->reload;
+ok($nodes[1]->wait_for_log(qr/imessages manager skips a position/, $log2_at), 'node2 skips a position again');
+$nodes[0]->safe_psql('postgres', q{UPDATE t SET v = 'while node2 waits' WHERE id = 9001});
+ok($nodes[1]->wait_for_log(qr/imessages helper catches up from position \d+ to \d+, from donor/, $log2_at),
+	'node2 catches up');
+ok($nodes[1]->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_locks WHERE NOT granted}),
+	"node2's catch-up waits for row 9001");
+$nodes[0]->safe_psql('postgres', join('', map { "INSERT INTO u VALUES ($_, repeat('x', 1000), 0);\n" } 20001 .. 20100));
+ok($nodes[1]->wait_for_log(qr/dropped \d+ change sets \(\d+ bytes\) delivered while it catches up: it fetches them from the donor's log/, $log2_at),
+	'what node2 would hold past the limit is dropped');
+$locker2->query_safe('COMMIT');
+$locker2->quit;
+all_synced('node2 is synced after the longer catch-up', @nodes);
+is($nodes[1]->safe_psql('postgres', q{SELECT count(*) FROM u WHERE id > 20000}), '100',
+	'it fetched what it dropped');
+same_everywhere('after a catch-up that dropped what it held');
 
 # --- a node of another group -------------------------------------------------
 my ($other) = ImsgGroup::new_nodes(1, "imsg_other_$$", '', q{
@@ -319,6 +378,11 @@ is(status($other, 'state'), 'refused', 'its state is refused');
 ($rc, $out, $err) = $other->psql('postgres', q{INSERT INTO t VALUES (1, 'x')});
 like($err, qr/is not synced with its group/, 'and it takes no write');
 is(status($nodes[0], 'state'), 'synced', 'the group goes on');
+is($node4->safe_psql('postgres', 'SELECT group_id FROM imsg_state'), (keys %ids)[0],
+	'the new node keeps the group id its transfer wrote');
+my $node4_copies = () = slurp_file($node4->logfile) =~ /imessages helper copied/g;
+is($node4_copies, 1, 'and, a member of the group, it gets no second transfer at the later view changes');
+is(status($node4, 'state'), 'synced', 'it is still synced');
 
 $_->stop for (@nodes, $other);
 done_testing();
