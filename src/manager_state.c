@@ -1229,7 +1229,7 @@ imsg_mgr_handle_cs_fetched(ImsgWhole *msg)
 
 /*
  * The catch-up helper's report (IMSG_T_CATCH_UP_DONE: int32 slot, int8 ok,
- * int8 log_gone, int64 applied through, string error).
+ * int8 log_gone, int8 diverged, int64 applied through, string error).
  */
 void
 imsg_mgr_handle_catch_up_done(ImsgWhole *msg)
@@ -1238,6 +1238,7 @@ imsg_mgr_handle_catch_up_done(ImsgWhole *msg)
 	int32		slot;
 	bool		ok;
 	bool		log_gone;
+	bool		diverged;
 	uint64		through;
 	uint32		l;
 	const char *err;
@@ -1246,6 +1247,7 @@ imsg_mgr_handle_catch_up_done(ImsgWhole *msg)
 	slot = ImsgBufferGetInt32(&in);
 	ok = ImsgBufferGetInt8(&in) != 0;
 	log_gone = ImsgBufferGetInt8(&in) != 0;
+	diverged = ImsgBufferGetInt8(&in) != 0;
 	through = (uint64) ImsgBufferGetInt64(&in);
 	l = (uint32) ImsgBufferGetInt32(&in);
 	err = ImsgBufferGetBytes(&in, l);
@@ -1271,6 +1273,24 @@ imsg_mgr_handle_catch_up_done(ImsgWhole *msg)
 		/* done with what it was given; what was held since is further on */
 		catchup_need_restart = true;
 		catchup_retry_at = 0;
+		return;
+	}
+	if (diverged)
+	{
+		char		detail[512];
+
+		/*
+		 * Its data has changes the group never had: neither a catch-up nor
+		 * (silently) a full transfer over them is right; the DBA decides.
+		 */
+		snprintf(detail, sizeof(detail), "%.*s", (int) l, err);
+		ereport(LOG,
+				(errmsg("imessages manager: node \"%s\" is refused by group \"%s\": its history differs from the group's",
+						imsg_my_node_name(), imsg_gcs_group),
+				 errdetail_internal("%s", detail),
+				 errhint("It went on without the group at some point; rebuild it from a member (an empty data directory with CREATE EXTENSION gets a full state transfer).")));
+		drop_held("this node was refused");
+		set_state(IMSG_NODE_REFUSED, detail);
 		return;
 	}
 	if (log_gone)

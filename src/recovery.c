@@ -279,6 +279,24 @@ apply_record(uint64 pos, const char *origin, uint8 flags, const char *data, Size
 }
 
 /*
+ * A libpq connection for the catch-up or the transfer ('purpose', its
+ * application name); NULL and *err, which names 'whom', if it failed.
+ */
+static PGconn *
+connect_to(const char *conninfo, const char *purpose, const char *whom, char **err)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {conninfo, purpose, NULL};
+	PGconn	   *conn = PQconnectdbParams(keys, vals, true);
+
+	if (PQstatus(conn) == CONNECTION_OK)
+		return conn;
+	*err = psprintf("could not connect to %s: %s", whom, PQerrorMessage(conn));
+	PQfinish(conn);
+	return NULL;
+}
+
+/*
  * Wait for the donor's answer without blocking interrupts: a helper asked
  * to stop (SIGTERM) stops.  NULL and *err set if the connection failed.
  */
@@ -390,17 +408,11 @@ catch_up_from_donor(const char *conninfo, const char *donor, uint64 pos, uint64 
 					DonorFetch what, bool *log_gone, char **err)
 {
 	PGconn	   *conn;
-	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {conninfo, "imessages catch-up", NULL};
 	char	   *sql;
 
-	conn = PQconnectdbParams(keys, vals, true);
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		*err = psprintf("could not connect to donor \"%s\": %s", donor, PQerrorMessage(conn));
-		PQfinish(conn);
+	conn = connect_to(conninfo, "imessages catch-up", psprintf("donor \"%s\"", donor), err);
+	if (conn == NULL)
 		return pos;
-	}
 	/* (ext_schema: read_applied_position looked it up) */
 	if (what == FETCH_OWN_WRITES)
 		sql = psprintf("SELECT \"position\", origin, flags, CASE WHEN origin = %s THEN data END "
@@ -500,6 +512,74 @@ done:
 }
 
 /*
+ * Is the change set this node applied last, at 'at', the one the donor
+ * holds there?  A node that went on without the group (started alone under
+ * another imessages.gcs_group, or a copy of a member's data directory run
+ * elsewhere) has the group's id and a position the donor's log covers, but
+ * other change sets at those positions: the group's after them would mix
+ * two histories.  Compared (origin, outcome, bytes) only where both logs
+ * still hold the record.  False, and *diverged with the reason in *err, on
+ * a mismatch; false with only *err if the donor could not be asked.
+ */
+static bool
+same_history(const char *conninfo, const char *donor, uint64 at, bool *diverged,
+			 char **err)
+{
+	ImsgCslogReader *r = imsg_cslog_begin_read(at);
+	ImsgCslogRecord rec;
+	PGconn	   *conn;
+	char		from[32];
+	const char *params[1] = {from};
+	PGresult   *res;
+	bool		same = true;
+
+	if (r == NULL)
+		return true;			/* our log no longer holds it */
+	if (!imsg_cslog_next(r, &rec) || rec.position != at)
+	{
+		imsg_cslog_end_read(r);
+		return true;			/* (a full transfer brought us there) */
+	}
+	conn = connect_to(conninfo, "imessages catch-up", psprintf("donor \"%s\"", donor), err);
+	if (conn == NULL)
+	{
+		imsg_cslog_end_read(r);
+		return false;
+	}
+	snprintf(from, sizeof(from), UINT64_FORMAT, at);
+	if (!PQsendQueryParams(conn,
+						   psprintf("SELECT \"position\", origin, flags, data FROM %s.imsg_changeset_log($1::bigint, 1)",
+									ext_schema),
+						   1, NULL, params, NULL, NULL, 1))
+		*err = psprintf("could not query donor \"%s\": %s", donor, PQerrorMessage(conn));
+	else if ((res = donor_result(conn, err)) != NULL)
+	{
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			get_int8(PQgetvalue(res, 0, 0)) == at)
+		{
+			const char *origin = PQgetvalue(res, 0, 1);
+			uint8		flags = (uint8) get_int4(PQgetvalue(res, 0, 2));
+			Size		len = PQgetlength(res, 0, 3);
+
+			if (strcmp(origin, rec.origin) != 0 || flags != rec.flags ||
+				len != rec.len || memcmp(PQgetvalue(res, 0, 3), rec.data, len) != 0)
+			{
+				*diverged = true;
+				*err = psprintf("Its change set at position " UINT64_FORMAT " (from node \"%s\", %zu bytes%s) is not the one node \"%s\" holds there (from node \"%s\", %zu bytes%s).",
+								at, rec.origin, rec.len, (rec.flags & IMSG_LOG_LOST) ? ", lost certification" : "",
+								donor, origin, len, (flags & IMSG_LOG_LOST) ? ", lost certification" : "");
+			}
+		}
+		/* else not in the donor's log: the catch-up finds out */
+		PQclear(res);
+	}
+	same = *err == NULL;
+	PQfinish(conn);
+	imsg_cslog_end_read(r);
+	return same;
+}
+
+/*
  * Note the rows of our own change sets at positions pos..upto that
  * committed here: those our log holds (up to own_last), then the donor's.
  */
@@ -548,6 +628,7 @@ imsg_job_catch_up(ImsgWhole *msg)
 	char	   *conninfo;
 	uint64		pos;
 	bool		log_gone = false;
+	bool		diverged = false;
 	char	   *err = NULL;
 	char		reply[512];
 	ImsgBuffer	out;
@@ -571,13 +652,18 @@ imsg_job_catch_up(ImsgWhole *msg)
 					(unsigned long long) pos, (unsigned long long) upto,
 					donor[0] ? ", from donor " : "", donor)));
 
+	/* the group's history, not another one, up to where we are */
+	if (pos > 1 && conninfo[0] != '\0')
+		(void) same_history(conninfo, donor, pos - 1, &diverged, &err);
+
 	/*
 	 * Our own change sets in the range first, from our log and the
 	 * donor's: the rows they wrote, which remote change sets delivered
 	 * before them must leave alone (local_writes.c).
 	 */
 	imsg_local_writes_catch_up_end();	/* (nothing from an earlier job) */
-	note_own_writes_from(pos, own_last, upto, donor, conninfo, &log_gone, &err);
+	if (err == NULL)
+		note_own_writes_from(pos, own_last, upto, donor, conninfo, &log_gone, &err);
 
 	/* our own log first: what this node delivered but had not applied */
 	if (err == NULL && pos <= Min(own_last, upto))
@@ -620,6 +706,7 @@ imsg_job_catch_up(ImsgWhole *msg)
 	ImsgBufferPutInt32(&out, imsg_helper_my_slot());
 	ImsgBufferPutInt8(&out, pos > upto ? 1 : 0);
 	ImsgBufferPutInt8(&out, log_gone ? 1 : 0);
+	ImsgBufferPutInt8(&out, diverged ? 1 : 0);
 	ImsgBufferPutInt64(&out, (int64) (pos - 1));
 	if (err)
 		ImsgBufferPutString(&out, err, Min(strlen(err), sizeof(reply) - 64));
@@ -634,28 +721,44 @@ imsg_job_catch_up(ImsgWhole *msg)
  * ---------------------------------------------------------------------
  */
 
-/* Run one statement on the donor; its result (caller clears), or NULL and *err. */
+/*
+ * Run 'sql' on a connection, the donor's or this node's restore one: its
+ * result (caller clears) if its status is one of 'accept' (bits of
+ * ExecStatusType), else NULL and *err, which begins with 'what' (and shows
+ * the statement if 'show_sql': not a dump's script).
+ */
+#define ACCEPT(status) (1U << (status))
+
 static PGresult *
-donor_exec(PGconn *conn, const char *donor, const char *sql, ExecStatusType want,
-		   char **err)
+exec_on(PGconn *conn, const char *what, const char *sql, bool show_sql, uint32 accept,
+		char **err)
 {
 	PGresult   *res;
 
 	if (!PQsendQuery(conn, sql))
 	{
-		*err = psprintf("donor \"%s\": %s", donor, PQerrorMessage(conn));
+		*err = psprintf("%s: %s", what, PQerrorMessage(conn));
 		return NULL;
 	}
 	res = donor_result(conn, err);
 	if (res == NULL)
 		return NULL;
-	if (PQresultStatus(res) != want)
+	if ((ACCEPT(PQresultStatus(res)) & accept) == 0)
 	{
-		*err = psprintf("donor \"%s\": %s: %s", donor, sql, PQresultErrorMessage(res));
+		*err = psprintf("%s: %s%s%s", what, show_sql ? sql : "", show_sql ? ": " : "",
+						PQresultErrorMessage(res));
 		PQclear(res);
 		return NULL;
 	}
 	return res;
+}
+
+/* One statement on the donor, whose result must have status 'want'. */
+static PGresult *
+donor_exec(PGconn *conn, const char *donor, const char *sql, ExecStatusType want,
+		   char **err)
+{
+	return exec_on(conn, psprintf("donor \"%s\"", donor), sql, true, ACCEPT(want), err);
 }
 
 /* 'value' in single quotes for /bin/sh. */
@@ -696,24 +799,12 @@ file_head(const char *path)
 static bool
 local_exec(PGconn *local, const char *sql, char **err)
 {
-	PGresult   *res;
+	PGresult   *res = exec_on(local, "restoring the donor's tables failed", sql, false,
+							  ACCEPT(PGRES_COMMAND_OK) | ACCEPT(PGRES_TUPLES_OK), err);
 
-	if (!PQsendQuery(local, sql))
-	{
-		*err = psprintf("restoring the donor's tables failed: %s", PQerrorMessage(local));
-		return false;
-	}
-	res = donor_result(local, err);
-	if (res == NULL)
-		return false;
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-	{
-		*err = psprintf("restoring the donor's tables failed: %s", PQresultErrorMessage(res));
+	if (res != NULL)
 		PQclear(res);
-		return false;
-	}
-	PQclear(res);
-	return true;
+	return res != NULL;
 }
 
 /*
@@ -973,17 +1064,9 @@ imsg_job_transfer(ImsgWhole *msg)
 	ereport(LOG,
 			(errmsg("imessages helper starts a full state transfer from donor \"%s\"", donor)));
 
-	{
-		const char *keys[] = {"dbname", "fallback_application_name", NULL};
-		const char *vals[] = {conninfo, "imessages transfer", NULL};
-
-		conn = PQconnectdbParams(keys, vals, true);
-	}
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		err = psprintf("could not connect to donor \"%s\": %s", donor, PQerrorMessage(conn));
+	conn = connect_to(conninfo, "imessages transfer", psprintf("donor \"%s\"", donor), &err);
+	if (conn == NULL)
 		goto done;
-	}
 
 	/* the snapshot, at an exact position */
 	res = donor_exec(conn, donor, psprintf("SELECT %s.imsg_pause_apply()", ext_schema),
@@ -1047,18 +1130,10 @@ imsg_job_transfer(ImsgWhole *msg)
 	PQclear(res);
 
 	/* where the rows go: this node, through its own conninfo */
-	{
-		const char *keys[] = {"dbname", "fallback_application_name", NULL};
-		const char *vals[] = {imsg_node_conninfo, "imessages transfer", NULL};
-
-		local = PQconnectdbParams(keys, vals, true);
-	}
-	if (PQstatus(local) != CONNECTION_OK)
-	{
-		err = psprintf("could not connect to this node through imessages.node_conninfo: %s",
-					   PQerrorMessage(local));
+	local = connect_to(imsg_node_conninfo, "imessages transfer",
+					   "this node through imessages.node_conninfo", &err);
+	if (local == NULL)
 		goto done;
-	}
 	if (!local_exec(local, "BEGIN; SET LOCAL session_replication_role = replica; "
 					"SET LOCAL synchronous_commit = off", &err))
 		goto done;

@@ -13,7 +13,9 @@
 #     with the same rows;
 #   - a brand-new fourth node that only ran CREATE EXTENSION gets the
 #     tables and rows the same way; a write there fails while it transfers;
-#   - a node of another group is refused, with the log line naming both ids.
+#   - a node of another group is refused, with the log line naming both ids;
+#   - a node that went on alone under another gcs_group and comes back
+#     behind the group is refused: its history differs from the donor's.
 use strict;
 use warnings;
 use FindBin;
@@ -360,6 +362,42 @@ all_synced('node2 is synced after the longer catch-up', @nodes);
 is($nodes[1]->safe_psql('postgres', q{SELECT count(*) FROM u WHERE id > 20000}), '100',
 	'it fetched what it dropped');
 same_everywhere('after a catch-up that dropped what it held');
+
+# --- a node that went on without the group ---------------------------------
+# node3 starts alone under another imessages.gcs_group: it keeps the
+# group's id and position, founds a group of one and commits a row there,
+# at the position where the group orders another change set.  Back in the
+# group, and behind it, its catch-up finds that the change set it applied
+# last is not the donor's at that position: it is refused, and applies
+# nothing of the group's over its own.
+my $alone = $nodes[2];
+$alone->stop;
+$alone->append_conf('postgresql.conf', "imessages.gcs_group = 'imsg_alone_$$'\n");
+$alone->start;
+$alone->poll_query_until('postgres', q{SELECT state = 'synced' FROM imsg_manager_status()})
+  or fail('node3 alone is synced in its group of one');
+$alone->safe_psql('postgres', q{INSERT INTO t VALUES (9500, 'node3 alone')});
+my $alone_pos = status($alone, 'applied_position');
+$alone->stop;
+@nodes = grep { $_ != $alone } @nodes;
+$nodes[0]->safe_psql('postgres', qq{INSERT INTO t VALUES ($_, 'the group')}) for 9501 .. 9502;
+cmp_ok(status($nodes[0], 'group_position'), '>', $alone_pos, 'the group went further than node3 alone');
+my $alone_at = -s $alone->logfile;
+$alone->append_conf('postgresql.conf', "imessages.gcs_group = '$group'\n");
+$alone->start;
+ok($alone->wait_for_log(qr/node "node3" is refused by group "\Q$group\E": its history differs from the group's/, $alone_at),
+	'back in the group, node3 is refused: its history differs');
+like(slurp_file($alone->logfile, $alone_at),
+	qr/Its change set at position $alone_pos \(from node "node3", \d+ bytes\) is not the one node "node\d" holds there \(from node "node1", \d+ bytes\)/,
+	'the log line names the position and both origins');
+is(status($alone, 'state'), 'refused', 'its state is refused');
+is($alone->safe_psql('postgres', q{SELECT count(*) FROM t WHERE id IN (9501, 9502)}), '0',
+	"it applied none of the group's change sets over its own");
+($rc, $out, $err) = $alone->psql('postgres', q{INSERT INTO t VALUES (9503, 'x')});
+like($err, qr/55000|is not synced with its group/, 'and it takes no write');
+all_synced('the others are synced', @nodes);
+same_everywhere('without node3');
+$alone->stop;
 
 # --- a node of another group -------------------------------------------------
 my ($other) = ImsgGroup::new_nodes(1, "imsg_other_$$", '', q{
