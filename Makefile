@@ -6,7 +6,7 @@ OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/nestmarks.o src/apply.o src/certify.o src/checksum.o \
        src/local_writes.o src/mailbox_large.o \
        src/manager_jobs.o src/manager_own.o src/manager_apply.o \
-       src/manager_state.o src/recovery.o src/cslog.o
+       src/manager_state.o src/recovery.o src/cslog.o src/flow_control.o
 # Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev and
 # libquorum-dev are there
 ifeq ($(words $(wildcard /usr/include/corosync/cpg.h /usr/include/corosync/quorum.h)),2)
@@ -34,6 +34,6 @@ include $(PGXS)
 # PGXS does not track header dependencies: every object depends on ours.
 $(OBJS): src/imessages_int.h src/mailbox_int.h src/replication_int.h src/changeset_int.h \
          include/imessages.h src/mailbox_large.h
-src/manager.o src/manager_jobs.o src/manager_own.o src/manager_apply.o src/manager_state.o: src/manager_int.h
+src/manager.o src/manager_jobs.o src/manager_own.o src/manager_apply.o src/manager_state.o src/flow_control.o: src/manager_int.h
 src/manager.o src/manager_state.o src/recovery.o src/cslog.o: src/cslog.h
 src/changeset_decode.o src/changeset_reader.o src/certify.o src/changeset.o src/apply.o src/manager.o src/manager_own.o: src/changeset_reader.h

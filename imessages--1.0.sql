@@ -85,12 +85,17 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               remote_writes_skipped bigint, local_writes bigint,
               manager_memory_bytes bigint, messages_in_assembly bigint,
               state text, group_id uuid, applied_position bigint,
-              group_position bigint, lag bigint)
+              group_position bigint, lag bigint,
+              gcs_messages_sent bigint, gcs_packets_sent bigint,
+              applying_now integer, applying_max integer,
+              flow_control_active boolean, flow_control_paused_ms bigint,
+              flow_control_sent bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 
 CREATE FUNCTION imsg_helpers()
-RETURNS TABLE(pid integer, state text, started_at timestamptz, jobs_done bigint)
+RETURNS TABLE(pid integer, state text, started_at timestamptz, jobs_done bigint,
+              applying bigint, change_sets_applied bigint)
 AS 'MODULE_PATHNAME', 'imsg_helpers'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 4;
 

@@ -53,6 +53,7 @@ int			imsg_certification_window = 262144;
 char	   *imsg_node_conninfo = NULL;
 int			imsg_changeset_log_size_kb = 64 * 1024;
 bool		imsg_debug_skip_position = false;
+int			imsg_flow_control_limit = 1000;
 
 static const struct config_enum_entry commit_mode_options[] = {
 	{"async", IMSG_COMMIT_ASYNC, false},
@@ -263,6 +264,16 @@ _PG_init(void)
 							64 * 1024, 256, INT_MAX / 2,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.flow_control_limit",
+							"Change sets a node may have to apply before the group's committers pause.",
+							"Past it, the node asks every node's committers to wait until it has applied half of them.  "
+							"0: no flow control.",
+							&imsg_flow_control_limit,
+							1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("imessages.debug_skip_position",

@@ -122,6 +122,18 @@ imessages.min_helpers = 1
         raise RuntimeError(f"timed out waiting for: {sql}")
 
 
+def ImsgIdle(nodes, timeout=300):
+    """Wait until every node is at the same group position and has applied it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = [c.psql("SELECT group_position || ' ' || (change_sets_to_apply + group_position - applied_position) "
+                         "FROM imsg_manager_status()").split() for c in nodes]
+        if len({s[0] for s in states}) == 1 and all(s[1] == "0" for s in states):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the group did not become idle")
+
+
 class LabGroup:
     """N clusters, each in a network namespace with its own corosync
     (src/tools/corosync-lab.sh), joined in one CPG group."""
@@ -558,12 +570,141 @@ COMMIT;""")
         finally:
             group.stop()
 
+    # h. TPC-B on one PostgreSQL, a primary with two synchronous standbys,
+    # and three imessages nodes
+    def tpcb_clients(self, runs, dur, tag):
+        """pgbench tpcb-like at once on each (cluster, clients, env) of
+        'runs'; (total tps, p50 ms, p99 ms), the latencies of every
+        transaction from pgbench's per-transaction logs."""
+        logdir = tempfile.mkdtemp(prefix="imessages-bench-log.")
+        if IS_ROOT:
+            shutil.chown(logdir, "postgres", "postgres")
+        procs = []
+        for i, (c, clients, env) in enumerate(runs):
+            procs.append(subprocess.Popen(
+                as_user([c.bin("pgbench"), "-n", "-b", "tpcb-like", "-c", str(clients), "-j", "2",
+                         "-T", str(dur), "--max-tries=100", "-l", "--log-prefix", os.path.join(logdir, f"n{i}")]),
+                env=env or c.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        tps = 0.0
+        for p in procs:
+            out, err = p.communicate(timeout=dur + 300)
+            if p.returncode != 0:
+                raise RuntimeError(f"pgbench failed ({tag}): {err}")
+            tps += float(next(l for l in out.splitlines() if l.startswith("tps = ")).split()[2])
+        lat = []
+        for name in os.listdir(logdir):
+            with open(os.path.join(logdir, name)) as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 3 and fields[2].isdigit():
+                        lat.append(int(fields[2]) / 1000.0)
+        shutil.rmtree(logdir, ignore_errors=True)
+        lat.sort()
+        p50 = lat[len(lat) // 2] if lat else 0.0
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        return tps, p50, p99
+
+    def record_tpcb(self, system, result):
+        tps, p50, p99 = result
+        self.record("vs_streaming", system, 0, tps, "tps")
+        self.record("vs_streaming_p50", system, 0, p50, "ms")
+        self.record("vs_streaming_p99", system, 0, p99, "ms")
+
+    def versus_streaming(self):
+        dur = self.tpcb_duration
+        reps = 1 if self.args.quick else self.reps
+        scale = "2" if self.args.quick else "10"
+        durable = "synchronous_commit = on\nmax_wal_senders = 10\nwal_level = replica\n"
+
+        def init_tpcb(c):
+            subprocess.run(as_user([c.bin("pgbench"), "-i", "-q", "-s", scale]),
+                           env=c.env, check=True, capture_output=True)
+            c.psql("ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY")
+
+        # (i) one PostgreSQL, no imessages
+        plain = Cluster(self.args.pg_bin, port=PORT + 30,
+                        extra_conf="shared_preload_libraries = ''\n" + durable)
+        try:
+            plain.start()
+            init_tpcb(plain)
+            for rep in range(reps):
+                self.record_tpcb("one PostgreSQL", self.tpcb_clients([(plain, 8, None)], dur, "plain"))
+        finally:
+            plain.stop()
+
+        # (ii) a primary and two streaming standbys, s1 and s2
+        primary = Cluster(self.args.pg_bin, port=PORT + 31,
+                          extra_conf="shared_preload_libraries = ''\n" + durable +
+                                     "hot_standby = on\nwal_keep_size = 1GB\n")
+        standbys = []
+        try:
+            primary.start()
+            with open(os.path.join(primary.data, "pg_hba.conf"), "a") as f:
+                f.write("local replication all trust\n")
+            primary.psql("SELECT pg_reload_conf()")
+            init_tpcb(primary)
+            for i in (1, 2):
+                s = Cluster(self.args.pg_bin, port=PORT + 31 + i)
+                subprocess.run(as_user([s.bin("pg_basebackup"), "-D", s.data, "-X", "stream", "-c", "fast",
+                                        "-h", primary.dir, "-p", str(primary.port), "-U", "postgres"]),
+                               check=True, capture_output=True)
+                with open(os.path.join(s.data, "postgresql.conf"), "a") as f:
+                    f.write(f"\nport = {s.port}\nunix_socket_directories = '{s.dir}'\n"
+                            f"primary_conninfo = 'host={primary.dir} port={primary.port} user=postgres "
+                            f"application_name=s{i}'\n")
+                open(os.path.join(s.data, "standby.signal"), "w").close()
+                if IS_ROOT:
+                    shutil.chown(os.path.join(s.data, "standby.signal"), "postgres", "postgres")
+                s.pg_start()
+                standbys.append(s)
+            primary.wait_for("SELECT count(*) = 2 FROM pg_stat_replication WHERE state = 'streaming'")
+            for rep in range(reps):
+                for names in ("ANY 1 (s1, s2)", "ANY 2 (s1, s2)"):
+                    for commit in ("on", "remote_apply"):
+                        primary.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+                        primary.psql(f"ALTER SYSTEM SET synchronous_commit = '{commit}'")
+                        primary.psql("SELECT pg_reload_conf()")
+                        primary.wait_for(f"SELECT count(*) = {names[4]} FROM pg_stat_replication "
+                                         "WHERE sync_state IN ('sync', 'quorum')")
+                        self.record_tpcb(f"primary, {names[:5]}, {commit}",
+                                         self.tpcb_clients([(primary, 8, None)], dur, names))
+        finally:
+            for s in standbys:
+                s.stop()
+            primary.stop()
+
+        # (iii) three imessages nodes
+        group = LabGroup(self.args.pg_bin, self.args.top, 3)
+        for c in group.nodes:
+            c.extra_conf += "\n" + durable
+        tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
+        try:
+            group.start()
+            for i, c in enumerate(group.nodes):
+                init_tpcb(c)
+                # each node's history keys apart from the others' (issue 20)
+                c.psql(f"ALTER SEQUENCE pgbench_history_hid_seq INCREMENT BY 3 RESTART WITH {i + 1}")
+                c.psql("; ".join(f"SELECT imsg_replicate('{t}')" for t in tables))
+            for rep in range(reps):
+                for mode in ("async", "sync"):
+                    env = [dict(c.env, PGOPTIONS=f"-c imessages.commit_mode={mode}") for c in group.nodes]
+                    n1 = group.nodes[0]
+                    self.record_tpcb(f"imessages 3 nodes {mode}, writes on one",
+                                     self.tpcb_clients([(n1, 8, env[0])], dur, mode))
+                    ImsgIdle(group.nodes)
+                    self.record_tpcb(f"imessages 3 nodes {mode}, writes on all",
+                                     self.tpcb_clients([(c, k, e) for c, k, e in
+                                                        zip(group.nodes, (3, 3, 2), env)], dur, mode))
+                    ImsgIdle(group.nodes)
+        finally:
+            group.stop()
+
     def run(self):
         self.c.psql(SETUP_SQL)
         self.c.wait_for("SELECT imsg_manager_pid() IS NOT NULL")
         self.tpcb_setup()
         sizes = [64, 1024, 8192]
-        want = set(self.args.only or "abcdefg")
+        want = set(self.args.only or "abcdefgh")
         for rep in range(self.reps):
             print(f"== repetition {rep + 1} of {self.reps}", flush=True)
             for size in sizes:
@@ -585,6 +726,44 @@ COMMIT;""")
         if "g" in want:
             print("== g. node recovery", flush=True)
             self.recovery()
+        if "h" in want:
+            print("== h. TPC-B: one PostgreSQL, streaming standbys, imessages nodes", flush=True)
+            self.versus_streaming()
+
+
+H_SYSTEMS = ("one PostgreSQL", "primary, ANY 1, on", "primary, ANY 1, remote_apply", "primary, ANY 2, on",
+             "primary, ANY 2, remote_apply", "imessages 3 nodes async, writes on one",
+             "imessages 3 nodes async, writes on all", "imessages 3 nodes sync, writes on one",
+             "imessages 3 nodes sync, writes on all")
+
+
+def plot_tpcb(by, outdir):
+    """bench/out/tpcb.png: scenario h's TPS and p99 latency per setup."""
+    have = [s for s in H_SYSTEMS if by.get(("vs_streaming", s, 0))]
+    if not have or not shutil.which("gnuplot"):
+        return
+    dat = os.path.join(outdir, "tpcb.dat")
+    with open(dat, "w") as f:
+        for s in have:
+            f.write(f'"{s}" {statistics.median(by[("vs_streaming", s, 0)])} '
+                    f'{statistics.median(by[("vs_streaming_p99", s, 0)])}\n')
+    png = os.path.join(outdir, "tpcb.png")
+    script = f"""
+set terminal png size 1000,640 noenhanced
+set output '{png}'
+set multiplot layout 2,1 title 'pgbench TPC-B, scale 10, 8 clients (medians)'
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.8
+set xtics rotate by -20 font ',9'
+set grid ytics
+set ylabel 'transactions per second'
+plot '{dat}' using 2:xtic(1) notitle lc rgb '#4477aa'
+set ylabel 'p99 latency (ms)'
+plot '{dat}' using 3:xtic(1) notitle lc rgb '#cc6677'
+unset multiplot
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
 def summarize(rows):
@@ -656,6 +835,22 @@ def summarize(rows):
         med("recovery", "normal apply", 0), "cs/s", 1.0)
     row("g. full transfer MB/s vs pg_basebackup", med("recovery", "full transfer", 0),
         med("recovery", "pg_basebackup", 0), "MB/s", 0.5)
+    plain = med("vs_streaming", "one PostgreSQL", 0)
+    for who in ("primary, ANY 1, on", "primary, ANY 1, remote_apply", "primary, ANY 2, on",
+                "primary, ANY 2, remote_apply"):
+        row(f"h. TPC-B tps, {who} vs one PostgreSQL", med("vs_streaming", who, 0), plain, "tps", None)
+    for mode in ("async", "sync"):
+        for where in ("one", "all"):
+            row(f"h. TPC-B tps, 3 imessages {mode}, writes on {where} vs one PostgreSQL",
+                med("vs_streaming", f"imessages 3 nodes {mode}, writes on {where}", 0), plain, "tps",
+                0.5 if where == "all" else None)
+    row("h. TPC-B tps, 3 imessages sync, one writer vs ANY 2 remote_apply",
+        med("vs_streaming", "imessages 3 nodes sync, writes on one", 0),
+        med("vs_streaming", "primary, ANY 2, remote_apply", 0), "tps", 0.8)
+    for pct in ("p50", "p99"):
+        for who in H_SYSTEMS[1:]:
+            row(f"h. {pct} latency ms, {who} vs one PostgreSQL", med(f"vs_streaming_{pct}", who, 0),
+                med(f"vs_streaming_{pct}", "one PostgreSQL", 0), "ms", None, higher_better=False)
     # the manager's CPU (user + system) per change set it delivered; no baseline
     for mode in ("async", "sync"):
         row(f"e. manager CPU us/change set, tpcb {mode}", med("manager_cpu", f"tpcb {mode}", 0), None, "us", None)
@@ -741,6 +936,7 @@ def main():
     with open(os.path.join(outdir, "summary.txt"), "w") as f:
         f.write(text + "\n")
     plot(by, outdir)
+    plot_tpcb(by, outdir)
     print(f"\nwrote {outdir}/results.csv, summary.txt, throughput.png")
 
 

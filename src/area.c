@@ -114,6 +114,8 @@ imsg_area_startup(void)
 		memset(ImsgManagerState, 0, imsg_manager_shmem_size());
 		SpinLockInit(&ImsgManagerState->mutex);
 		pg_atomic_init_u32(&ImsgManagerState->settle_polling, 0);
+		pg_atomic_init_u64(&ImsgManagerState->commit_horizon, 0);
+		pg_atomic_init_u32(&ImsgManagerState->flow_paused, 0);
 		pg_atomic_init_u32(&ImsgManagerState->node_state, IMSG_NODE_DISCONNECTED);
 		ImsgManagerState->num_helper_slots = max_worker_processes;
 		for (i = 0; i < max_worker_processes; i++)

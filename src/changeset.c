@@ -691,6 +691,10 @@ imsg_cs_send(void)
 	if (imsg_resolve_manager(&manager_pid) != IMSG_OK)
 		imsg_report_send_failure(IMSG_NO_RECIPIENT, IMSG_MANAGER, 0, 0);
 
+	/* the group may be paused: a node has too much to apply */
+	if (in_group)
+		imsg_flow_control_wait();
+
 	imsg_cs_register_writes();
 
 	ImsgBufferInitWriter(&out, head, sizeof(head));

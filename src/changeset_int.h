@@ -66,6 +66,7 @@
 #define GCS_CHANGESET		'C'
 #define GCS_CS_HEADER		(1 + 4 + 8 + 4 + 1)
 #define GCS_STATE			'S'
+#define GCS_FLOW			'F'		/* flow control: int8 stop (flow_control.c) */
 
 typedef struct ImsgGcsChangeset
 {

@@ -17,6 +17,19 @@
  * at its last frame.  That position is the same on every member, so the
  * order stays total.
  *
+ * Batching: a message of up to IMSG_CPG_BATCH_MAX bytes is not sent at
+ * once but added to a batch frame (IMSG_CPG_BATCH: its payload is a series of uint32
+ * length, network order, and message), which goes out when the manager's
+ * loop has done a pass (corosync_flush, before it sleeps or looks at its
+ * mailbox again), when the next message would not fit, or before a
+ * message of several frames.  A lone committer's change set thus goes out
+ * at the end of the pass that took it, as before; the change sets of
+ * backends that commit together go out in one CPG message, which costs
+ * corosync's totem ring one message instead of many.  A receiver delivers
+ * a batch's messages one by one, in order, at the batch's place in the
+ * total order: the same place on every member, so certification and
+ * positions stay per message.  A batch of one is sent as a plain frame.
+ *
  * Flow control: cpg_mcast_joined answers CS_ERR_TRY_AGAIN when corosync's
  * queues are full.  Frames that could not go out wait in an outgoing queue,
  * in order, and are retried when the CPG descriptor becomes readable (our
@@ -74,10 +87,11 @@
 #include "replication_int.h"
 
 #define IMSG_CPG_MAGIC			0x494D	/* "IM" */
-#define IMSG_CPG_VERSION		1
+#define IMSG_CPG_VERSION		2
 #define IMSG_CPG_FIRST			0x01	/* first frame of a message */
 #define IMSG_CPG_LAST			0x02	/* last frame of a message */
 #define IMSG_CPG_HELLO			0x04	/* announces the sender's node name */
+#define IMSG_CPG_BATCH			0x08	/* several whole messages (see above) */
 
 /* Frames stay well under CPG's atomic limit (cpg_max_atomic_msgsize_get). */
 #define IMSG_CPG_MAX_FRAME		(1024 * 1024)
@@ -142,6 +156,8 @@ static struct cpg_name cpg_group;
 static uint32 my_nodeid;
 static uint32 next_msgno = 1;
 static List *out_frames = NIL;	/* CpgOutFrame *, oldest first */
+static StringInfoData batch;	/* messages for the next batch frame */
+static int	batch_count = 0;
 static TimestampTz retry_at = 0;
 static List *partials = NIL;	/* CpgPartial * */
 static List *delivered = NIL;	/* CpgDelivered *, in delivery order */
@@ -195,6 +211,49 @@ note_member_name(uint32 nodeid, uint32 pid, const char *node)
 		(nodeid != my_nodeid || pid != (uint32) MyProcPid))
 		elog(WARNING, "imessages: another member of group \"%s\" (corosync node %u, pid %u) also calls itself \"%s\"",
 			 imsg_gcs_group, nodeid, pid, node);
+}
+
+/*
+ * A batch frame's messages, queued for delivery one by one in their order
+ * (in cpg_context).  False, and nothing queued, if the lengths do not add
+ * up.
+ */
+static bool
+split_batch(const char *node, uint32 nodeid, uint32 pid, const char *p, Size len)
+{
+	Size		off = 0;
+	List	   *got = NIL;
+
+	while (off < len)
+	{
+		uint32		n;
+		CpgDelivered *d;
+
+		if (len - off < sizeof(n))
+			break;
+		memcpy(&n, p + off, sizeof(n));
+		n = pg_ntoh32(n);
+		off += sizeof(n);
+		if (n > len - off)
+			break;
+		d = palloc0(sizeof(CpgDelivered));
+		strlcpy(d->node, node, sizeof(d->node));
+		d->nodeid = nodeid;
+		d->pid = pid;
+		d->len = n;
+		d->data = palloc(Max(n, 1));
+		memcpy(d->data, p + off, n);
+		got = lappend(got, d);
+		off += n;
+	}
+	if (off != len)
+	{
+		list_free_deep(got);	/* (a malformed frame: its data is lost anyway) */
+		return false;
+	}
+	delivered = list_concat(delivered, got);
+	list_free(got);				/* (list_concat copied its cells) */
+	return true;
 }
 
 static void
@@ -258,7 +317,12 @@ cpg_deliver_cb(cpg_handle_t handle, const struct cpg_name *group,
 			pfree(part);
 			part = NULL;
 		}
-		if (hdr.flags & IMSG_CPG_LAST)
+		if ((hdr.flags & IMSG_CPG_BATCH) && (hdr.flags & IMSG_CPG_LAST))
+		{
+			if (payload_len != hdr.total_len || !split_batch(node, nodeid, pid, payload, payload_len))
+				goto malformed_ctx;
+		}
+		else if (hdr.flags & IMSG_CPG_LAST)
 		{
 			CpgDelivered *d = palloc0(sizeof(CpgDelivered));
 
@@ -585,6 +649,8 @@ corosync_disconnect(void)
 	quorum_view_count = 0;
 	(void) not_primary();
 	out_frames = partials = delivered = NIL;
+	batch.data = NULL;			/* (in cpg_context) */
+	batch_count = 0;
 	num_members = 0;
 	if (cpg_context != NULL)
 		MemoryContextReset(cpg_context);
@@ -681,12 +747,55 @@ corosync_wait_fds(pgsocket *fds, int max_fds)
 	return 2;
 }
 
+/* A frame's room for payload (a first frame carries the node's name). */
+#define IMSG_CPG_ROOM	(IMSG_CPG_MAX_FRAME - sizeof(CpgFrameHeader) - NAMEDATALEN)
+
+/*
+ * A batch frame's payload at most: past a few dozen change sets a larger
+ * CPG message saves nothing, and it only takes longer around the ring.
+ */
+#define IMSG_CPG_BATCH_MAX	(64 * 1024)
+
+static void
+count_sent(int messages)
+{
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->gcs_messages_sent += messages;
+	ImsgManagerState->gcs_packets_sent++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+/*
+ * Send the batch: as a batch frame, or as a plain one if it holds a single
+ * message.  False if the connection failed.
+ */
+static bool
+corosync_flush(void)
+{
+	bool		ok;
+
+	if (batch_count == 0)
+		return true;
+	if (batch_count == 1)
+		ok = send_frame(IMSG_CPG_FIRST | IMSG_CPG_LAST, next_msgno++,
+						(uint32) (batch.len - sizeof(uint32)),
+						batch.data + sizeof(uint32), batch.len - sizeof(uint32), NULL, 0);
+	else
+		ok = send_frame(IMSG_CPG_FIRST | IMSG_CPG_LAST | IMSG_CPG_BATCH, next_msgno++,
+						(uint32) batch.len, batch.data, batch.len, NULL, 0);
+	if (ok)
+		count_sent(batch_count);
+	resetStringInfo(&batch);
+	batch_count = 0;
+	return ok;
+}
+
 static bool
 corosync_multicast(const void *head, Size headlen, const void *body, Size bodylen)
 {
 	Size		total = headlen + bodylen;
-	Size		room = IMSG_CPG_MAX_FRAME - sizeof(CpgFrameHeader) - NAMEDATALEN;
-	uint32		msgno = next_msgno++;
+	Size		room = IMSG_CPG_ROOM;
+	uint32		msgno;
 	Size		off = 0;
 	uint8		flags = IMSG_CPG_FIRST;
 
@@ -694,6 +803,33 @@ corosync_multicast(const void *head, Size headlen, const void *body, Size bodyle
 		return false;
 	if (total > PG_UINT32_MAX)
 		elog(ERROR, "imessages: message too large for corosync framing");
+
+	/* small: into the batch (sent first if it would not fit) */
+	if (total + sizeof(uint32) <= IMSG_CPG_BATCH_MAX)
+	{
+		uint32		n = pg_hton32((uint32) total);
+		MemoryContext old;
+
+		if (batch.len + sizeof(uint32) + total > IMSG_CPG_BATCH_MAX && !corosync_flush())
+			return false;
+		old = MemoryContextSwitchTo(cpg_context);
+		if (batch.data == NULL)
+			initStringInfo(&batch);
+		appendBinaryStringInfo(&batch, (const char *) &n, sizeof(n));
+		if (headlen > 0)
+			appendBinaryStringInfo(&batch, head, headlen);
+		if (bodylen > 0)
+			appendBinaryStringInfo(&batch, body, bodylen);
+		MemoryContextSwitchTo(old);
+		batch_count++;
+		return true;
+	}
+
+	/* larger: after what is batched, in frames of its own */
+	if (!corosync_flush())
+		return false;
+	msgno = next_msgno++;
+	count_sent(1);
 
 	/* one frame per 'room' bytes of head+body */
 	do
@@ -785,7 +921,7 @@ corosync_dispatch(void)
 static bool
 corosync_pending(void)
 {
-	return out_frames != NIL && GetCurrentTimestamp() >= retry_at;
+	return batch_count > 0 || (out_frames != NIL && GetCurrentTimestamp() >= retry_at);
 }
 
 static TimestampTz
@@ -935,6 +1071,7 @@ const ImsgGcsOps imsg_gcs_corosync_ops = {
 	.multicast = corosync_multicast,
 	.dispatch = corosync_dispatch,
 	.pending = corosync_pending,
+	.flush = corosync_flush,
 	.next_timeout = corosync_next_timeout,
 	.disconnect = corosync_disconnect,
 	.quorate = corosync_quorate,

@@ -82,6 +82,10 @@ local_multicast(const void *head, Size headlen, const void *body, Size bodylen)
 		appendBinaryStringInfo(&local_queue, head, headlen);
 	if (bodylen > 0)
 		appendBinaryStringInfo(&local_queue, body, bodylen);
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->gcs_messages_sent++;
+	ImsgManagerState->gcs_packets_sent++;
+	SpinLockRelease(&ImsgManagerState->mutex);
 	return true;
 }
 

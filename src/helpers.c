@@ -41,6 +41,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/array.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -63,6 +66,7 @@ typedef struct HelperLocal
 	BackgroundWorkerHandle *handle; /* NULL: slot not ours */
 	bool		started;		/* postmaster reported it running */
 	bool		ready;			/* sent IMSG_T_HELPER_READY */
+	bool		applying;		/* has a remote change set (manager_apply.c) */
 	int			pid;
 	TimestampTz registered_at;
 } HelperLocal;
@@ -119,6 +123,7 @@ imsg_helpers_init(void)
 		slot->generation++;
 		slot->state = IMSG_HELPER_FREE;
 		slot->pid = 0;
+		slot->applying = 0;
 		SpinLockRelease(&slot->mutex);
 	}
 }
@@ -156,6 +161,7 @@ start_helper(void)
 	generation = ++slot->generation;
 	slot->state = IMSG_HELPER_STARTING;
 	slot->pid = 0;
+	slot->applying = 0;
 	slot->started_at = 0;
 	slot->jobs_done = 0;
 	slot->exit_recorded = false;
@@ -201,6 +207,7 @@ start_helper(void)
 	helpers[i].handle = handle;
 	helpers[i].started = false;
 	helpers[i].ready = false;
+	helpers[i].applying = false;
 	helpers[i].pid = 0;
 	helpers[i].registered_at = GetCurrentTimestamp();
 }
@@ -224,6 +231,7 @@ reap_helper(int i)
 	slot->generation++;
 	slot->state = IMSG_HELPER_FREE;
 	slot->pid = 0;
+	slot->applying = 0;
 	SpinLockRelease(&slot->mutex);
 
 	crashed = !(recorded && code == 0);
@@ -345,12 +353,12 @@ imsg_helpers_next_timeout(void)
 }
 
 /*
- * A ready helper for the next job, round robin: its slot, and its pid and
- * generation (if asked); -1 if none.  Starts one more (if allowed) when
- * every helper is busy or none runs.
+ * A ready helper, round robin (one that applies no change set, unless
+ * 'applying_too'): its slot, and its pid and generation (if asked); -1 if
+ * none.
  */
-int
-imsg_helper_pick(int *pid, uint32 *generation)
+static int
+pick(int *pid, uint32 *generation, bool applying_too)
 {
 	int			i;
 
@@ -358,7 +366,8 @@ imsg_helper_pick(int *pid, uint32 *generation)
 	{
 		int			k = (next_pick + i) % num_slots;
 
-		if (helpers[k].handle != NULL && helpers[k].ready)
+		if (helpers[k].handle != NULL && helpers[k].ready &&
+			(applying_too || !helpers[k].applying))
 		{
 			ImsgHelperSlot *hs = helper_slot(k);
 
@@ -371,10 +380,49 @@ imsg_helper_pick(int *pid, uint32 *generation)
 			return k;
 		}
 	}
-	if (helpers_active() < helpers_allowed() &&
+	return -1;
+}
+
+/*
+ * A helper for a job: one that applies no change set if there is one (a
+ * job queued behind a change set waits for it), else any; -1 if none is
+ * ready yet (one is started if more may run).
+ */
+int
+imsg_helper_pick(int *pid, uint32 *generation)
+{
+	int			k = pick(pid, generation, false);
+
+	if (k < 0)
+		k = pick(pid, generation, true);
+	if (k < 0 && helpers_active() < helpers_allowed() &&
 		GetCurrentTimestamp() >= next_start_at)
 		start_helper();
-	return -1;
+	return k;
+}
+
+/*
+ * A helper to apply a remote change set: one that applies none now (the
+ * manager hands out several at once: manager_apply.c), starting another
+ * if more may run; -1 if none is free.
+ */
+int
+imsg_helper_pick_for_apply(int *pid)
+{
+	int			k = pick(pid, NULL, false);
+
+	if (k < 0 && helpers_active() < helpers_allowed() &&
+		GetCurrentTimestamp() >= next_start_at)
+		start_helper();
+	return k;
+}
+
+/* The manager handed helper 'slot' a change set, or it is done with it. */
+void
+imsg_helper_set_applying(int slot, bool applying)
+{
+	if (slot >= 0 && slot < num_slots)
+		helpers[slot].applying = applying;
 }
 
 /* Helper 'slot' has opened its mailbox and takes jobs. */
@@ -473,6 +521,7 @@ helper_record_exit(int code, Datum arg)
 	{
 		slot->exit_recorded = true;
 		slot->exit_code = code;
+		slot->applying = 0;
 	}
 	SpinLockRelease(&slot->mutex);
 }
@@ -544,6 +593,30 @@ note_applied(const char *origin, int32 origin_pid, uint64 counter)
  * commits with the change set's rows, so a crash never loses nor repeats
  * one.
  */
+/* Is position 'seq' in imsg_state's applied position already? */
+static bool
+position_applied(uint64 seq)
+{
+	static SPIPlanPtr plan = NULL;
+	bool		isnull;
+	Datum		d;
+
+	if (plan == NULL)
+	{
+		plan = SPI_prepare(psprintf("SELECT applied_position FROM %s", imsg_state_table()), 0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "imessages: could not prepare the read of imsg_state: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+	}
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("table %s must have exactly one row", imsg_state_table())));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && (uint64) DatumGetInt64(d) >= seq;
+}
+
 static bool
 claim_position(uint64 seq)
 {
@@ -597,10 +670,154 @@ imsg_own_transaction_committed(uint64 full_xid)
  * never skips it silently.  *changes is what was applied, -1 if it was
  * applied before (or is ours and committed here).
  */
+/*
+ * Does process 'waiter' wait, directly or through others that wait, for a
+ * lock this backend holds?  A walk of pg_blocking_pids() from it (which
+ * takes every lock partition: for rare checks only), at most
+ * IMSG_BLOCKER_WALK processes.
+ */
+#define IMSG_BLOCKER_WALK	64
+
+bool
+imsg_waits_for_me(int waiter)
+{
+	int			seen[IMSG_BLOCKER_WALK];
+	int			nseen = 0;
+	int			next = 0;
+
+	seen[nseen++] = waiter;
+	while (next < nseen)
+	{
+		ArrayType  *blockers;
+		int32	   *pids;
+		int			n;
+		int			k;
+
+		blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+														  Int32GetDatum(seen[next++])));
+		pids = (int32 *) ARR_DATA_PTR(blockers);
+		n = ArrayGetNItems(ARR_NDIM(blockers), ARR_DIMS(blockers));
+		for (k = 0; k < n; k++)
+		{
+			int			j;
+
+			if (pids[k] == MyProcPid)
+				return true;
+			for (j = 0; j < nseen && seen[j] != pids[k]; j++)
+				;
+			if (j == nseen && nseen < IMSG_BLOCKER_WALK)
+				seen[nseen++] = pids[k];
+		}
+		pfree(blockers);
+	}
+	return false;
+}
+
+/*
+ * Does a helper applying a position before 'seq' wait for a lock we hold,
+ * directly or through a local transaction that waits for us?  It may (a
+ * unique index entry, or a local transaction between us), while we wait
+ * for it to commit first, and PostgreSQL's deadlock detector does not see
+ * our wait, which is not a lock.  Only helpers whose wait event says
+ * "lock" are looked at.
+ */
+static bool
+earlier_helper_waits_for_us(uint64 seq)
+{
+	int			i;
+
+	for (i = 0; i < ImsgManagerState->num_helper_slots; i++)
+	{
+		ImsgHelperSlot *hs = helper_slot(i);
+		uint64		applying;
+		int			procno;
+		int			pid;
+
+		if (i == my_slot)
+			continue;
+		SpinLockAcquire(&hs->mutex);
+		applying = hs->applying;
+		procno = hs->procno;
+		pid = hs->pid;
+		SpinLockRelease(&hs->mutex);
+		if (applying != 0 && applying < seq && pid != 0 &&
+			(GetPGProcByNumber(procno)->wait_event_info & 0xFF000000) == PG_WAIT_LOCK &&
+			imsg_waits_for_me(pid))
+			return true;
+	}
+	return false;
+}
+
+/* set when wait_for_turn gives up: not an attempt that counts */
+static bool turn_given_up = false;
+
+/*
+ * Wait until every position before 'seq' is done here (commit_horizon, see
+ * manager_apply.c), so that change sets applied by several helpers at once
+ * commit in position order.  If an earlier one has not moved for
+ * IMSG_TURN_PATIENCE_MS while the helper applying it waits for a lock of
+ * ours, ERROR
+ * (40P01, turn_given_up set): the caller starts again, after waiting for
+ * its turn without holding anything.
+ */
+#define IMSG_TURN_PATIENCE_MS	1000
+
+static void
+wait_for_turn(uint64 seq, bool may_give_up)
+{
+	uint64		horizon = pg_atomic_read_u64(&ImsgManagerState->commit_horizon);
+	TimestampTz since = 0;
+
+	while (horizon + 1 < seq)
+	{
+		uint64		now;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			ereport(FATAL,
+					(errcode(ERRCODE_ADMIN_SHUTDOWN),
+					 errmsg("imessages helper stops before it commits change set %llu",
+							(unsigned long long) seq)));
+		now = pg_atomic_read_u64(&ImsgManagerState->commit_horizon);
+		if (now != horizon || since == 0)
+		{
+			horizon = now;
+			since = GetCurrentTimestamp();
+			continue;
+		}
+		if (may_give_up &&
+			TimestampDifferenceExceeds(since, GetCurrentTimestamp(), IMSG_TURN_PATIENCE_MS) &&
+			earlier_helper_waits_for_us(seq))
+		{
+			turn_given_up = true;
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+					 errmsg("change set %llu waits for position %llu, whose helper waits for a lock",
+							(unsigned long long) seq, (unsigned long long) (horizon + 1))));
+		}
+	}
+}
+
+/* What this helper applies now (0: nothing), for the others and imsg_helpers(). */
+static void
+set_applying(uint64 seq, bool applied)
+{
+	ImsgHelperSlot *slot = helper_slot(my_slot);
+
+	SpinLockAcquire(&slot->mutex);
+	slot->applying = seq;
+	if (applied)
+		slot->change_sets_applied++;
+	SpinLockRelease(&slot->mutex);
+}
+
 bool
 imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid, uint64 counter,
 				  bool overwrite, uint64 xid, const char *cs, Size cslen,
-				  int64 *changes)
+				  bool in_turn, int64 *changes)
 {
 	bool		ok = false;
 	volatile int attempts = 0;
@@ -609,6 +826,7 @@ imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid, uint64 count
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 
 	*changes = 0;
+	set_applying(seq, false);
 
 	/*
 	 * A local transaction that writes rows in another order than the
@@ -625,12 +843,29 @@ retry:
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
+		bool		applied_before;
+
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (!claim_position(seq) || (mine && imsg_own_transaction_committed(xid)))
+		applied_before = position_applied(seq);
+		if (applied_before || (mine && imsg_own_transaction_committed(xid)))
 			*changes = -1;
 		else
 			*changes = imsg_apply_changeset(cs, cslen, overwrite, seq);
+
+		/*
+		 * The position last, just before the commit and in position order
+		 * (in_turn: other helpers apply other change sets meanwhile), so
+		 * that imsg_state's row is not locked while we apply.
+		 */
+		if (!applied_before)
+		{
+			if (in_turn)
+				wait_for_turn(seq, true);
+			if (!claim_position(seq))
+				elog(ERROR, "imessages: position %llu was recorded as applied while its change set was being applied",
+					 (unsigned long long) seq);
+		}
 		SPI_finish();
 		PopActiveSnapshot();
 		if (!mine && *changes >= 0)
@@ -653,9 +888,20 @@ retry:
 		FlushErrorState();
 		imsg_local_writes_applying(0);
 		AbortCurrentTransaction();
-		if ((edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-			 edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE) &&
-			++attempts < IMSG_APPLY_ATTEMPTS)
+		if (turn_given_up)
+		{
+			/* (not an attempt: start again once it is our turn) */
+			turn_given_up = false;
+			ereport(DEBUG1,
+					(errmsg("imessages helper applies change set %llu again: %s",
+							(unsigned long long) seq, edata->message)));
+			FreeErrorData(edata);
+			wait_for_turn(seq, false);
+			retrying = true;
+		}
+		else if ((edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+				  edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE) &&
+				 ++attempts < IMSG_APPLY_ATTEMPTS)
 		{
 			ereport(LOG,
 					(errmsg("imessages helper applies change set %llu again: %s",
@@ -682,6 +928,7 @@ retry:
 		CHECK_FOR_INTERRUPTS();
 		goto retry;
 	}
+	set_applying(0, ok && *changes >= 0);
 	if (ok)
 		ereport(DEBUG1,
 				(errmsg("imessages helper applied change set %llu from node \"%s\": " INT64_FORMAT " changes",
@@ -724,7 +971,7 @@ job_cs_apply(ImsgWhole *msg)
 	cs = ImsgBufferGetBytes(&in, cslen);
 
 	ok = imsg_helper_apply(seq, origin, origin_pid, counter, overwrite, xid,
-						   cs, cslen, &changes);
+						   cs, cslen, true, &changes);
 
 	ImsgBufferInitWriter(&out, reply, sizeof(reply));
 	ImsgBufferPutInt32(&out, my_slot);
@@ -779,10 +1026,24 @@ imsg_helper_main(Datum main_arg)
 	/* lose no deadlock to a local transaction (see job_cs_apply) */
 	SetConfigOption("deadlock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Commits do not wait for their WAL flush, as PostgreSQL's logical
+	 * replication apply workers by default: the applied position commits
+	 * with the rows, so a crash loses at most the last change sets applied
+	 * (and their position), which the node then applies again from its log
+	 * or a donor's.  Any later commit here that waits for its flush
+	 * (a local transaction that read those rows, say) flushes them first:
+	 * WAL is flushed in order.  Helpers commit in position order, one
+	 * after the other, and a flush each would make them wait in a line.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	if (!helper_slot_is_mine())
 		proc_exit(0);
 	SpinLockAcquire(&helper_slot(my_slot)->mutex);
 	helper_slot(my_slot)->pid = MyProcPid;
+	helper_slot(my_slot)->procno = MyProc->pgprocno;
+	helper_slot(my_slot)->applying = 0;
 	helper_slot(my_slot)->started_at = GetCurrentTimestamp();
 	helper_slot(my_slot)->state = IMSG_HELPER_IDLE;
 	SpinLockRelease(&helper_slot(my_slot)->mutex);

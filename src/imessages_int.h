@@ -47,6 +47,7 @@ extern int	imsg_certification_window;
 extern char *imsg_node_conninfo;
 extern int	imsg_changeset_log_size_kb;
 extern bool imsg_debug_skip_position;
+extern int	imsg_flow_control_limit;
 
 #define IMSG_COMMIT_ASYNC		0
 #define IMSG_COMMIT_SYNC		1

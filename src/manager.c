@@ -492,7 +492,6 @@ imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len)
 	won = single_node ||
 		certify_changeset(seq, origin, &c, &summary, winner, sizeof(winner));
 	summary_count = summary.nchanges;
-	imsg_changeset_summary_free(&summary);
 
 	/* nothing to wait for: a loser, or our own async one (committed) */
 	(void) imsg_mgr_next_position(!won || (mine && !c.sync));
@@ -502,6 +501,7 @@ imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len)
 
 	if (!won)
 	{
+		imsg_changeset_summary_free(&summary);
 		/* the later of two conflicting change sets: aborted, applied nowhere */
 		SpinLockAcquire(&ImsgManagerState->mutex);
 		ImsgManagerState->change_sets_conflicted++;
@@ -519,10 +519,15 @@ imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len)
 		/* another node's: delivered here, to be applied by a helper */
 		imsg_mgr_record_delivered(seq, c.origin_pid, c.xid, c.nchanges, summary_count,
 								  c.cs, c.cslen);
+		/* (its rows: which change sets it may be applied beside) */
 		imsg_mgr_queue_remote(seq, origin, c.mgr_pid, c.counter, !c.sync, c.xid,
-							  c.cs, c.cslen);
+							  c.cs, c.cslen,
+							  summary.rows,
+							  summary.nchanges >= 0 && !single_node ? summary.nrows : -1);
+		imsg_changeset_summary_free(&summary);
 		return;
 	}
+	imsg_changeset_summary_free(&summary);
 
 	/* ours: remote change sets delivered before it must not overwrite it */
 	if (!single_node)
@@ -548,6 +553,8 @@ imsg_gcs_deliver(const char *origin, uint32 nodeid, uint32 pid,
 
 	if (len >= 1 && p[0] == GCS_STATE)
 		imsg_mgr_state_message(nodeid, pid, p, len);
+	else if (len >= 1 && p[0] == GCS_FLOW)
+		imsg_mgr_flow_message(origin, p, len);
 	else if (len >= GCS_CS_HEADER && p[0] == GCS_CHANGESET)
 	{
 		if (imsg_mgr_state_can_position())
@@ -740,6 +747,7 @@ gcs_lost(void)
 
 	imsg_mgr_own_gcs_lost();
 	imsg_mgr_state_gcs_lost();
+	imsg_mgr_flow_reset();
 	imsg_mgr_gcs->disconnect();
 	imsg_mgr_gcs_connected = false;
 	wait_set_stale = true;
@@ -888,6 +896,7 @@ manager_loop(void)
 		imsg_mgr_jobs_run();
 		imsg_mgr_state_run();
 		imsg_mgr_apply_run();
+		imsg_mgr_flow_run();
 		in_progress = imsg_mgr_own_settle(&settled);
 		/*
 		 * Counted until we sleep: the pass that settles a change set may not
@@ -897,6 +906,15 @@ manager_loop(void)
 		MemoryContextSwitchTo(old);
 		publish_memory();
 		log_write();
+
+		/*
+		 * What this pass multicast goes out now, together: the change sets
+		 * of backends that committed at the same time in one GCS packet,
+		 * and a lone one without waiting for company (gcs_corosync.c).
+		 */
+		if (imsg_mgr_gcs_connected && imsg_mgr_gcs->flush != NULL &&
+			!imsg_mgr_gcs->flush())
+			gcs_lost();
 
 		if (more || (imsg_mgr_gcs_connected && imsg_mgr_gcs->pending()))
 			continue;
@@ -992,6 +1010,7 @@ imsg_manager_main(Datum main_arg)
 	imsg_mgr_jobs_init();
 	imsg_mgr_own_init();
 	imsg_mgr_apply_init();
+	imsg_mgr_flow_reset();		/* (a pause of the manager before us ends) */
 	imsg_mgr_state_init();
 	imsg_assembler_init(&assembler, "imessages manager assembly", partial_dropped);
 

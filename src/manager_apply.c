@@ -18,17 +18,32 @@
 
 #include "access/transam.h"
 #include "nodes/pg_list.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
 #include "utils/memutils.h"
 
 #include "manager_int.h"
 #include "changeset_int.h"
 
 /*
- * Change sets of other nodes, delivered and waiting to be applied, oldest
- * first.  One helper applies one at a time, in delivery order, so that
- * every node applies them in the group's total order; the next one goes
- * out when the helper reports (IMSG_T_CS_APPLIED), and the same one again
- * if the helper exits first.
+ * Change sets of other nodes, delivered and waiting to be applied, in
+ * delivery order.  Several helpers apply them at once, up to
+ * imessages.max_helpers: a change set goes out when no change set before
+ * it that is not done yet touches one of its rows (the row identities
+ * certification reads at delivery come with it); one whose rows are not
+ * known waits for every one before it, and every one after it waits for
+ * it.  So two change sets with a row in common are applied one after the
+ * other, in delivery order, and the others side by side.  Each helper
+ * then commits in position order: it waits until every position before its
+ * own is done (ImsgManagerShared.commit_horizon, which imsg_mgr_apply_wake
+ * follows), so a reader here sees the same sequence of states as on every
+ * other node, and imsg_state's applied position p still means "everything
+ * up to p".  An entry leaves the queue when its helper reports
+ * (IMSG_T_CS_APPLIED), and goes out again if the helper exits first.
+ *
+ * While the node catches up, only the head goes out, once every position
+ * before it is done: the catch-up helper, not the ring, says how far the
+ * node is then.
  */
 typedef struct RemoteChangeset
 {
@@ -40,16 +55,23 @@ typedef struct RemoteChangeset
 	uint64		xid;
 	Size		len;
 	char	   *data;
+	int64		nrows;			/* -1: not known */
+	uint64	   *rows;			/* row identities (see changeset_reader.h) */
+	int			slot;			/* the helper applying it, or -1 */
+	int			pid;
 } RemoteChangeset;
+
+/* change sets of the queue looked at for one that may go out */
+#define IMSG_APPLY_WINDOW	256
 
 static MemoryContext apply_context = NULL;
 static List *apply_queue = NIL;
-static int	apply_slot = -1;		/* helper applying the head, or -1 */
-static int	apply_pid = 0;
+static int	applying = 0;		/* entries with a helper */
+static int	applying_max = 0;
 
 static void prune_own_delivered(void);
 
-/* imsg_manager_status().change_sets_to_apply */
+/* imsg_manager_status().change_sets_to_apply, applying_now, applying_max */
 static void
 publish_apply_queue(void)
 {
@@ -57,13 +79,15 @@ publish_apply_queue(void)
 	ImsgManagerState->change_sets_to_apply = list_length(apply_queue);
 	ImsgManagerState->apply_horizon = apply_queue != NIL ?
 		((RemoteChangeset *) linitial(apply_queue))->seq : 0;
+	ImsgManagerState->applying_now = applying;
+	ImsgManagerState->applying_max = applying_max;
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
 void
 imsg_mgr_queue_remote(uint64 seq, const char *origin, int32 origin_pid,
 					  uint64 counter, bool overwrite, uint64 xid,
-					  const char *cs, Size cslen)
+					  const char *cs, Size cslen, const uint64 *rows, int64 nrows)
 {
 	MemoryContext old = MemoryContextSwitchTo(apply_context);
 	RemoteChangeset *r = palloc(sizeof(RemoteChangeset));
@@ -77,60 +101,127 @@ imsg_mgr_queue_remote(uint64 seq, const char *origin, int32 origin_pid,
 	r->len = cslen;
 	r->data = palloc(Max(cslen, 1));
 	memcpy(r->data, cs, cslen);
+	r->nrows = nrows;			/* (< 0: not known) */
+	r->rows = NULL;
+	if (r->nrows > 0)
+	{
+		r->rows = palloc(sizeof(uint64) * r->nrows);
+		memcpy(r->rows, rows, sizeof(uint64) * r->nrows);
+	}
+	r->slot = -1;
+	r->pid = 0;
 	apply_queue = lappend(apply_queue, r);
 	MemoryContextSwitchTo(old);
 	publish_apply_queue();
 }
 
-/*
- * Hand the oldest remote change set to a helper: int64 seq, string origin,
- * int32 origin pid, int64 counter, int8 overwrite, int64 xid, then the
- * change set (in parts if large: see mailbox_large.c).  Nothing is sent
- * while one is being applied; nothing waits for room either: what did not
- * go out is sent again, whole, in a later pass.
- */
-void
-imsg_mgr_apply_run(void)
+static void
+free_remote(RemoteChangeset *r)
 {
-	RemoteChangeset *r;
+	pfree(r->data);
+	if (r->rows)
+		pfree(r->rows);
+	pfree(r);
+}
+
+/*
+ * The rows of the change sets before the one looked at that are not done:
+ * a set of row identities, open addressing (0 marks a free place; a row
+ * whose identity is 0 counts as 1: a false conflict at worst).
+ */
+typedef struct RowSet
+{
+	uint64	   *rows;
+	uint32		mask;
+	uint32		count;
+} RowSet;
+
+static void
+rowset_init(RowSet *set, int64 expected)
+{
+	uint32		size = 64;
+
+	while (size < 2 * expected && size < (1U << 30))
+		size <<= 1;
+	set->rows = palloc0(sizeof(uint64) * size);
+	set->mask = size - 1;
+	set->count = 0;
+}
+
+static bool
+rowset_has(RowSet *set, uint64 row)
+{
+	uint32		i;
+
+	row = row ? row : 1;
+	for (i = (uint32) (row ^ (row >> 32)) & set->mask; set->rows[i] != 0; i = (i + 1) & set->mask)
+		if (set->rows[i] == row)
+			return true;
+	return false;
+}
+
+static void
+rowset_add(RowSet *set, uint64 row)
+{
+	uint32		i;
+
+	row = row ? row : 1;
+	if (2 * (set->count + 1) > set->mask + 1)
+	{
+		RowSet		bigger;
+		uint32		k;
+
+		rowset_init(&bigger, 2 * (set->count + 1));
+		for (k = 0; k <= set->mask; k++)
+			if (set->rows[k] != 0)
+				rowset_add(&bigger, set->rows[k]);
+		pfree(set->rows);
+		*set = bigger;
+	}
+	for (i = (uint32) (row ^ (row >> 32)) & set->mask; set->rows[i] != 0; i = (i + 1) & set->mask)
+		if (set->rows[i] == row)
+			return;
+	set->rows[i] = row;
+	set->count++;
+}
+
+static bool
+touches(RowSet *set, const RemoteChangeset *r)
+{
+	int64		i;
+
+	for (i = 0; i < r->nrows; i++)
+		if (rowset_has(set, r->rows[i]))
+			return true;
+	return false;
+}
+
+static void
+block_rows(RowSet *set, const RemoteChangeset *r)
+{
+	int64		i;
+
+	for (i = 0; i < r->nrows; i++)
+		rowset_add(set, r->rows[i]);
+}
+
+/*
+ * Hand 'r' to a free helper: int64 seq, string origin, int32 origin pid,
+ * int64 counter, int8 overwrite, int64 xid, then the change set (in parts
+ * if large: see mailbox_large.c).  Nothing waits for room: false if it did
+ * not go out (no free helper, no room), and it goes whole in a later pass.
+ */
+static bool
+hand_out(RemoteChangeset *r)
+{
 	int			pid;
 	int			slot;
 	char		head_data[8 + 4 + NAMEDATALEN + 4 + 8 + 1 + 8];
 	ImsgBuffer	head;
 
-	if (apply_queue == NIL)
-		return;
-	if (imsg_mgr_node_state() != IMSG_NODE_SYNCED &&
-		imsg_mgr_node_state() != IMSG_NODE_CATCHING_UP)
-		return;					/* keep them; a catch-up may drop them */
-	if (apply_slot >= 0)
-	{
-		ImsgHelperSlot *hs = &ImsgManagerState->helpers[apply_slot];
-
-		SpinLockAcquire(&hs->mutex);
-		pid = hs->pid;
-		SpinLockRelease(&hs->mutex);
-		if (pid == apply_pid)
-			return;				/* still at it */
-		ereport(LOG,
-				(errmsg("imessages manager: the helper applying change set %llu exited; handing it to another",
-						(unsigned long long) ((RemoteChangeset *) linitial(apply_queue))->seq)));
-		apply_slot = -1;
-	}
-
-	/*
-	 * In position order, and only once everything before it is done (our
-	 * own sync change sets before it committed): the helper's transaction
-	 * records it as the applied position, which must then hold for every
-	 * position before it, or a crash would skip one.
-	 */
-	r = linitial(apply_queue);
-	if (!imsg_mgr_position_is_next(r->seq))
-		return;
-	slot = imsg_helper_pick(&pid, NULL);
+	slot = imsg_helper_pick_for_apply(&pid);
 	if (slot < 0)
-		return;					/* one is starting; the loop comes back */
-
+		return false;			/* one is starting; the loop comes back */
 	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
 	ImsgBufferPutInt64(&head, (int64) r->seq);
 	ImsgBufferPutString(&head, r->origin, strlen(r->origin));
@@ -140,9 +231,160 @@ imsg_mgr_apply_run(void)
 	ImsgBufferPutInt64(&head, (int64) r->xid);
 	if (ImsgSendLarge(pid, IMSG_T_CS_APPLY, head.data, head.len, r->data, r->len,
 					  0, 0) != IMSG_OK)
-		return;					/* no room now (or it exited): again later */
-	apply_slot = slot;
-	apply_pid = pid;
+		return false;
+	r->slot = slot;
+	r->pid = pid;
+	imsg_helper_set_applying(slot, true);
+	applying++;
+	applying_max = Max(applying_max, applying);
+	return true;
+}
+
+/* Helpers that exited with a change set: it goes out again. */
+static void
+notice_exited_helpers(void)
+{
+	ListCell   *lc;
+
+	if (applying == 0)
+		return;
+	foreach(lc, apply_queue)
+	{
+		RemoteChangeset *r = lfirst(lc);
+		ImsgHelperSlot *hs;
+		int			pid;
+
+		if (r->slot < 0)
+			continue;
+		hs = &ImsgManagerState->helpers[r->slot];
+		SpinLockAcquire(&hs->mutex);
+		pid = hs->pid;
+		SpinLockRelease(&hs->mutex);
+		if (pid == r->pid)
+			continue;
+		ereport(LOG,
+				(errmsg("imessages manager: the helper applying change set %llu exited; handing it to another",
+						(unsigned long long) r->seq)));
+		imsg_helper_set_applying(r->slot, false);
+		r->slot = -1;
+		r->pid = 0;
+		applying--;
+	}
+}
+
+/* How many change sets may be applied at once now. */
+static int
+apply_parallelism(void)
+{
+	if (imsg_mgr_node_state() != IMSG_NODE_SYNCED)
+		return 1;
+	return Max(imsg_max_helpers, 1);
+}
+
+/*
+ * Hand out what may be applied now (see the top of the file), in delivery
+ * order, while helpers are free.
+ */
+void
+imsg_mgr_apply_run(void)
+{
+	RowSet		blocked;
+	ListCell   *lc;
+	int			looked = 0;
+	bool		barrier = false;
+	bool		changed = false;
+	int64		expected = 0;
+
+	if (apply_queue == NIL)
+		return;
+	if (imsg_mgr_node_state() != IMSG_NODE_SYNCED &&
+		imsg_mgr_node_state() != IMSG_NODE_CATCHING_UP)
+		return;					/* keep them; a catch-up may drop them */
+	notice_exited_helpers();
+	if (applying >= apply_parallelism())
+		return;
+
+	if (imsg_mgr_node_state() != IMSG_NODE_SYNCED)
+	{
+		RemoteChangeset *r = linitial(apply_queue);
+
+		if (r->slot < 0 && imsg_mgr_position_is_next(r->seq) && hand_out(r))
+			publish_apply_queue();
+		return;
+	}
+
+	foreach(lc, apply_queue)
+	{
+		RemoteChangeset *r = lfirst(lc);
+
+		if (looked++ >= IMSG_APPLY_WINDOW)
+			break;
+		expected += Max(r->nrows, 0);
+	}
+	rowset_init(&blocked, expected);
+	looked = 0;
+	foreach(lc, apply_queue)
+	{
+		RemoteChangeset *r = lfirst(lc);
+		bool		may_go;
+
+		if (looked++ >= IMSG_APPLY_WINDOW || barrier)
+			break;
+		if (r->slot >= 0)
+			may_go = false;
+		else if (r->nrows < 0)
+			may_go = foreach_current_index(lc) == 0;
+		else
+			may_go = !touches(&blocked, r);
+		if (may_go)
+		{
+			if (!hand_out(r))
+				break;			/* no free helper: the next pass */
+			changed = true;
+		}
+		if (r->nrows < 0)
+			barrier = true;
+		else
+			block_rows(&blocked, r);
+		if (applying >= apply_parallelism())
+			break;
+	}
+	pfree(blocked.rows);
+	if (changed)
+		publish_apply_queue();
+}
+
+/*
+ * commit_horizon moved: the helper applying the next position may commit
+ * (the others wait on).  See ImsgManagerShared.commit_horizon.
+ */
+void
+imsg_mgr_apply_wake(void)
+{
+	uint64		next = pg_atomic_read_u64(&ImsgManagerState->commit_horizon) + 1;
+	ListCell   *lc;
+
+	if (applying == 0)
+		return;
+	foreach(lc, apply_queue)
+	{
+		RemoteChangeset *r = lfirst(lc);
+
+		if (r->seq > next)
+			break;
+		if (r->seq == next && r->slot >= 0)
+		{
+			ImsgHelperSlot *hs = &ImsgManagerState->helpers[r->slot];
+			int			procno;
+
+			SpinLockAcquire(&hs->mutex);
+			procno = hs->pid == r->pid ? hs->procno : -1;
+			SpinLockRelease(&hs->mutex);
+			if (procno >= 0)
+				SetLatch(&GetPGProcByNumber(procno)->procLatch);
+			break;
+		}
+	}
 }
 
 /* A helper is done with a remote change set. */
@@ -153,24 +395,36 @@ imsg_mgr_handle_cs_applied(ImsgWhole *msg)
 	int32		slot;
 	uint64		seq;
 	bool		ok;
-	RemoteChangeset *r;
+	ListCell   *lc;
+	RemoteChangeset *r = NULL;
 
 	ImsgBufferInitReader(&in, msg->data, msg->len);
 	slot = ImsgBufferGetInt32(&in);
 	seq = (uint64) ImsgBufferGetInt64(&in);
 	ok = ImsgBufferGetInt8(&in) != 0;
 	imsg_helper_job_done(slot);
-	if (apply_queue == NIL)
-		return;
-	r = linitial(apply_queue);
-	if (r->seq != seq)
+	foreach(lc, apply_queue)
+	{
+		RemoteChangeset *e = lfirst(lc);
+
+		if (e->seq > seq)
+			break;
+		if (e->seq == seq)
+		{
+			if (e->slot == slot)
+			{
+				r = e;
+				apply_queue = foreach_delete_current(apply_queue, lc);
+			}
+			break;
+		}
+	}
+	if (r == NULL)
 		return;					/* a late report of one handed out again */
-	apply_queue = list_delete_first(apply_queue);
+	imsg_helper_set_applying(slot, false);
+	applying--;
 	imsg_mgr_position_done(r->seq);
-	pfree(r->data);
-	pfree(r);
-	apply_slot = -1;
-	apply_pid = 0;
+	free_remote(r);
 	publish_apply_queue();
 	prune_own_delivered();
 	SpinLockAcquire(&ImsgManagerState->mutex);
@@ -255,50 +509,34 @@ imsg_mgr_apply_init(void)
 long
 imsg_mgr_apply_next_timeout(void)
 {
-	return apply_queue != NIL && apply_slot < 0 ? 10 : -1;
+	return list_length(apply_queue) > applying && applying < apply_parallelism() ? 10 : -1;
 }
 
 /* Is no remote change set being applied? */
 bool
 imsg_mgr_apply_idle(void)
 {
-	return apply_slot < 0;
+	return applying == 0;
 }
 
 /*
  * Forget the queue (a catch-up applies those change sets again, from the
- * change-set log, in order); the one being applied is let finish.
+ * change-set log, in order); those being applied are let finish: their
+ * reports come.
  */
 void
 imsg_mgr_apply_drop_queue(void)
 {
 	ListCell   *lc;
 
-	if (apply_slot >= 0 && apply_queue != NIL)
+	foreach(lc, apply_queue)
 	{
-		/* keep the head: its report comes */
-		foreach(lc, apply_queue)
-		{
-			RemoteChangeset *r = lfirst(lc);
+		RemoteChangeset *r = lfirst(lc);
 
-			if (foreach_current_index(lc) == 0)
-				continue;
-			pfree(r->data);
-			pfree(r);
-			apply_queue = foreach_delete_current(apply_queue, lc);
-		}
-	}
-	else
-	{
-		foreach(lc, apply_queue)
-		{
-			RemoteChangeset *r = lfirst(lc);
-
-			pfree(r->data);
-			pfree(r);
-		}
-		list_free(apply_queue);
-		apply_queue = NIL;
+		if (r->slot >= 0)
+			continue;
+		free_remote(r);
+		apply_queue = foreach_delete_current(apply_queue, lc);
 	}
 	publish_apply_queue();
 	prune_own_delivered();

@@ -87,12 +87,19 @@ extern void imsg_mgr_own_gcs_lost(void);
 extern long imsg_mgr_own_next_timeout(void);
 extern bool imsg_mgr_own_pending(void);
 
+/* flow_control.c */
+extern void imsg_mgr_flow_run(void);
+extern void imsg_mgr_flow_message(const char *origin, const char *p, Size len);
+extern void imsg_mgr_flow_reset(void);
+
 /* manager_apply.c */
 extern void imsg_mgr_apply_init(void);
 extern void imsg_mgr_queue_remote(uint64 seq, const char *origin, int32 origin_pid,
 								  uint64 counter, bool overwrite, uint64 xid,
-								  const char *cs, Size cslen);
+								  const char *cs, Size cslen,
+								  const uint64 *rows, int64 nrows);
 extern void imsg_mgr_apply_run(void);
+extern void imsg_mgr_apply_wake(void);
 extern void imsg_mgr_handle_cs_applied(ImsgWhole *msg);
 extern void imsg_mgr_own_delivered(uint64 full_xid, uint64 seq);
 extern long imsg_mgr_apply_next_timeout(void);

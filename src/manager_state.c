@@ -307,6 +307,20 @@ imsg_mgr_node_state(void)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Every position before ring_first is done: helpers waiting to commit a
+ * later one may go on (see ImsgManagerShared.commit_horizon).
+ */
+static void
+publish_horizon(void)
+{
+	if (pg_atomic_read_u64(&ImsgManagerState->commit_horizon) != ring_first - 1)
+	{
+		pg_atomic_write_u64(&ImsgManagerState->commit_horizon, ring_first - 1);
+		imsg_mgr_apply_wake();
+	}
+}
+
 /* Start counting done positions after 'applied'. */
 static void
 ring_reset(uint64 applied)
@@ -314,6 +328,7 @@ ring_reset(uint64 applied)
 	ring_head = 0;
 	ring_count = 0;
 	ring_first = applied + 1;
+	publish_horizon();
 	publish_positions();
 }
 
@@ -341,6 +356,7 @@ ring_append(uint64 pos, bool done)
 	if (ring_count == 0 && done)
 	{
 		ring_first++;
+		publish_horizon();
 		return;
 	}
 	if (ring_count == ring_size)
@@ -373,6 +389,7 @@ imsg_mgr_position_done(uint64 pos)
 		ring_count--;
 		ring_first++;
 	}
+	publish_horizon();
 }
 
 /* Is every position before 'pos' done (so that 'pos' may be applied)? */
@@ -704,6 +721,7 @@ imsg_gcs_view(const ImsgGroupMember *members, int count, int self)
 	}
 	view_decided = false;
 	state_sent = false;
+	imsg_mgr_flow_reset();
 
 	if (imsg_mgr_gcs->single_node)
 	{

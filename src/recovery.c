@@ -268,7 +268,7 @@ apply_record(uint64 pos, const char *origin, uint8 flags, const char *data, Size
 	}
 	else
 		ok = imsg_helper_apply(pos, origin, c.mgr_pid, c.counter, !c.sync, c.xid,
-							   c.cs, c.cslen, &changes);
+							   c.cs, c.cslen, false, &changes);
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	if (!ok)
 		ImsgManagerState->apply_errors++;

@@ -56,7 +56,10 @@ extern ImsgRecentRing *ImsgRecent;
  * The manager owns the slot's lifecycle: it fills 'generation' and sets
  * state STARTING before registering the worker, and frees the slot
  * (state FREE) once the postmaster reports the worker stopped.  The helper
- * writes 'pid', 'started_at', state IDLE/BUSY, 'jobs_done' while it runs,
+ * writes 'pid' and 'procno' (its PGPROC, whose latch the manager sets when
+ * its turn to commit comes: see manager_apply.c), 'started_at', state
+ * IDLE/BUSY, 'jobs_done', 'applying' (the position of the remote change
+ * set it applies, 0 when none) and 'change_sets_applied' while it runs,
  * and 'exit_code' (from its on_shmem_exit callback) as it exits.  Every
  * field is protected by 'mutex'; readers are the manager and the SQL
  * functions.  A helper whose generation does not match its slot's (the
@@ -76,8 +79,11 @@ typedef struct ImsgHelperSlot
 	ImsgHelperState state;
 	uint32		generation;
 	int			pid;
+	int			procno;
 	TimestampTz started_at;
 	uint64		jobs_done;
+	uint64		applying;
+	uint64		change_sets_applied;
 	bool		exit_recorded;
 	int			exit_code;
 } ImsgHelperSlot;
@@ -152,6 +158,25 @@ typedef struct ImsgManagerShared
 {
 	slock_t		mutex;
 	pg_atomic_uint32 settle_polling;	/* see above; no mutex */
+	/*
+	 * Every position up to this one is done here: applied and committed,
+	 * ours and committed, or lost.  Written by the manager only (an
+	 * atomic, no mutex), after it took the helpers' IMSG_T_CS_APPLIED
+	 * reports, which they send after their commit; it then sets the latch
+	 * of the helpers that apply later positions.  A helper that applied
+	 * position p commits only once this is p - 1 (manager_apply.c): the
+	 * write is ordered after the earlier helper's commit by the message
+	 * it sent, and the read by the helper's WaitLatch (which has a full
+	 * barrier) before it looks at the value.
+	 */
+	pg_atomic_uint64 commit_horizon;
+	/*
+	 * 1 while the group's committers are paused by flow control
+	 * (flow_control.c): written by the manager, read by backends at
+	 * PRE_COMMIT without a lock or barrier (a late look only waits a poll
+	 * longer, or lets one more change set through).
+	 */
+	pg_atomic_uint32 flow_paused;
 	int			pid;
 	TimestampTz started_at;
 	char		gcs[NAMEDATALEN];
@@ -204,6 +229,23 @@ typedef struct ImsgManagerShared
 	 */
 	TimestampTz donor_served_at;
 	bool		paused_for_transfer;
+	/*
+	 * Batching, parallel apply and flow control, written by the manager
+	 * under the mutex: messages it multicast and the GCS packets that
+	 * carried them (several per packet when committers come together); the
+	 * remote change sets its helpers apply at this moment, and the most at
+	 * once since it started; whether the group's committers are paused by
+	 * flow control (a member's apply queue is past
+	 * imessages.flow_control_limit), how long they were in all, and how
+	 * often this node asked for a pause.
+	 */
+	uint64		gcs_messages_sent;
+	uint64		gcs_packets_sent;
+	int			applying_now;
+	int			applying_max;
+	bool		flow_control_active;
+	uint64		flow_control_paused_ms;
+	uint64		flow_control_sent;
 	char		last_error[256];
 	int			num_helper_slots;
 	ImsgHelperSlot helpers[FLEXIBLE_ARRAY_MEMBER];
@@ -247,6 +289,8 @@ typedef struct ImsgGcsOps
 							  const void *body, Size bodylen);
 	bool		(*dispatch) (void);
 	bool		(*pending) (void);
+	/* send what multicast() batched (end of a pass); false: connection lost.  NULL: none */
+	bool		(*flush) (void);
 	long		(*next_timeout) (void);
 	void		(*disconnect) (void);
 	/* may this node order messages now (primary component)?  NULL: yes */
@@ -281,14 +325,23 @@ extern void imsg_helpers_check(void);
 extern long imsg_helpers_next_timeout(void);
 extern void imsg_helpers_stop_all(void);
 extern int	imsg_helper_pick(int *pid, uint32 *generation);
+extern int	imsg_helper_pick_for_apply(int *pid);
+extern void imsg_helper_set_applying(int slot, bool applying);
 extern void imsg_helper_ready(int slot, int pid);
 extern void imsg_helper_job_done(int slot);
 extern int	imsg_helpers_running(void);
 extern PGDLLEXPORT void imsg_helper_main(Datum main_arg);
 extern int	imsg_helper_my_slot(void);
+/* helpers.c: lock waits the deadlock detector cannot see (a latch wait between) */
+extern bool imsg_waits_for_me(int waiter);
+
+/* flow_control.c: a backend at PRE_COMMIT */
+extern void imsg_flow_control_wait(void);
+
 extern bool imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid,
 							  uint64 counter, bool overwrite, uint64 xid,
-							  const char *cs, Size cslen, int64 *changes);
+							  const char *cs, Size cslen, bool in_turn,
+							  int64 *changes);
 extern bool imsg_own_transaction_committed(uint64 full_xid);
 
 /* recovery.c (helper jobs) */

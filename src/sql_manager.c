@@ -224,8 +224,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[29];
-	bool		nulls[29] = {0};
+	Datum		values[36];
+	bool		nulls[36] = {0};
 	ImsgNodeState node_state;
 	int64		local_xids;
 	int64		local_removals;
@@ -298,6 +298,13 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[27] = Int64GetDatum((int64) copy.group_position);
 	values[28] = Int64GetDatum((int64) (copy.group_position > copy.applied_position ?
 										copy.group_position - copy.applied_position : 0));
+	values[29] = Int64GetDatum((int64) copy.gcs_messages_sent);
+	values[30] = Int64GetDatum((int64) copy.gcs_packets_sent);
+	values[31] = Int32GetDatum(copy.applying_now);
+	values[32] = Int32GetDatum(copy.applying_max);
+	values[33] = BoolGetDatum(copy.flow_control_active);
+	values[34] = Int64GetDatum((int64) copy.flow_control_paused_ms);
+	values[35] = Int64GetDatum((int64) copy.flow_control_sent);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }
@@ -319,8 +326,10 @@ imsg_helpers(PG_FUNCTION_ARGS)
 		int			pid;
 		TimestampTz started_at;
 		uint64		jobs_done;
-		Datum		values[4];
-		bool		nulls[4] = {0};
+		uint64		applying;
+		uint64		applied;
+		Datum		values[6];
+		bool		nulls[6] = {0};
 		static const char *const state_names[] = {"free", "starting", "idle", "busy"};
 
 		SpinLockAcquire(&slot->mutex);
@@ -328,6 +337,8 @@ imsg_helpers(PG_FUNCTION_ARGS)
 		pid = slot->pid;
 		started_at = slot->started_at;
 		jobs_done = slot->jobs_done;
+		applying = slot->applying;
+		applied = slot->change_sets_applied;
 		SpinLockRelease(&slot->mutex);
 		if (state == IMSG_HELPER_FREE)
 			continue;
@@ -342,6 +353,11 @@ imsg_helpers(PG_FUNCTION_ARGS)
 		else
 			nulls[2] = true;
 		values[3] = Int64GetDatum((int64) jobs_done);
+		if (applying != 0)
+			values[4] = Int64GetDatum((int64) applying);
+		else
+			nulls[4] = true;
+		values[5] = Int64GetDatum((int64) applied);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
