@@ -22,8 +22,12 @@
  * capture trigger (an ordinary trigger) does not fire and applied changes
  * are not captured again; constraints and replica triggers still apply.
  *
- * Statements go through SPI with one plan per relation and kind, prepared
- * the first time a change set uses it (plans last one change set).
+ * Statements go through SPI with one plan per relation and kind, kept by
+ * the helper across change sets (keyed by the statement's text and its
+ * parameter types, so a table whose columns changed gets a new one); a
+ * kept plan is a cached plan, which PostgreSQL revalidates after DDL on
+ * its table.  Preparing them for every change set cost more than applying
+ * a small one.
  *
  * Copyright (c) 2026, imessages developers
  *
@@ -39,12 +43,14 @@
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -291,14 +297,74 @@ append_key_match(StringInfo sql, ApplyRel *r, int first)
 	}
 }
 
+/* A kept plan: its statement, parameter types and plan. */
+typedef struct KeptPlan
+{
+	uint64		hash;			/* hash key: of the statement and types */
+	char	   *sql;
+	int			nargs;
+	Oid		   *types;
+	SPIPlanPtr	plan;
+} KeptPlan;
+
+#define IMSG_MAX_KEPT_PLANS	4096	/* past it, all are dropped (DDL churn) */
+
+static HTAB *kept_plans = NULL;
+
 static SPIPlanPtr
 prepare_plan(const char *sql, int nargs, Oid *types)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	uint64		h;
+	KeptPlan   *kp;
+	bool		found;
+	SPIPlanPtr	plan;
 
-	if (plan == NULL)
+	if (kept_plans == NULL || hash_get_num_entries(kept_plans) >= IMSG_MAX_KEPT_PLANS)
+	{
+		HASHCTL		ctl;
+
+		if (kept_plans != NULL)
+		{
+			HASH_SEQ_STATUS seq;
+
+			hash_seq_init(&seq, kept_plans);
+			while ((kp = hash_seq_search(&seq)) != NULL)
+			{
+				SPI_freeplan(kp->plan);
+				pfree(kp->sql);
+				pfree(kp->types);
+			}
+			hash_destroy(kept_plans);
+		}
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(KeptPlan);
+		kept_plans = hash_create("imessages apply plans", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	h = hash_bytes_extended((const unsigned char *) sql, strlen(sql), nargs);
+	h = hash_combine64(h, hash_bytes_extended((const unsigned char *) types, sizeof(Oid) * nargs, 0));
+	kp = hash_search(kept_plans, &h, HASH_FIND, NULL);
+	if (kp != NULL && kp->nargs == nargs && strcmp(kp->sql, sql) == 0 &&
+		memcmp(kp->types, types, sizeof(Oid) * nargs) == 0)
+		return kp->plan;
+
+	/* (an ERROR here, a table that is not there say, leaves no entry) */
+	plan = SPI_prepare(sql, nargs, types);
+	if (plan == NULL || SPI_keepplan(plan) != 0)
 		elog(ERROR, "imessages: could not prepare \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));
+	kp = hash_search(kept_plans, &h, HASH_ENTER, &found);
+	if (found)
+	{
+		/* (a hash collision: the newer statement takes the place) */
+		SPI_freeplan(kp->plan);
+		pfree(kp->sql);
+		pfree(kp->types);
+	}
+	kp->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	kp->nargs = nargs;
+	kp->types = MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * Max(nargs, 1));
+	memcpy(kp->types, types, sizeof(Oid) * nargs);
+	kp->plan = plan;
 	return plan;
 }
 

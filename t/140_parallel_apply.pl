@@ -137,6 +137,20 @@ is(join(',', @done), '400,400,400', 'sync on every node: every transaction commi
 same_everywhere('sync writes on every node');
 $_->safe_psql('postgres', q{ALTER SYSTEM RESET imessages.commit_mode; SELECT pg_reload_conf()}) for @nodes;
 
+# --- kept apply plans and DDL ------------------------------------------------
+# helpers keep their statements' plans across change sets: a table that
+# gains a column, or is dropped and created again, still gets its rows
+$_->safe_psql('postgres', q{ALTER TABLE hot ADD COLUMN note text}) for @nodes;
+$nodes[0]->safe_psql('postgres', q{UPDATE hot SET note = 'after ALTER' WHERE id = 1});
+ok($nodes[2]->poll_query_until('postgres', q{SELECT note = 'after ALTER' FROM hot WHERE id = 1}),
+	'a row of a table that gained a column arrives');
+$_->safe_psql('postgres', q{DROP TABLE hot; CREATE TABLE hot (id integer PRIMARY KEY, n integer, note text);
+SELECT imsg_replicate('hot'); INSERT INTO hot SELECT g, 0, NULL FROM generate_series(1, 5) g}) for @nodes;
+$nodes[0]->safe_psql('postgres', q{UPDATE hot SET note = 'new table' WHERE id = 2});
+ok($nodes[2]->poll_query_until('postgres', q{SELECT note = 'new table' FROM hot WHERE id = 2}),
+	'and so does one of a table dropped and created again');
+same_everywhere('after DDL');
+
 # --- flow control -------------------------------------------------------------
 $_->safe_psql('postgres', q{ALTER SYSTEM SET imessages.flow_control_limit = 50; SELECT pg_reload_conf()}) for @nodes;
 my $rows_before = $nodes[0]->safe_psql('postgres', 'SELECT count(*) FROM b');
