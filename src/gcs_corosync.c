@@ -25,7 +25,12 @@
  * message of several frames.  A lone committer's change set thus goes out
  * at the end of the pass that took it, as before; the change sets of
  * backends that commit together go out in one CPG message, which costs
- * corosync's totem ring one message instead of many.  A receiver delivers
+ * corosync's totem ring one message instead of many.  And while
+ * IMSG_CPG_IN_FLIGHT of our frames are on their way (sent, not yet
+ * delivered back to us), the batch waits for one to come back (at most
+ * IMSG_CPG_HOLD_MS, or until it is half full): a busy ring then carries
+ * fewer, fuller messages, clocked by its own deliveries rather than by a
+ * timer, and an idle one is never waited for.  A receiver delivers
  * a batch's messages one by one, in order, at the batch's place in the
  * total order: the same place on every member, so certification and
  * positions stay per message.  A batch of one is sent as a plain frame.
@@ -96,6 +101,8 @@
 /* Frames stay well under CPG's atomic limit (cpg_max_atomic_msgsize_get). */
 #define IMSG_CPG_MAX_FRAME		(1024 * 1024)
 #define IMSG_CPG_RETRY_MS		5
+#define IMSG_CPG_IN_FLIGHT		2	/* our frames on their way before a batch waits */
+#define IMSG_CPG_HOLD_MS		5	/* longest a batch waits for one to come back */
 
 /*
  * A frame's header, in network byte order.  'total_len' is the payload size
@@ -158,6 +165,8 @@ static uint32 next_msgno = 1;
 static List *out_frames = NIL;	/* CpgOutFrame *, oldest first */
 static StringInfoData batch;	/* messages for the next batch frame */
 static int	batch_count = 0;
+static int	own_in_flight = 0;	/* our first frames sent, not yet delivered to us */
+static TimestampTz batch_since = 0; /* when the batch's first message came */
 static TimestampTz retry_at = 0;
 static List *partials = NIL;	/* CpgPartial * */
 static List *delivered = NIL;	/* CpgDelivered *, in delivery order */
@@ -290,6 +299,8 @@ cpg_deliver_cb(cpg_handle_t handle, const struct cpg_name *group,
 		payload += hdr.name_len;
 		payload_len -= hdr.name_len;
 		note_member_name(nodeid, pid, node);
+		if (nodeid == my_nodeid && pid == (uint32) MyProcPid && own_in_flight > 0)
+			own_in_flight--;
 		if (hdr.flags & IMSG_CPG_HELLO)
 			return;
 	}
@@ -494,6 +505,7 @@ cpg_confchg_cb(cpg_handle_t handle, const struct cpg_name *group,
 	}
 	membership_changed = true;
 	refresh_quorate();
+	own_in_flight = 0;			/* (a safety net: a batch waits for nothing lost) */
 
 	/* the view change, in its place among the messages */
 	{
@@ -587,6 +599,9 @@ send_frame(uint8 flags, uint32 msgno, uint32 total_len,
 		iov[n++].iov_len = blen;
 	}
 
+	if (flags & IMSG_CPG_FIRST)
+		own_in_flight++;		/* (until it comes back: cpg_deliver_cb) */
+
 	/* keep the order: nothing overtakes frames already waiting */
 	if (out_frames == NIL)
 		err = cpg_mcast_joined(cpg_handle, CPG_TYPE_AGREED, iov, n);
@@ -651,6 +666,7 @@ corosync_disconnect(void)
 	out_frames = partials = delivered = NIL;
 	batch.data = NULL;			/* (in cpg_context) */
 	batch_count = 0;
+	own_in_flight = 0;
 	num_members = 0;
 	if (cpg_context != NULL)
 		MemoryContextReset(cpg_context);
@@ -765,12 +781,22 @@ count_sent(int messages)
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 
+/* May the batch go now (see the top of the file)? */
+static bool
+batch_may_go(void)
+{
+	return batch_count > 0 &&
+		(own_in_flight < IMSG_CPG_IN_FLIGHT ||
+		 batch.len >= IMSG_CPG_BATCH_MAX / 2 ||
+		 TimestampDifferenceExceeds(batch_since, GetCurrentTimestamp(), IMSG_CPG_HOLD_MS));
+}
+
 /*
  * Send the batch: as a batch frame, or as a plain one if it holds a single
  * message.  False if the connection failed.
  */
 static bool
-corosync_flush(void)
+send_batch(void)
 {
 	bool		ok;
 
@@ -788,6 +814,13 @@ corosync_flush(void)
 	resetStringInfo(&batch);
 	batch_count = 0;
 	return ok;
+}
+
+/* The end of a pass of the manager's loop: send the batch if it may go. */
+static bool
+corosync_flush(void)
+{
+	return !batch_may_go() || send_batch();
 }
 
 static bool
@@ -810,8 +843,10 @@ corosync_multicast(const void *head, Size headlen, const void *body, Size bodyle
 		uint32		n = pg_hton32((uint32) total);
 		MemoryContext old;
 
-		if (batch.len + sizeof(uint32) + total > IMSG_CPG_BATCH_MAX && !corosync_flush())
+		if (batch.len + sizeof(uint32) + total > IMSG_CPG_BATCH_MAX && !send_batch())
 			return false;
+		if (batch_count == 0)
+			batch_since = GetCurrentTimestamp();
 		old = MemoryContextSwitchTo(cpg_context);
 		if (batch.data == NULL)
 			initStringInfo(&batch);
@@ -826,7 +861,7 @@ corosync_multicast(const void *head, Size headlen, const void *body, Size bodyle
 	}
 
 	/* larger: after what is batched, in frames of its own */
-	if (!corosync_flush())
+	if (!send_batch())
 		return false;
 	msgno = next_msgno++;
 	count_sent(1);
@@ -921,7 +956,7 @@ corosync_dispatch(void)
 static bool
 corosync_pending(void)
 {
-	return batch_count > 0 || (out_frames != NIL && GetCurrentTimestamp() >= retry_at);
+	return batch_may_go() || (out_frames != NIL && GetCurrentTimestamp() >= retry_at);
 }
 
 static TimestampTz
@@ -939,6 +974,14 @@ corosync_next_timeout(void)
 	/* (TimestampDifferenceMilliseconds: 0, never less, once it is time) */
 	if (out_frames != NIL)
 		ms = TimestampDifferenceMilliseconds(now, retry_at);
+	/* a batch held for our frames on their way: not past its hold */
+	if (batch_count > 0)
+	{
+		long		hold_ms = TimestampDifferenceMilliseconds(now,
+															  TimestampTzPlusMilliseconds(batch_since, IMSG_CPG_HOLD_MS));
+
+		ms = ms < 0 ? hold_ms : Min(ms, hold_ms);
+	}
 	/* wake when the wait for managers is over, to order without them */
 	if (join_wait_since != 0)
 	{
