@@ -697,8 +697,52 @@ COMMIT;""")
                                      self.tpcb_clients([(c, k, e) for c, k, e in
                                                         zip(group.nodes, (3, 3, 2), env)], dur, mode))
                     ImsgIdle(group.nodes)
+            self.lagging_apply(group, reps)
         finally:
             group.stop()
+
+    def lagging_apply(self, group, reps):
+        """A lagging node's apply rate with 1 and 4 helpers: node2 holds a
+        row lock that the first of node1's change sets needs, node1 commits
+        updates of disjoint accounts, and node2's queue drains once the lock
+        is gone (change sets per second)."""
+        n1, n2 = group.nodes[0], group.nodes[1]
+        count = 2000 if self.args.quick else 10000
+        script = self.write_script("lagging.sql", "\\set aid random(2, 100000 * :scale)\n"
+                                   "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
+        for c in group.nodes:
+            c.psql("ALTER SYSTEM SET imessages.flow_control_limit = 0")
+            c.psql("SELECT pg_reload_conf()")
+        for rep in range(reps):
+            for helpers in (1, 4):
+                n2.psql(f"ALTER SYSTEM SET imessages.max_helpers = {helpers}")
+                n2.psql(f"ALTER SYSTEM SET imessages.min_helpers = {helpers}")
+                n2.psql("SELECT pg_reload_conf()")
+                n2.wait_for(f"SELECT count(*) = {helpers} FROM imsg_helpers() WHERE state IN ('idle', 'busy')")
+                locker = subprocess.Popen(as_user([n2.bin("psql"), "-XAtq"]), env=n2.env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                locker.stdin.write("BEGIN;\nSELECT 1 FROM pgbench_accounts WHERE aid = 1 FOR UPDATE;\n")
+                locker.stdin.flush()
+                if locker.stdout.readline().strip() != "1":     # (the row is locked)
+                    raise RuntimeError("the locker did not lock its row")
+                n1.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 1")
+                subprocess.run(as_user([n1.bin("pgbench"), "-n", "-c", "4", "-j", "2", "-t", str(count // 4),
+                                        "-f", script]), env=n1.env, check=True, capture_output=True)
+                target = n1.psql("SELECT group_position FROM imsg_manager_status()")
+                n2.wait_for(f"SELECT group_position >= {target} FROM imsg_manager_status()", timeout=300)
+                queued = int(n2.psql("SELECT change_sets_to_apply FROM imsg_manager_status()"))
+                t0 = time.time()
+                locker.stdin.write("COMMIT;\n")
+                locker.stdin.close()
+                locker.wait(timeout=60)
+                n2.wait_for(f"SELECT applied_position >= {target} FROM imsg_manager_status()", timeout=300)
+                self.record("lagging_apply", f"{helpers} helper{'s' if helpers > 1 else ''}", 0,
+                            queued / (time.time() - t0), "cs/s")
+        for c in group.nodes:
+            c.psql("ALTER SYSTEM RESET imessages.flow_control_limit")
+            c.psql("ALTER SYSTEM RESET imessages.max_helpers")
+            c.psql("ALTER SYSTEM RESET imessages.min_helpers")
+            c.psql("SELECT pg_reload_conf()")
 
     def run(self):
         self.c.psql(SETUP_SQL)
@@ -845,6 +889,8 @@ def summarize(rows):
             row(f"h. TPC-B tps, 3 imessages {mode}, writes on {where} vs one PostgreSQL",
                 med("vs_streaming", f"imessages 3 nodes {mode}, writes on {where}", 0), plain, "tps",
                 0.5 if where == "all" else None)
+    row("h. lagging node's apply cs/s, 4 helpers vs 1", med("lagging_apply", "4 helpers", 0),
+        med("lagging_apply", "1 helper", 0), "cs/s", 1.5)
     row("h. TPC-B tps, 3 imessages sync, one writer vs ANY 2 remote_apply",
         med("vs_streaming", "imessages 3 nodes sync, writes on one", 0),
         med("vs_streaming", "primary, ANY 2, remote_apply", 0), "tps", 0.8)

@@ -801,6 +801,37 @@ wait_for_turn(uint64 seq, bool may_give_up)
 	}
 }
 
+/*
+ * We committed 'seq' in our turn (the horizon was seq - 1): move the
+ * horizon to it and wake the helper that applies seq + 1, if one does,
+ * without waiting for the manager to take our report.
+ */
+static void
+pass_the_turn(uint64 seq)
+{
+	uint64		expected = seq - 1;
+	int			i;
+
+	/* (only from seq - 1: a reset may have taken it elsewhere meanwhile) */
+	if (!pg_atomic_compare_exchange_u64(&ImsgManagerState->commit_horizon, &expected, seq))
+		return;
+	for (i = 0; i < ImsgManagerState->num_helper_slots; i++)
+	{
+		ImsgHelperSlot *hs = helper_slot(i);
+		int			procno = -1;
+
+		SpinLockAcquire(&hs->mutex);
+		if (hs->applying == seq + 1 && hs->pid != 0)
+			procno = hs->procno;
+		SpinLockRelease(&hs->mutex);
+		if (procno >= 0)
+		{
+			SetLatch(&GetPGProcByNumber(procno)->procLatch);
+			break;
+		}
+	}
+}
+
 /* What this helper applies now (0: nothing), for the others and imsg_helpers(). */
 static void
 set_applying(uint64 seq, bool applied)
@@ -872,6 +903,8 @@ retry:
 			note_applied(origin, origin_pid, counter);
 		CommitTransactionCommand();
 		ok = true;
+		if (in_turn && !applied_before)
+			pass_the_turn(seq);
 		if (imsg_apply_rows_kept() > 0)
 		{
 			SpinLockAcquire(&ImsgManagerState->mutex);

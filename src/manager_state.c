@@ -314,11 +314,8 @@ imsg_mgr_node_state(void)
 static void
 publish_horizon(void)
 {
-	if (pg_atomic_read_u64(&ImsgManagerState->commit_horizon) != ring_first - 1)
-	{
-		pg_atomic_write_u64(&ImsgManagerState->commit_horizon, ring_first - 1);
+	if (imsg_advance_horizon(ring_first - 1))
 		imsg_mgr_apply_wake();
-	}
 }
 
 /* Start counting done positions after 'applied'. */
@@ -328,7 +325,8 @@ ring_reset(uint64 applied)
 	ring_head = 0;
 	ring_count = 0;
 	ring_first = applied + 1;
-	publish_horizon();
+	pg_atomic_write_u64(&ImsgManagerState->commit_horizon, applied);	/* (may go down) */
+	imsg_mgr_apply_wake();
 	publish_positions();
 }
 

@@ -160,10 +160,13 @@ typedef struct ImsgManagerShared
 	pg_atomic_uint32 settle_polling;	/* see above; no mutex */
 	/*
 	 * Every position up to this one is done here: applied and committed,
-	 * ours and committed, or lost.  Written by the manager only (an
-	 * atomic, no mutex), after it took the helpers' IMSG_T_CS_APPLIED
-	 * reports, which they send after their commit; it then sets the latch
-	 * of the helpers that apply later positions.  A helper that applied
+	 * ours and committed, or lost.  An atomic, no mutex, moved up only
+	 * (imsg_advance_horizon, but for the manager's resets): by the manager
+	 * when its ring of done positions advances, after it took the helpers'
+	 * IMSG_T_CS_APPLIED reports, which they send after their commit; and by
+	 * the helper that committed position p when the horizon was p - 1 (it
+	 * was waiting for that), which then sets the latch of the helper that
+	 * applies p + 1, so the next commit does not wait for the manager.  A helper that applied
 	 * position p commits only once this is p - 1 (manager_apply.c): the
 	 * write is ordered after the earlier helper's commit by the message
 	 * it sent, and the read by the helper's WaitLatch (which has a full
@@ -252,6 +255,21 @@ typedef struct ImsgManagerShared
 } ImsgManagerShared;
 
 extern ImsgManagerShared *ImsgManagerState;
+
+/*
+ * Move commit_horizon up to 'to' (never down): every position up to 'to'
+ * is done.  True if it moved.
+ */
+static inline bool
+imsg_advance_horizon(uint64 to)
+{
+	uint64		cur = pg_atomic_read_u64(&ImsgManagerState->commit_horizon);
+
+	while (cur < to)
+		if (pg_atomic_compare_exchange_u64(&ImsgManagerState->commit_horizon, &cur, to))
+			return true;
+	return false;
+}
 
 /*
  * A group communication system, as the manager sees it.  Exactly one runs,
