@@ -969,49 +969,180 @@ retry:
 	return ok;
 }
 
+/* A change set of a run (pointers into the job's message). */
+typedef struct RunEntry
+{
+	uint64		seq;
+	char		origin[NAMEDATALEN];
+	int32		origin_pid;
+	uint64		counter;
+	bool		overwrite;
+	uint64		xid;
+	const char *cs;
+	Size		cslen;
+	bool		ok;
+} RunEntry;
+
 /*
- * A change set another node committed (see imsg_mgr_apply_run in
- * manager_apply.c; a large one is assembled by the main loop).
+ * Apply a run of change sets at consecutive positions, in order, in one
+ * transaction that records the last position and commits in the first's
+ * turn.  False, with nothing applied, on any error (logged at DEBUG1): the
+ * caller then applies them one by one, which reports each one's error.
+ */
+static bool
+apply_run(RunEntry *e, int n)
+{
+	volatile bool ok = false;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	const char *me = imsg_my_node_name();
+	int64		kept = 0;
+	int64	   *changes = palloc(sizeof(int64) * n);
+
+	set_applying(e[0].seq, false);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		int			i;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (position_applied(e[0].seq))
+			elog(ERROR, "position %llu was applied before", (unsigned long long) e[0].seq);
+		for (i = 0; i < n; i++)
+		{
+			bool		mine = strcmp(e[i].origin, me) == 0;
+
+			if (mine && imsg_own_transaction_committed(e[i].xid))
+				changes[i] = -1;
+			else
+			{
+				changes[i] = imsg_apply_changeset(e[i].cs, e[i].cslen, e[i].overwrite, e[i].seq);
+				kept += imsg_apply_rows_kept();
+			}
+			CHECK_FOR_INTERRUPTS();
+		}
+		wait_for_turn(e[0].seq, true);
+		if (!claim_position(e[n - 1].seq))
+			elog(ERROR, "position %llu was recorded as applied meanwhile", (unsigned long long) e[n - 1].seq);
+		SPI_finish();
+		PopActiveSnapshot();
+		for (i = 0; i < n; i++)
+			if (changes[i] >= 0 && strcmp(e[i].origin, me) != 0)
+				note_applied(e[i].origin, e[i].origin_pid, e[i].counter);
+		CommitTransactionCommand();
+		ok = true;
+		pass_the_turn(e[n - 1].seq);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		imsg_local_writes_applying(0);
+		AbortCurrentTransaction();
+		turn_given_up = false;
+		ereport(DEBUG1,
+				(errmsg("imessages helper applies the run of change sets %llu to %llu one by one: %s",
+						(unsigned long long) e[0].seq, (unsigned long long) e[n - 1].seq,
+						edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	if (ok)
+	{
+		int			i;
+		int			done = 0;
+
+		for (i = 0; i < n; i++)
+			if (changes[i] >= 0)
+				done++;
+		SpinLockAcquire(&helper_slot(my_slot)->mutex);
+		helper_slot(my_slot)->applying = 0;
+		helper_slot(my_slot)->change_sets_applied += done;
+		SpinLockRelease(&helper_slot(my_slot)->mutex);
+		if (kept > 0)
+		{
+			SpinLockAcquire(&ImsgManagerState->mutex);
+			ImsgManagerState->remote_writes_skipped += kept;
+			SpinLockRelease(&ImsgManagerState->mutex);
+		}
+	}
+	pfree(changes);
+	return ok;
+}
+
+/*
+ * A run of change sets other nodes committed (see imsg_mgr_apply_run in
+ * manager_apply.c; a large message is assembled by the main loop): int32
+ * count, then each one's position, origin, origin pid, counter,
+ * overwrite, xid and bytes.  Reported as IMSG_T_CS_APPLIED: int32 slot,
+ * int32 count, then each one's int64 position and int8 ok.
  */
 static void
 job_cs_apply(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
-	uint64		seq;
-	uint64		xid;
-	uint32		origin_len;
-	const char *origin_p;
-	char		origin[NAMEDATALEN];
-	const char *cs;
-	Size		cslen;
-	int32		origin_pid;
-	uint64		counter;
-	bool		overwrite;
-	bool		ok;
-	int64		changes = 0;
-	char		reply[32];
+	int32		n;
+	int32		i;
+	RunEntry   *e;
+	char	   *reply;
 	ImsgBuffer	out;
 
 	ImsgBufferInitReader(&in, msg->data, msg->len);
-	seq = (uint64) ImsgBufferGetInt64(&in);
-	origin_p = ImsgBufferGetString(&in, &origin_len);
-	imsg_copy_name(origin, origin_p, origin_len);
-	origin_pid = ImsgBufferGetInt32(&in);
-	counter = (uint64) ImsgBufferGetInt64(&in);
-	overwrite = ImsgBufferGetInt8(&in) != 0;
-	xid = (uint64) ImsgBufferGetInt64(&in);
-	cslen = ImsgBufferRemaining(&in);
-	cs = ImsgBufferGetBytes(&in, cslen);
+	n = ImsgBufferGetInt32(&in);
+	if (n <= 0 || n > 65536)
+		elog(ERROR, "imessages helper: a run of %d change sets", n);
+	e = palloc0(sizeof(RunEntry) * n);
+	for (i = 0; i < n; i++)
+	{
+		uint32		len;
+		const char *p;
 
-	ok = imsg_helper_apply(seq, origin, origin_pid, counter, overwrite, xid,
-						   cs, cslen, true, &changes);
+		e[i].seq = (uint64) ImsgBufferGetInt64(&in);
+		p = ImsgBufferGetString(&in, &len);
+		imsg_copy_name(e[i].origin, p, len);
+		e[i].origin_pid = ImsgBufferGetInt32(&in);
+		e[i].counter = (uint64) ImsgBufferGetInt64(&in);
+		e[i].overwrite = ImsgBufferGetInt8(&in) != 0;
+		e[i].xid = (uint64) ImsgBufferGetInt64(&in);
+		e[i].cs = ImsgBufferGetString(&in, &len);
+		e[i].cslen = len;
+	}
 
-	ImsgBufferInitWriter(&out, reply, sizeof(reply));
+	if (n > 1 && apply_run(e, n))
+	{
+		for (i = 0; i < n; i++)
+			e[i].ok = true;
+	}
+	else
+	{
+		for (i = 0; i < n; i++)
+		{
+			int64		changes;
+
+			e[i].ok = imsg_helper_apply(e[i].seq, e[i].origin, e[i].origin_pid, e[i].counter,
+										e[i].overwrite, e[i].xid, e[i].cs, e[i].cslen,
+										true, &changes);
+		}
+	}
+
+	reply = palloc(8 + 9 * n);
+	ImsgBufferInitWriter(&out, reply, 8 + 9 * n);
 	ImsgBufferPutInt32(&out, my_slot);
-	ImsgBufferPutInt64(&out, (int64) seq);
-	ImsgBufferPutInt8(&out, ok ? 1 : 0);
-	ImsgBufferPutInt64(&out, Max(changes, 0));
+	ImsgBufferPutInt32(&out, n);
+	for (i = 0; i < n; i++)
+	{
+		ImsgBufferPutInt64(&out, (int64) e[i].seq);
+		ImsgBufferPutInt8(&out, e[i].ok ? 1 : 0);
+	}
 	(void) ImsgSend(IMSG_MANAGER, IMSG_T_CS_APPLIED, out.data, out.len, 1000, NULL);
+	pfree(reply);
+	pfree(e);
 }
 
 int

@@ -65,8 +65,8 @@ extern int	imsg_flow_control_limit;
 #define IMSG_T_CHANGESET		(-10)	/* backend -> manager: a change set (below) */
 #define IMSG_T_CS_ORDERED		(-11)	/* manager -> backend: int64 xid, int64 seq,
 										 * int8 ImsgCsOutcome */
-#define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a remote change set */
-#define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int64 seq, int8 ok, int64 changes */
+#define IMSG_T_CS_APPLY			(-12)	/* manager -> helper: a run of remote change sets */
+#define IMSG_T_CS_APPLIED		(-13)	/* helper -> manager: int32 slot, int32 n, n x (int64 seq, int8 ok) */
 /* -14 was a separate seen vector; -15 is IMSG_T_PART (mailbox_large.h) */
 /* node recovery (manager_state.c, helpers.c) */
 #define IMSG_T_STATE_READ		(-16)	/* manager -> helper: read imsg_state */

@@ -41,9 +41,17 @@
  * up to p".  An entry leaves the queue when its helper reports
  * (IMSG_T_CS_APPLIED), and goes out again if the helper exits first.
  *
- * While the node catches up, only the head goes out, once every position
- * before it is done: the catch-up helper, not the ring, says how far the
- * node is then.
+ * A helper gets a *run*: the change set that may go out and those right
+ * after it at consecutive positions that do not touch the rows held back
+ * either (at most IMSG_APPLY_RUN of them, IMSG_APPLY_RUN_BYTES in all).
+ * It applies them in order in one transaction and commits once, for the
+ * last position: a lagging node then spends one transaction, one commit
+ * and one report per run instead of per change set.  If the run fails, the
+ * helper applies its change sets one by one.
+ *
+ * While the node catches up, only the head goes out, alone, once every
+ * position before it is done: the catch-up helper, not the ring, says how
+ * far the node is then.
  */
 typedef struct RemoteChangeset
 {
@@ -59,14 +67,18 @@ typedef struct RemoteChangeset
 	uint64	   *rows;			/* row identities (see changeset_reader.h) */
 	int			slot;			/* the helper applying it, or -1 */
 	int			pid;
+	bool		run_first;		/* the first of its run (counted in 'applying') */
 } RemoteChangeset;
 
 /* change sets of the queue looked at for one that may go out */
 #define IMSG_APPLY_WINDOW	256
+/* a helper's run: change sets, and their bytes */
+#define IMSG_APPLY_RUN		64
+#define IMSG_APPLY_RUN_BYTES	(256 * 1024)
 
 static MemoryContext apply_context = NULL;
 static List *apply_queue = NIL;
-static int	applying = 0;		/* entries with a helper */
+static int	applying = 0;		/* runs with a helper */
 static int	applying_max = 0;
 
 static void prune_own_delivered(void);
@@ -206,34 +218,75 @@ block_rows(RowSet *set, const RemoteChangeset *r)
 }
 
 /*
- * Hand 'r' to a free helper: int64 seq, string origin, int32 origin pid,
- * int64 counter, int8 overwrite, int64 xid, then the change set (in parts
- * if large: see mailbox_large.c).  Nothing waits for room: false if it did
- * not go out (no free helper, no room), and it goes whole in a later pass.
+ * Hand a run to a free helper, beginning at the 'first'-th entry of the
+ * queue (see the top of the file): int32 count, then for each change set
+ * int64 seq, string origin, int32 origin pid, int64 counter, int8
+ * overwrite, int64 xid, string change set (one message, in parts if large:
+ * see mailbox_large.c).  Nothing waits for room: false if it did not go
+ * out (no free helper, no room), and it goes whole in a later pass.  The
+ * run's rows go into 'blocked'.
  */
 static bool
-hand_out(RemoteChangeset *r)
+hand_out_run(int first, RowSet *blocked, int max_run)
 {
 	int			pid;
 	int			slot;
-	char		head_data[8 + 4 + NAMEDATALEN + 4 + 8 + 1 + 8];
-	ImsgBuffer	head;
+	int			n = 0;
+	int			i;
+	Size		bytes = 4;
+	char	   *buf;
+	ImsgBuffer	out;
+	RemoteChangeset *prev = NULL;
 
 	slot = imsg_helper_pick_for_apply(&pid);
 	if (slot < 0)
 		return false;			/* one is starting; the loop comes back */
-	ImsgBufferInitWriter(&head, head_data, sizeof(head_data));
-	ImsgBufferPutInt64(&head, (int64) r->seq);
-	ImsgBufferPutString(&head, r->origin, strlen(r->origin));
-	ImsgBufferPutInt32(&head, r->origin_pid);
-	ImsgBufferPutInt64(&head, (int64) r->counter);
-	ImsgBufferPutInt8(&head, r->overwrite ? 1 : 0);
-	ImsgBufferPutInt64(&head, (int64) r->xid);
-	if (ImsgSendLarge(pid, IMSG_T_CS_APPLY, head.data, head.len, r->data, r->len,
-					  0, 0) != IMSG_OK)
+
+	/* how far the run goes */
+	for (i = first; i < list_length(apply_queue) && n < max_run; i++)
+	{
+		RemoteChangeset *r = list_nth(apply_queue, i);
+		Size		size = 8 + 4 + strlen(r->origin) + 4 + 8 + 1 + 8 + 4 + r->len;
+
+		if (n > 0 &&
+			(r->slot >= 0 || r->nrows < 0 || r->seq != prev->seq + 1 ||
+			 bytes + size > IMSG_APPLY_RUN_BYTES || touches(blocked, r)))
+			break;
+		bytes += size;
+		prev = r;
+		n++;
+	}
+
+	buf = palloc(bytes);
+	ImsgBufferInitWriter(&out, buf, bytes);
+	ImsgBufferPutInt32(&out, n);
+	for (i = first; i < first + n; i++)
+	{
+		RemoteChangeset *r = list_nth(apply_queue, i);
+
+		ImsgBufferPutInt64(&out, (int64) r->seq);
+		ImsgBufferPutString(&out, r->origin, strlen(r->origin));
+		ImsgBufferPutInt32(&out, r->origin_pid);
+		ImsgBufferPutInt64(&out, (int64) r->counter);
+		ImsgBufferPutInt8(&out, r->overwrite ? 1 : 0);
+		ImsgBufferPutInt64(&out, (int64) r->xid);
+		ImsgBufferPutString(&out, r->data, r->len);
+	}
+	if (ImsgSendLarge(pid, IMSG_T_CS_APPLY, NULL, 0, out.data, out.len, 0, 0) != IMSG_OK)
+	{
+		pfree(buf);
 		return false;
-	r->slot = slot;
-	r->pid = pid;
+	}
+	pfree(buf);
+	for (i = first; i < first + n; i++)
+	{
+		RemoteChangeset *r = list_nth(apply_queue, i);
+
+		r->slot = slot;
+		r->pid = pid;
+		r->run_first = i == first;
+		block_rows(blocked, r);
+	}
 	imsg_helper_set_applying(slot, true);
 	applying++;
 	applying_max = Max(applying_max, applying);
@@ -265,10 +318,14 @@ notice_exited_helpers(void)
 		ereport(LOG,
 				(errmsg("imessages manager: the helper applying change set %llu exited; handing it to another",
 						(unsigned long long) r->seq)));
-		imsg_helper_set_applying(r->slot, false);
+		if (r->run_first)
+		{
+			imsg_helper_set_applying(r->slot, false);
+			applying--;
+		}
 		r->slot = -1;
 		r->pid = 0;
-		applying--;
+		r->run_first = false;
 	}
 }
 
@@ -308,8 +365,10 @@ imsg_mgr_apply_run(void)
 	{
 		RemoteChangeset *r = linitial(apply_queue);
 
-		if (r->slot < 0 && imsg_mgr_position_is_next(r->seq) && hand_out(r))
+		rowset_init(&blocked, 1);
+		if (r->slot < 0 && imsg_mgr_position_is_next(r->seq) && hand_out_run(0, &blocked, 1))
 			publish_apply_queue();
+		pfree(blocked.rows);
 		return;
 	}
 
@@ -338,14 +397,15 @@ imsg_mgr_apply_run(void)
 			may_go = !touches(&blocked, r);
 		if (may_go)
 		{
-			if (!hand_out(r))
+			if (!hand_out_run(foreach_current_index(lc), &blocked,
+							  r->nrows < 0 ? 1 : IMSG_APPLY_RUN))
 				break;			/* no free helper: the next pass */
 			changed = true;
 		}
 		if (r->nrows < 0)
 			barrier = true;
-		else
-			block_rows(&blocked, r);
+		else if (!may_go)
+			block_rows(&blocked, r);	/* (a run's went in with it) */
 		if (applying >= apply_parallelism())
 			break;
 	}
@@ -387,51 +447,68 @@ imsg_mgr_apply_wake(void)
 	}
 }
 
-/* A helper is done with a remote change set. */
+/*
+ * A helper is done with a run (IMSG_T_CS_APPLIED: int32 slot, int32 count,
+ * then int64 seq and int8 ok of each change set).
+ */
 void
 imsg_mgr_handle_cs_applied(ImsgWhole *msg)
 {
 	ImsgBuffer	in;
 	int32		slot;
-	uint64		seq;
-	bool		ok;
-	ListCell   *lc;
-	RemoteChangeset *r = NULL;
+	int32		n;
+	int32		k;
+	int			applied = 0;
+	int			failed = 0;
+	bool		freed_run = false;
 
 	ImsgBufferInitReader(&in, msg->data, msg->len);
 	slot = ImsgBufferGetInt32(&in);
-	seq = (uint64) ImsgBufferGetInt64(&in);
-	ok = ImsgBufferGetInt8(&in) != 0;
+	n = ImsgBufferGetInt32(&in);
 	imsg_helper_job_done(slot);
-	foreach(lc, apply_queue)
+	for (k = 0; k < n; k++)
 	{
-		RemoteChangeset *e = lfirst(lc);
+		uint64		seq = (uint64) ImsgBufferGetInt64(&in);
+		bool		ok = ImsgBufferGetInt8(&in) != 0;
+		ListCell   *lc;
+		RemoteChangeset *r = NULL;
 
-		if (e->seq > seq)
-			break;
-		if (e->seq == seq)
+		foreach(lc, apply_queue)
 		{
-			if (e->slot == slot)
+			RemoteChangeset *e = lfirst(lc);
+
+			if (e->seq > seq)
+				break;
+			if (e->seq == seq)
 			{
-				r = e;
-				apply_queue = foreach_delete_current(apply_queue, lc);
+				if (e->slot == slot)
+				{
+					r = e;
+					apply_queue = foreach_delete_current(apply_queue, lc);
+				}
+				break;
 			}
-			break;
 		}
+		if (r == NULL)
+			continue;			/* a late report of one handed out again */
+		if (r->run_first && !freed_run)
+		{
+			imsg_helper_set_applying(slot, false);
+			applying--;
+			freed_run = true;
+		}
+		imsg_mgr_position_done(r->seq);
+		free_remote(r);
+		if (ok)
+			applied++;
+		else
+			failed++;
 	}
-	if (r == NULL)
-		return;					/* a late report of one handed out again */
-	imsg_helper_set_applying(slot, false);
-	applying--;
-	imsg_mgr_position_done(r->seq);
-	free_remote(r);
 	publish_apply_queue();
 	prune_own_delivered();
 	SpinLockAcquire(&ImsgManagerState->mutex);
-	if (ok)
-		ImsgManagerState->remote_change_sets_applied++;
-	else
-		ImsgManagerState->apply_errors++;
+	ImsgManagerState->remote_change_sets_applied += applied;
+	ImsgManagerState->apply_errors += failed;
 	SpinLockRelease(&ImsgManagerState->mutex);
 }
 

@@ -9,6 +9,8 @@
 #     (imsg_manager_status().applying_max, imsg_helpers().applying), and they
 #     commit in position order: once the lock is gone every node has the
 #     same rows as node1, whose own transactions are the serial order;
+#     the lagging node applies its queue in runs, several change sets per
+#     transaction;
 #   - the same with imessages.max_helpers = 1, and then with writes on all
 #     three nodes at once, async and sync, with 4 helpers again;
 #     (flow control is off until then: a lagging node would pause the group)
@@ -124,7 +126,12 @@ cmp_ok($nodes[1]->safe_psql('postgres', 'SELECT count(*) FROM imsg_helpers() WHE
 $_->safe_psql('postgres', q{ALTER SYSTEM SET imessages.max_helpers = 1; SELECT pg_reload_conf()}) for @nodes;
 $nodes[1]->poll_query_until('postgres', q{SELECT count(*) <= 1 FROM imsg_helpers() WHERE state <> 'free'})
   or fail('node2 runs one helper');
+my $helper_counts = q{SELECT sum(jobs_done) || ' ' || sum(change_sets_applied) FROM imsg_helpers()};
+my ($jobs0, $applied0) = split / /, $nodes[1]->safe_psql('postgres', $helper_counts);
 lagging_run('1 helper', 300);
+my ($jobs1, $applied1) = split / /, $nodes[1]->safe_psql('postgres', $helper_counts);
+cmp_ok($jobs1 - $jobs0, '<', ($applied1 - $applied0) / 4,
+	'a lagging node applies change sets in runs: ' . ($applied1 - $applied0) . ' change sets in ' . ($jobs1 - $jobs0) . ' jobs');
 
 # --- writes on every node at once ----------------------------------------------
 $_->safe_psql('postgres', q{ALTER SYSTEM SET imessages.max_helpers = 4; SELECT pg_reload_conf()}) for @nodes;
