@@ -150,9 +150,10 @@ class LabGroup:
     def new_node(self, i):
         """node i's cluster, not started (a new one: initdb at start)"""
         c = Cluster(self.pg_bin, port=PORT + 10 + i, ctl_prefix=["bash", self.lab, "exec", self.dir, str(i)],
-                    # no flow control yet (issue 19): an async storm outruns
-                    # delivery, and beyond max_local_writes undelivered
-                    # commits the committers fail
+                    # flow control bounds what a node has to apply, not what
+                    # its manager has to multicast: an async storm can
+                    # outrun delivery, and beyond max_local_writes
+                    # undelivered commits the committers fail
                     extra_conf=f"imessages.gcs = corosync\nimessages.gcs_group = 'bench'\n"
                                f"imessages.node_name = 'node{i}'\nimessages.commit_timeout = 60000\n"
                                f"imessages.max_local_writes = 262144")
@@ -802,6 +803,7 @@ set style fill solid 0.8 border -1
 set boxwidth 0.8
 set xtics rotate by -20 font ',9'
 set grid ytics
+set yrange [0:*]
 set ylabel 'transactions per second'
 plot '{dat}' using 2:xtic(1) notitle lc rgb '#4477aa'
 set ylabel 'p99 latency (ms)'
