@@ -163,30 +163,6 @@ imsg_mgr_flow_reset(void)
 	publish();
 }
 
-/* Does a helper wait for a lock this backend holds (or through others)? */
-static bool
-blocking_a_helper(void)
-{
-	int			i;
-
-	for (i = 0; i < ImsgManagerState->num_helper_slots; i++)
-	{
-		ImsgHelperSlot *hs = &ImsgManagerState->helpers[i];
-		int			pid;
-		int			procno;
-
-		SpinLockAcquire(&hs->mutex);
-		pid = hs->applying != 0 ? hs->pid : 0;
-		procno = hs->procno;
-		SpinLockRelease(&hs->mutex);
-		if (pid != 0 &&
-			(GetPGProcByNumber(procno)->wait_event_info & 0xFF000000) == PG_WAIT_LOCK &&
-			imsg_waits_for_me(pid))
-			return true;
-	}
-	return false;
-}
-
 /*
  * A backend about to send its change set (PRE_COMMIT): wait while the
  * group is paused, unless a helper waits for one of our locks.  Cancel,
@@ -205,7 +181,7 @@ imsg_flow_control_wait(void)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		/* (every 50 ms: pg_blocking_pids takes every lock partition) */
-		if (++polls % 10 == 0 && blocking_a_helper())
+		if (++polls % 10 == 0 && imsg_helper_waits_for_me(PG_UINT64_MAX))
 			return;
 	}
 }

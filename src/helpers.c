@@ -714,15 +714,17 @@ imsg_waits_for_me(int waiter)
 }
 
 /*
- * Does a helper applying a position before 'seq' wait for a lock we hold,
- * directly or through a local transaction that waits for us?  It may (a
- * unique index entry, or a local transaction between us), while we wait
- * for it to commit first, and PostgreSQL's deadlock detector does not see
- * our wait, which is not a lock.  Only helpers whose wait event says
- * "lock" are looked at.
+ * Does a helper applying a position before 'seq' (other than this one)
+ * wait for a lock we hold, directly or through a local transaction that
+ * waits for us?  Asked by a helper waiting for its turn to commit (an
+ * earlier one may need a unique index entry it holds, or a local
+ * transaction may stand between them) and by a backend paused by flow
+ * control (seq PG_UINT64_MAX: any helper): PostgreSQL's deadlock detector
+ * does not see either wait, which is not a lock.  Only helpers whose wait
+ * event says "lock" are looked at.
  */
-static bool
-earlier_helper_waits_for_us(uint64 seq)
+bool
+imsg_helper_waits_for_me(uint64 seq)
 {
 	int			i;
 
@@ -790,7 +792,7 @@ wait_for_turn(uint64 seq, bool may_give_up)
 		}
 		if (may_give_up &&
 			TimestampDifferenceExceeds(since, GetCurrentTimestamp(), IMSG_TURN_PATIENCE_MS) &&
-			earlier_helper_waits_for_us(seq))
+			imsg_helper_waits_for_me(seq))
 		{
 			turn_given_up = true;
 			ereport(ERROR,
@@ -834,15 +836,42 @@ pass_the_turn(uint64 seq)
 
 /* What this helper applies now (0: nothing), for the others and imsg_helpers(). */
 static void
-set_applying(uint64 seq, bool applied)
+set_applying(uint64 seq, int applied)
 {
 	ImsgHelperSlot *slot = helper_slot(my_slot);
 
 	SpinLockAcquire(&slot->mutex);
 	slot->applying = seq;
-	if (applied)
-		slot->change_sets_applied++;
+	slot->change_sets_applied += applied;
 	SpinLockRelease(&slot->mutex);
+}
+
+/* Rows of applied change sets that a later local write kept, for the status. */
+static void
+count_rows_kept(int64 kept)
+{
+	if (kept <= 0)
+		return;
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->remote_writes_skipped += kept;
+	SpinLockRelease(&ImsgManagerState->mutex);
+}
+
+/*
+ * In an apply's PG_CATCH: the error (caller frees), the transaction rolled
+ * back, and nothing left marked as being applied.
+ */
+static ErrorData *
+abort_apply(MemoryContext oldcxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(oldcxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	imsg_local_writes_applying(0);
+	AbortCurrentTransaction();
+	return edata;
 }
 
 bool
@@ -857,7 +886,7 @@ imsg_helper_apply(uint64 seq, const char *origin, int32 origin_pid, uint64 count
 	bool		mine = strcmp(origin, imsg_my_node_name()) == 0;
 
 	*changes = 0;
-	set_applying(seq, false);
+	set_applying(seq, 0);
 
 	/*
 	 * A local transaction that writes rows in another order than the
@@ -905,22 +934,12 @@ retry:
 		ok = true;
 		if (in_turn && !applied_before)
 			pass_the_turn(seq);
-		if (imsg_apply_rows_kept() > 0)
-		{
-			SpinLockAcquire(&ImsgManagerState->mutex);
-			ImsgManagerState->remote_writes_skipped += imsg_apply_rows_kept();
-			SpinLockRelease(&ImsgManagerState->mutex);
-		}
+		count_rows_kept(imsg_apply_rows_kept());
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = abort_apply(oldcxt);
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		imsg_local_writes_applying(0);
-		AbortCurrentTransaction();
 		if (turn_given_up)
 		{
 			/* (not an attempt: start again once it is our turn) */
@@ -961,7 +980,7 @@ retry:
 		CHECK_FOR_INTERRUPTS();
 		goto retry;
 	}
-	set_applying(0, ok && *changes >= 0);
+	set_applying(0, ok && *changes >= 0 ? 1 : 0);
 	if (ok)
 		ereport(DEBUG1,
 				(errmsg("imessages helper applied change set %llu from node \"%s\": " INT64_FORMAT " changes",
@@ -998,7 +1017,7 @@ apply_run(RunEntry *e, int n)
 	int64		kept = 0;
 	int64	   *changes = palloc(sizeof(int64) * n);
 
-	set_applying(e[0].seq, false);
+	set_applying(e[0].seq, 0);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1037,13 +1056,8 @@ apply_run(RunEntry *e, int n)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = abort_apply(oldcxt);
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		imsg_local_writes_applying(0);
-		AbortCurrentTransaction();
 		turn_given_up = false;
 		ereport(DEBUG1,
 				(errmsg("imessages helper applies the run of change sets %llu to %llu one by one: %s",
@@ -1061,16 +1075,8 @@ apply_run(RunEntry *e, int n)
 		for (i = 0; i < n; i++)
 			if (changes[i] >= 0)
 				done++;
-		SpinLockAcquire(&helper_slot(my_slot)->mutex);
-		helper_slot(my_slot)->applying = 0;
-		helper_slot(my_slot)->change_sets_applied += done;
-		SpinLockRelease(&helper_slot(my_slot)->mutex);
-		if (kept > 0)
-		{
-			SpinLockAcquire(&ImsgManagerState->mutex);
-			ImsgManagerState->remote_writes_skipped += kept;
-			SpinLockRelease(&ImsgManagerState->mutex);
-		}
+		set_applying(0, done);
+		count_rows_kept(kept);
 	}
 	pfree(changes);
 	return ok;

@@ -138,64 +138,27 @@ free_remote(RemoteChangeset *r)
 
 /*
  * The rows of the change sets before the one looked at that are not done:
- * a set of row identities, open addressing (0 marks a free place; a row
- * whose identity is 0 counts as 1: a false conflict at worst).
+ * a set of row identities (PostgreSQL's simplehash, in the pass's memory
+ * context; the identities are hashes already).
  */
-typedef struct RowSet
+typedef struct RowEntry
 {
-	uint64	   *rows;
-	uint32		mask;
-	uint32		count;
-} RowSet;
+	uint64		row;
+	char		status;			/* (simplehash's) */
+} RowEntry;
 
-static void
-rowset_init(RowSet *set, int64 expected)
-{
-	uint32		size = 64;
+#define SH_PREFIX		rowset
+#define SH_ELEMENT_TYPE	RowEntry
+#define SH_KEY_TYPE		uint64
+#define SH_KEY			row
+#define SH_HASH_KEY(tb, key)	((uint32) ((key) ^ ((key) >> 32)))
+#define SH_EQUAL(tb, a, b)		((a) == (b))
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
 
-	while (size < 2 * expected && size < (1U << 30))
-		size <<= 1;
-	set->rows = palloc0(sizeof(uint64) * size);
-	set->mask = size - 1;
-	set->count = 0;
-}
-
-static bool
-rowset_has(RowSet *set, uint64 row)
-{
-	uint32		i;
-
-	row = row ? row : 1;
-	for (i = (uint32) (row ^ (row >> 32)) & set->mask; set->rows[i] != 0; i = (i + 1) & set->mask)
-		if (set->rows[i] == row)
-			return true;
-	return false;
-}
-
-static void
-rowset_add(RowSet *set, uint64 row)
-{
-	uint32		i;
-
-	row = row ? row : 1;
-	if (2 * (set->count + 1) > set->mask + 1)
-	{
-		RowSet		bigger;
-		uint32		k;
-
-		rowset_init(&bigger, 2 * (set->count + 1));
-		for (k = 0; k <= set->mask; k++)
-			if (set->rows[k] != 0)
-				rowset_add(&bigger, set->rows[k]);
-		pfree(set->rows);
-		*set = bigger;
-	}
-	for (i = (uint32) (row ^ (row >> 32)) & set->mask; set->rows[i] != 0; i = (i + 1) & set->mask)
-		if (set->rows[i] == row)
-			return;
-	set->rows[i] = row;
-	set->count++;
-}
+typedef rowset_hash RowSet;
 
 static bool
 touches(RowSet *set, const RemoteChangeset *r)
@@ -203,7 +166,7 @@ touches(RowSet *set, const RemoteChangeset *r)
 	int64		i;
 
 	for (i = 0; i < r->nrows; i++)
-		if (rowset_has(set, r->rows[i]))
+		if (rowset_lookup(set, r->rows[i]) != NULL)
 			return true;
 	return false;
 }
@@ -214,7 +177,11 @@ block_rows(RowSet *set, const RemoteChangeset *r)
 	int64		i;
 
 	for (i = 0; i < r->nrows; i++)
-		rowset_add(set, r->rows[i]);
+	{
+		bool		found;
+
+		(void) rowset_insert(set, r->rows[i], &found);
+	}
 }
 
 /*
@@ -345,12 +312,11 @@ apply_parallelism(void)
 void
 imsg_mgr_apply_run(void)
 {
-	RowSet		blocked;
+	RowSet	   *blocked;
 	ListCell   *lc;
 	int			looked = 0;
 	bool		barrier = false;
 	bool		changed = false;
-	int64		expected = 0;
 
 	if (apply_queue == NIL)
 		return;
@@ -365,23 +331,14 @@ imsg_mgr_apply_run(void)
 	{
 		RemoteChangeset *r = linitial(apply_queue);
 
-		rowset_init(&blocked, 1);
-		if (r->slot < 0 && imsg_mgr_position_is_next(r->seq) && hand_out_run(0, &blocked, 1))
+		blocked = rowset_create(CurrentMemoryContext, 16, NULL);
+		if (r->slot < 0 && imsg_mgr_position_is_next(r->seq) && hand_out_run(0, blocked, 1))
 			publish_apply_queue();
-		pfree(blocked.rows);
+		rowset_destroy(blocked);
 		return;
 	}
 
-	foreach(lc, apply_queue)
-	{
-		RemoteChangeset *r = lfirst(lc);
-
-		if (looked++ >= IMSG_APPLY_WINDOW)
-			break;
-		expected += Max(r->nrows, 0);
-	}
-	rowset_init(&blocked, expected);
-	looked = 0;
+	blocked = rowset_create(CurrentMemoryContext, 256, NULL);
 	foreach(lc, apply_queue)
 	{
 		RemoteChangeset *r = lfirst(lc);
@@ -394,10 +351,10 @@ imsg_mgr_apply_run(void)
 		else if (r->nrows < 0)
 			may_go = foreach_current_index(lc) == 0;
 		else
-			may_go = !touches(&blocked, r);
+			may_go = !touches(blocked, r);
 		if (may_go)
 		{
-			if (!hand_out_run(foreach_current_index(lc), &blocked,
+			if (!hand_out_run(foreach_current_index(lc), blocked,
 							  r->nrows < 0 ? 1 : IMSG_APPLY_RUN))
 				break;			/* no free helper: the next pass */
 			changed = true;
@@ -405,11 +362,11 @@ imsg_mgr_apply_run(void)
 		if (r->nrows < 0)
 			barrier = true;
 		else if (!may_go)
-			block_rows(&blocked, r);	/* (a run's went in with it) */
+			block_rows(blocked, r);	/* (a run's went in with it) */
 		if (applying >= apply_parallelism())
 			break;
 	}
-	pfree(blocked.rows);
+	rowset_destroy(blocked);
 	if (changed)
 		publish_apply_queue();
 }

@@ -352,6 +352,7 @@ extern PGDLLEXPORT void imsg_helper_main(Datum main_arg);
 extern int	imsg_helper_my_slot(void);
 /* helpers.c: lock waits the deadlock detector cannot see (a latch wait between) */
 extern bool imsg_waits_for_me(int waiter);
+extern bool imsg_helper_waits_for_me(uint64 seq);
 
 /* flow_control.c: a backend at PRE_COMMIT */
 extern void imsg_flow_control_wait(void);
