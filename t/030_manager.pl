@@ -199,21 +199,30 @@ my $manager_sleeps = sub {
 	return 0 unless $timing;
 	return (slurp_file("/proc/$manager/status") =~ /^voluntary_ctxt_switches:\s+(\d+)/m)[0];
 };
-my $sleeps = $manager_sleeps->();
-is( $node->safe_psql('postgres',
-		"SELECT count(imsg_send(repeat('x', 64))) FROM generate_series(1, 300000)"),
-	'300000', 'a stream of 300,000 messages to the manager is sent');
-$node->poll_query_until('postgres',
-	"SELECT messages_delivered >= $delivered + 300000 FROM imsg_manager_status()")
-  or die 'the manager did not take the stream';
-$sleeps = $manager_sleeps->() - $sleeps;
+# Another process busy on this machine can keep the sender off the CPU
+# for longer than the manager looks, and the manager then sleeps as it
+# should; so the stream is sent three times and the quietest one counts
+# (before the poll, none went below 900).
+my @sleeps;
+for my $round (1 .. 3)
+{
+	my $before = $manager_sleeps->();
+	my $sent = $node->safe_psql('postgres',
+		"SELECT count(imsg_send(repeat('x', 64))) FROM generate_series(1, 300000)");
+	is($sent, '300000', "stream $round of 300,000 messages to the manager is sent");
+	$node->poll_query_until('postgres',
+		"SELECT messages_delivered >= $delivered + 300000 * $round FROM imsg_manager_status()")
+	  or die 'the manager did not take the stream';
+	push @sleeps, $manager_sleeps->() - $before;
+}
 SKIP:
 {
 	skip ImsgGroup::test_extra_reason('timing'), 1 unless $timing;
-	diag("the manager slept $sleeps times during the stream");
-	cmp_ok($sleeps, '<', 300, 'the manager does not sleep after each pass of a stream');
+	diag("the manager slept @sleeps times during the three streams");
+	cmp_ok((sort { $a <=> $b } @sleeps)[0], '<', 300,
+		'the manager does not sleep after each pass of a stream');
 }
-is(status('messages_delivered'), $delivered + 300000,
+is(status('messages_delivered'), $delivered + 900000,
 	'it multicasts every message once, and the group delivers each back');
 
 $node->stop;

@@ -16,6 +16,9 @@
 #               are listed but not counted (timing changes under valgrind)
 #
 # IMSG_KEEP_WORK=1 keeps the work directory (logs) and prints its name.
+# IMSG_TAP_TIMEOUT (seconds, default 300) limits each TAP file; one that
+# runs longer is killed with what it started, listed with its processes,
+# and counted as failed.
 #
 # IMSG_TEST_EXTRA (default: all of "corosync netns test_module timing")
 # says which TAP tests needing more than a plain "make installcheck" run;
@@ -94,7 +97,7 @@ tap_skips() {
 	local log=$1 f name
 	grep -oE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ skipped' "$log" |
 		grep -oE 't/[[:alnum:]_]+\.pl' | sed 's/$/ whole/'
-	for f in "$work"/tmp_check/log/regress_log_*; do
+	for f in "$tap_logs"/regress_log_*; do
 		[ -e "$f" ] || continue
 		grep -qE '(^|\) )ok [0-9]+ # skip' "$f" || continue
 		name=${f##*/regress_log_}
@@ -114,6 +117,64 @@ run_make() {
 	(cd "$work" && as_user make -s PG_CONFIG="$PG_CONFIG" ${bindir:+bindir="$bindir"} installcheck "$@")
 }
 
+# Run the TAP files one at a time, each under a time limit
+# (IMSG_TAP_TIMEOUT seconds, default 300), so that one that hangs is
+# reported as failed, with what its processes were doing, instead of
+# stopping the whole run; prove's line for each file is printed as soon as
+# the file ends.  Every file's logs are kept in $tap_logs (prove clears
+# tmp_check at each start).  A file that timed out gets the line
+# "t/NAME.pl .. Failed: timed out after N s" in $1.
+tap_logs=
+run_tap_files() {
+	local log=$1 limit=${IMSG_TAP_TIMEOUT:-300} t one pid waited line
+	tap_logs="$work/tap_logs"
+	mkdir -p "$tap_logs"
+	is_root && chown postgres: "$tap_logs"
+	: >"$log"
+	for t in "$work"/t/*.pl; do
+		t=t/${t##*/}
+		one="$work/tap_one.log"
+		run_make REGRESS= ISOLATION= PROVE_FLAGS="--timer" PROVE_TESTS="$t" >"$one" 2>&1 &
+		pid=$!
+		waited=0
+		while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$limit" ]; do
+			sleep 1
+			waited=$((waited + 1))
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			line="$t .. Failed: timed out after $limit s"
+			{
+				echo "$line"
+				echo "# processes when $t timed out:"
+				ps -eo pid,ppid,stat,etime,wchan:24,args | grep -E 'postgres|corosync|pgbench|psql|perl' |
+					grep -v grep | sed 's/^/#   /'
+			} >>"$log"
+			kill_tree "$pid"
+			wait "$pid" 2>/dev/null
+			cat "$one" >"$tap_logs/prove_${t##*/}.partial"
+			# what it left running (servers are started with setsid)
+			pkill -KILL -f -- "$work/" 2>/dev/null
+			pkill -KILL -f -- "imsg_corosync_|imsg_lab_|imsg_storm_" 2>/dev/null
+		else
+			wait "$pid"
+			cat "$one" >>"$log"
+			line=$(grep -E '^(\[[0-9:]+\] )?t/' "$one" | head -1)
+		fi
+		echo "  ${line:-$t .. no result line}"
+		cp -a "$work"/tmp_check/log/. "$tap_logs"/ 2>/dev/null
+	done
+	return 0
+}
+
+# Kill process $1 and everything below it.
+kill_tree() {
+	local p
+	for p in $(pgrep -P "$1"); do
+		kill_tree "$p"
+	done
+	kill -KILL "$1" 2>/dev/null
+}
+
 for suite in $suites; do
 	echo "== $suite"
 	log="$work/$suite.log"
@@ -127,8 +188,7 @@ for suite in $suites; do
 			count_regress "$log" || cat "$work/output_iso/regression.diffs" 2>/dev/null | head -200
 			;;
 		tap)
-			run_make REGRESS= ISOLATION= PROVE_FLAGS="--timer" >"$log" 2>&1
-			grep -E '^(\[[0-9:]+\] )?t/' "$log" | sed 's/^/  /'
+			run_tap_files "$log"
 			ok=$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ok' "$log")
 			skips=$(tap_skips "$log")
 			nskipped=0
@@ -147,7 +207,7 @@ for suite in $suites; do
 				"$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ?($|Dubious|Failed|[0-9]+/)' "$log")" \
 				"$nskipped"; then
 				grep -hE 'not ok|^#' "$log" | head -50
-				for f in "$work"/tmp_check/log/regress_log_*; do
+				for f in "$tap_logs"/regress_log_*; do
 					grep -q "not ok" "$f" 2>/dev/null && { echo "--- $f"; grep -B5 -A20 "not ok" "$f" | head -80; }
 				done
 			fi
