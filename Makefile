@@ -6,7 +6,8 @@ OBJS = imessages.o src/area.o src/mailbox.o src/buffer.o src/sql_api.o \
        src/nestmarks.o src/apply.o src/certify.o src/checksum.o \
        src/local_writes.o src/mailbox_large.o \
        src/manager_jobs.o src/manager_own.o src/manager_apply.o \
-       src/manager_state.o src/recovery.o src/cslog.o src/flow_control.o
+       src/manager_state.o src/recovery.o src/cslog.o src/flow_control.o \
+       src/ddl.o
 # Corosync CPG support (imessages.gcs = 'corosync') when libcpg-dev and
 # libquorum-dev are there
 ifeq ($(words $(wildcard /usr/include/corosync/cpg.h /usr/include/corosync/quorum.h)),2)

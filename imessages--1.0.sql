@@ -89,7 +89,7 @@ RETURNS TABLE(pid integer, gcs text, group_members integer,
               gcs_messages_sent bigint, gcs_packets_sent bigint,
               applying_now integer, applying_max integer,
               flow_control_active boolean, flow_control_paused_ms bigint,
-              flow_control_sent bigint)
+              flow_control_sent bigint, ddl_applied bigint, ddl_errors bigint)
 AS 'MODULE_PATHNAME', 'imsg_manager_status'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 1;
 

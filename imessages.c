@@ -295,6 +295,7 @@ _PG_init(void)
 
 	imsg_sql_init();
 	imsg_changeset_init();
+	imsg_ddl_init();
 	imsg_register_manager();
 }
 

@@ -708,7 +708,7 @@ COMMIT;""")
         updates of disjoint accounts, and node2's queue drains once the lock
         is gone (change sets per second)."""
         n1, n2 = group.nodes[0], group.nodes[1]
-        count = 2000 if self.args.quick else 10000
+        count = 4000 if self.args.quick else 20000
         script = self.write_script("lagging.sql", "\\set aid random(2, 100000 * :scale)\n"
                                    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
         for c in group.nodes:
@@ -732,13 +732,22 @@ COMMIT;""")
                 target = n1.psql("SELECT group_position FROM imsg_manager_status()")
                 n2.wait_for(f"SELECT group_position >= {target} FROM imsg_manager_status()", timeout=300)
                 queued = int(n2.psql("SELECT change_sets_to_apply FROM imsg_manager_status()"))
-                t0 = time.time()
-                locker.stdin.write("COMMIT;\n")
+                # timed on node2's clock, from the lock's release to the
+                # last change set applied, looked at every millisecond
+                watcher = n2.psql_bg(
+                    "DO $$ BEGIN WHILE (SELECT applied_position FROM imsg_manager_status()) < "
+                    f"{target} LOOP PERFORM pg_sleep(0.001); END LOOP; END $$; "
+                    "SELECT extract(epoch FROM clock_timestamp())")
+                locker.stdin.write("COMMIT;\nSELECT extract(epoch FROM clock_timestamp());\n")
                 locker.stdin.close()
+                released = float(locker.stdout.readline())
                 locker.wait(timeout=60)
-                n2.wait_for(f"SELECT applied_position >= {target} FROM imsg_manager_status()", timeout=300)
+                out, err = watcher.communicate(timeout=300)
+                if watcher.returncode != 0:
+                    raise RuntimeError(f"the apply watcher failed: {err}")
+                drained = float(out.strip().splitlines()[-1])
                 self.record("lagging_apply", f"{helpers} helper{'s' if helpers > 1 else ''}", 0,
-                            queued / (time.time() - t0), "cs/s")
+                            queued / max(drained - released, 1e-3), "cs/s")
         for c in group.nodes:
             c.psql("ALTER SYSTEM RESET imessages.flow_control_limit")
             c.psql("ALTER SYSTEM RESET imessages.max_helpers")

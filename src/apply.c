@@ -4,10 +4,15 @@
  *	  Apply a change set that another node committed: run by a helper
  *	  backend, in its own transaction.
  *
- * Tables are matched by schema and name; each must have the same live
- * columns (names and types, in order) as on the origin, or the change set
- * is refused: nodes start from identical definitions (see README).  Rows
- * are found by their primary key (the key columns of the 'R' record).
+ * Tables are matched by schema and name, columns by name; a column of
+ * another type than on the origin, or a key column missing, refuses the
+ * change set.  A column the change set has and the table no longer has,
+ * or the reverse, is one a replicated DDL statement (ddl.c) dropped or
+ * added after the change set's snapshot: its values are ignored, or the
+ * column gets its default, as on the nodes that applied the change set
+ * before the statement.  Rows are found by their primary key (the key
+ * columns of the 'R' record).  A DDL statement ('S' record) runs at its
+ * place among the changes, under the search_path it ran with.
  *
  * Every statement skips a row this node's own transactions wrote, or
  * removed, and whose change set is delivered after the one being applied
@@ -50,6 +55,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -66,6 +72,7 @@ typedef struct ApplyColumn
 	int32		typmod;
 	Oid			ioparam;
 	bool		is_key;
+	bool		absent;			/* not here (dropped since): its values ignored */
 	FmgrInfo	input;			/* for text values */
 	FmgrInfo	receive;		/* for binary values */
 } ApplyColumn;
@@ -126,7 +133,6 @@ read_relation(const ImsgCsRecord *rec)
 	Relation	rel;
 	TupleDesc	desc;
 	Oid			relid;
-	int			nlive = 0;
 	int			i;
 	int			att;
 
@@ -170,23 +176,42 @@ read_relation(const ImsgCsRecord *rec)
 		if (c->is_key)
 			r->nkeys++;
 
-		/* the next live local column must be this one */
-		while (att < desc->natts && TupleDescAttr(desc, att)->attisdropped)
-			att++;
-		if (att < desc->natts)
-			a = TupleDescAttr(desc, att++);
+		/*
+		 * The local column of the same name.  One the origin has and this
+		 * node no longer has, or the reverse, is a column that a DDL
+		 * statement delivered between this change set's snapshot and its
+		 * position added or dropped (ddl.c): its values are ignored, and a
+		 * column the change set lacks gets its default.  A column of
+		 * another type is a table that differs.
+		 */
+		a = NULL;
+		for (att = 0; att < desc->natts; att++)
+		{
+			Form_pg_attribute cand = TupleDescAttr(desc, att);
+
+			if (!cand->attisdropped && strcmp(NameStr(cand->attname), c->name) == 0)
+			{
+				a = cand;
+				break;
+			}
+		}
+		if (a == NULL && !c->is_key)
+		{
+			c->absent = true;
+			c->typid = TEXTOID;	/* (an unused parameter's type) */
+			c->typmod = -1;
+			continue;
+		}
 		local_typname = a ? format_type_be_qualified(a->atttypid) : NULL;
-		if (a == NULL || strcmp(NameStr(a->attname), c->name) != 0 ||
-			strcmp(local_typname, typname) != 0)
+		if (a == NULL || strcmp(local_typname, typname) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("replicated table \"%s.%s\" differs on this node",
 							r->schema, r->name),
-					 errdetail("Column %d is \"%s\" %s on the origin but %s here.",
-							   i + 1, c->name, typname,
-							   a ? psprintf("\"%s\" %s", NameStr(a->attname), local_typname) :
-							   "missing"),
-					 errhint("Nodes must start with identical table definitions.")));
+					 errdetail("Column \"%s\" is %s on the origin but %s here.",
+							   c->name, typname,
+							   a ? local_typname : "missing"),
+					 errhint("Change replicated tables' definitions with DDL on one node: it runs on every node.")));
 		c->typid = a->atttypid;
 		c->typmod = a->atttypmod;
 		getTypeInputInfo(c->typid, &infunc, &c->ioparam);
@@ -196,17 +221,7 @@ read_relation(const ImsgCsRecord *rec)
 			getTypeBinaryInputInfo(c->typid, &recvfunc, &c->ioparam);
 			fmgr_info(recvfunc, &c->receive);
 		}
-		nlive++;
 	}
-	while (att < desc->natts && TupleDescAttr(desc, att)->attisdropped)
-		att++;
-	if (att < desc->natts)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("replicated table \"%s.%s\" differs on this node",
-						r->schema, r->name),
-				 errdetail("It has more columns here than on the origin (%d).", nlive),
-				 errhint("Nodes must start with identical table definitions.")));
 	if (r->nkeys == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
@@ -233,7 +248,7 @@ read_values(const ImsgCsValue *in, ApplyRel *r, bool keys_only, Datum *values, b
 		if (keys_only && !c->is_key)
 			continue;
 		v = &in[k];
-		if (v->kind == IMSG_CS_NULL)
+		if (v->kind == IMSG_CS_NULL || c->absent)
 		{
 			values[k] = (Datum) 0;
 			nulls[k++] = true;
@@ -488,20 +503,30 @@ put_row(ApplyRel *r, Datum *values, bool *nulls, uint64 row, bool strict)
 		int			k = 0;
 
 		initStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s AS imsg_target VALUES (",
+		appendStringInfo(&sql, "INSERT INTO %s AS imsg_target (",
 						 quote_qualified_identifier(r->schema, r->name));
 		for (i = 0; i < r->ncols; i++)
-			appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
+			if (!r->cols[i].absent)
+				appendStringInfo(&sql, "%s%s", k++ > 0 ? ", " : "",
+								 quote_identifier(r->cols[i].name));
+		appendStringInfoString(&sql, ") VALUES (");
+		k = 0;
+		for (i = 0; i < r->ncols; i++)
+			if (!r->cols[i].absent)
+				appendStringInfo(&sql, "%s$%d", k++ > 0 ? ", " : "", i + 1);
+		k = 0;
 		appendStringInfoString(&sql, ") ON CONFLICT (");
 		for (i = 0; i < r->ncols; i++)
 			if (r->cols[i].is_key)
 				appendStringInfo(&sql, "%s%s", k++ > 0 ? ", " : "",
 								 quote_identifier(r->cols[i].name));
 		appendStringInfoString(&sql, ") DO UPDATE SET ");
+		k = 0;
 		for (i = 0; i < r->ncols; i++)
-			appendStringInfo(&sql, "%s%s = EXCLUDED.%s", i > 0 ? ", " : "",
-							 quote_identifier(r->cols[i].name),
-							 quote_identifier(r->cols[i].name));
+			if (!r->cols[i].absent)
+				appendStringInfo(&sql, "%s%s = EXCLUDED.%s", k++ > 0 ? ", " : "",
+								 quote_identifier(r->cols[i].name),
+								 quote_identifier(r->cols[i].name));
 		appendStringInfoString(&sql, " WHERE ");
 		append_remote_wins(&sql, "imsg_target");
 		r->upsert_plan = prepare_plan(sql.data, r->ncols, column_types(r, false, types));
@@ -603,13 +628,15 @@ apply_update(const ImsgCsRecord *rec)
 		StringInfoData sql;
 		Oid		   *types = palloc(sizeof(Oid) * nargs);
 		int			i;
+		int			k = 0;
 
 		initStringInfo(&sql);
 		appendStringInfo(&sql, "UPDATE %s SET ",
 						 quote_qualified_identifier(r->schema, r->name));
 		for (i = 0; i < r->ncols; i++)
-			appendStringInfo(&sql, "%s%s = $%d", i > 0 ? ", " : "",
-							 quote_identifier(r->cols[i].name), i + 1);
+			if (!r->cols[i].absent)
+				appendStringInfo(&sql, "%s%s = $%d", k++ > 0 ? ", " : "",
+								 quote_identifier(r->cols[i].name), i + 1);
 		appendStringInfoString(&sql, " WHERE ");
 		append_key_match(&sql, r, r->ncols + 1);
 		appendStringInfoString(&sql, " AND ");
@@ -660,6 +687,29 @@ find_extension_schema(void)
 }
 
 /*
+ * Run a DDL statement of the origin (ddl.c) under the search_path it ran
+ * with there, restored after it.  The 'R' records after it describe the
+ * tables as it left them.
+ */
+static void
+apply_statement(const ImsgCsRecord *rec)
+{
+	char	   *search_path = pnstrdup(rec->search_path, rec->search_path_len);
+	char	   *sql = pnstrdup(rec->sql, rec->sql_len);
+	int			save_nestlevel = NewGUCNestLevel();
+	int			ret;
+
+	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	ret = SPI_execute(sql, false, 0);
+	if (ret < 0)
+		elog(ERROR, "imessages: replicated statement failed: %s", SPI_result_code_string(ret));
+	AtEOXact_GUC(true, save_nestlevel);
+	pfree(search_path);
+	pfree(sql);
+}
+
+/*
  * Apply a change set in the current transaction (SPI connected by the
  * caller).  ERROR on anything wrong; the caller rolls back and reports.
  * Returns the number of changes applied.
@@ -699,6 +749,9 @@ imsg_apply_changeset(const char *data, Size len, bool overwrite, uint64 seq)
 				break;
 			case IMSG_CS_DELETE:
 				apply_delete(rec);
+				break;
+			case IMSG_CS_STATEMENT:
+				apply_statement(rec);
 				break;
 		}
 	}

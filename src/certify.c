@@ -199,11 +199,64 @@ ensure_map(void)
 }
 
 /*
+ * Does the last writer of identity 'id' conflict with a change set of
+ * origin 'me' that had seen what 'seen' says?  Names the writer in
+ * 'winner' if so.
+ */
+static bool
+conflicts(uint64 id, int me, const ImsgSeen *seen, int nseen, char *winner, Size winner_len)
+{
+	LastWriter *lw = hash_search(last_writers, &id, HASH_FIND, NULL);
+	uint64		applied = 0;
+	int			j;
+
+	if (lw == NULL || lw->origin == me)
+		return false;
+	for (j = 0; j < nseen; j++)
+	{
+		char		oid[NAMEDATALEN + 16];
+
+		snprintf(oid, sizeof(oid), "%s/%d", seen[j].node, seen[j].pid);
+		if (strcmp(oid, origins[lw->origin].id) == 0)
+		{
+			applied = seen[j].counter;
+			break;
+		}
+	}
+	if (lw->counter <= applied)
+		return false;
+	snprintf(winner, winner_len, "%s", origins[lw->origin].id);
+	return true;
+}
+
+/* Record origin 'me' as the last writer of identity 'id'. */
+static void
+record_writer(uint64 id, int me, uint64 counter)
+{
+	bool		found;
+	LastWriter *lw = hash_search(last_writers, &id, HASH_ENTER, &found);
+
+	if (found)
+		origins[lw->origin].entries--;
+	lw->origin = me;
+	lw->counter = counter;
+	lw->written_at = certified_count;
+	origins[me].entries++;
+}
+
+/*
  * Certify one change set delivered in total order.  'seen' holds what its
  * origin had applied: nseen entries of (node, pid, counter); 'rows' the
- * nrows rows it changed (its summary's, see changeset_reader.h).  Returns
- * true if it wins (and records it as the last writer of its rows); false if it
- * is a sync change set ('certify') that conflicts, with 'winner' naming the
+ * nrows identities it changed, each tested and recorded, 'checks' and
+ * 'writes' ntables more, tested only and recorded only (its summary's, see
+ * changeset_reader.h): so a DDL statement (its tables' "DDL" identities
+ * in rows, and their "written" ones if it changes a column's type)
+ * conflicts with a statement on the table it had not seen (and with any
+ * change of it), a change set of rows (its tables' "DDL" identity in
+ * checks, their "written" one in writes) with a statement on the table it
+ * had not seen, and two change sets of rows only by their rows.  Returns
+ * true if it wins (and records it as the last writer); false if it is a
+ * sync change set ('certify') that conflicts, with 'winner' naming the
  * origin of the earlier writer.  An async change set is not tested: it has
  * committed, and wins or loses row by row when applied (local_writes.c).
  */
@@ -211,6 +264,7 @@ bool
 imsg_certify(uint64 position, const char *node, int pid, uint64 counter,
 			 bool certify, const ImsgSeen *seen, int nseen,
 			 const uint64 *rows, int64 nrows,
+			 const uint64 *checks, const uint64 *writes, int64 ntables,
 			 char *winner, Size winner_len)
 {
 	int			me;
@@ -221,47 +275,18 @@ imsg_certify(uint64 position, const char *node, int pid, uint64 counter,
 	me = origin_index(node, pid);
 
 	for (i = 0; certify && i < nrows && ok; i++)
-	{
-		LastWriter *lw = hash_search(last_writers, &rows[i], HASH_FIND, NULL);
-		uint64		applied = 0;
-		int			j;
-
-		if (lw == NULL || lw->origin == me)
-			continue;
-		for (j = 0; j < nseen; j++)
-		{
-			char		id[NAMEDATALEN + 16];
-
-			snprintf(id, sizeof(id), "%s/%d", seen[j].node, seen[j].pid);
-			if (strcmp(id, origins[lw->origin].id) == 0)
-			{
-				applied = seen[j].counter;
-				break;
-			}
-		}
-		if (lw->counter > applied)
-		{
-			snprintf(winner, winner_len, "%s", origins[lw->origin].id);
-			ok = false;
-		}
-	}
+		ok = !conflicts(rows[i], me, seen, nseen, winner, winner_len);
+	for (i = 0; certify && i < ntables && ok; i++)
+		ok = !conflicts(checks[i], me, seen, nseen, winner, winner_len);
 	/* the group position is the clock: the same on every node */
 	certified_count = position;
 	origins[me].last_used = certified_count;
 	if (ok)
 	{
 		for (i = 0; i < nrows; i++)
-		{
-			bool		found;
-			LastWriter *lw = hash_search(last_writers, &rows[i], HASH_ENTER, &found);
-
-			if (found)
-				origins[lw->origin].entries--;
-			lw->origin = me;
-			lw->counter = counter;
-			lw->written_at = certified_count;
-			origins[me].entries++;
-		}
+			record_writer(rows[i], me, counter);
+		for (i = 0; i < ntables; i++)
+			record_writer(writes[i], me, counter);
 	}
 	prune_old_entries();
 	return ok;

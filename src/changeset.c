@@ -117,6 +117,7 @@ static int32 cs_next_local_id = 0;
 static ImsgNestMarks cs_marks;
 static CaptureMark cs_mark_payload[IMSG_MAX_NEST_MARKS];
 static bool cs_sent = false;	/* sent at PRE_COMMIT: wake the manager at the end */
+static bool cs_has_statement = false;	/* a DDL statement: certified (sync) */
 
 /*
  * Types written in binary send/recv form: built-in ones (same OIDs on every
@@ -142,6 +143,7 @@ imsg_cs_reset(void)
 	cs_nchanges = 0;
 	cs_next_local_id = 0;
 	cs_marks.count = 0;
+	cs_has_statement = false;
 	memset(&cs_buf, 0, sizeof(cs_buf));
 }
 
@@ -479,6 +481,46 @@ imsg_capture(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/*
+ * A DDL statement on replicated tables, just run (ddl.c): an 'S' record at
+ * its place among the transaction's changes, so that every node runs it
+ * between the same rows.  'tables' (schema, name pairs, as before it ran)
+ * are the tables it changes, for certification.  The transaction's change
+ * set is then certified as in sync mode, whatever imessages.commit_mode
+ * says: a statement must not race with writes to its tables elsewhere.
+ */
+void
+imsg_cs_capture_statement(const char *search_path, const char *sql, int len,
+						  int8 flags, int ntables, const char *const *schemas,
+						  const char *const *names)
+{
+	MemoryContext old;
+	int			i;
+
+	imsg_check_available();
+	if (cs_context == NULL)
+	{
+		check_node_synced();
+		imsg_cs_start();
+	}
+	imsg_cs_mark();
+	old = MemoryContextSwitchTo(cs_context);
+	ImsgBufferPutInt8(&cs_buf, IMSG_CS_STATEMENT);
+	ImsgBufferPutInt32(&cs_buf, 0);
+	ImsgBufferPutString(&cs_buf, search_path, strlen(search_path));
+	ImsgBufferPutString(&cs_buf, sql, len);
+	ImsgBufferPutInt8(&cs_buf, flags);
+	ImsgBufferPutInt16(&cs_buf, (int16) ntables);
+	for (i = 0; i < ntables; i++)
+	{
+		ImsgBufferPutString(&cs_buf, schemas[i], strlen(schemas[i]));
+		ImsgBufferPutString(&cs_buf, names[i], strlen(names[i]));
+	}
+	cs_nchanges++;
+	cs_has_statement = true;
+	MemoryContextSwitchTo(old);
+}
+
 /* BEFORE TRUNCATE ... FOR EACH STATEMENT on replicated tables. */
 Datum
 imsg_refuse_truncate(PG_FUNCTION_ARGS)
@@ -653,6 +695,7 @@ imsg_cs_register_writes(void)
 	while ((rec = imsg_cs_reader_next(&reader)) != NULL)
 	{
 		if (rec->tag == IMSG_CS_RELATION || rec->tag == IMSG_CS_INSERT ||
+			rec->tag == IMSG_CS_STATEMENT ||
 			(rec->tag == IMSG_CS_UPDATE && rec->row == rec->new_row))
 			continue;
 		if (nremoved == size)
@@ -681,7 +724,7 @@ static void
 imsg_cs_send(void)
 {
 	FullTransactionId fxid = GetTopFullTransactionId();
-	bool		sync = imsg_commit_mode == IMSG_COMMIT_SYNC;
+	bool		sync = imsg_commit_mode == IMSG_COMMIT_SYNC || cs_has_statement;
 	bool		in_group = !imsg_gcs_ops()->single_node;
 	char		head[IMSG_CS_HEADER + IMSG_SEEN_WIRE_MAX];
 	ImsgBuffer	out;

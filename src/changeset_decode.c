@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "parser/parse_type.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -359,6 +360,25 @@ decode_rows_checked(ReturnSetInfo *rsinfo, const char *data, Size len)
 		if (rec->tag == IMSG_CS_RELATION)
 		{
 			read_relation(&decl, rec);
+			continue;
+		}
+		if (rec->tag == IMSG_CS_STATEMENT)
+		{
+			/* a DDL statement: op 'DDL', new_row {"search_path", "sql"} */
+			StringInfoData js;
+
+			initStringInfo(&js);
+			appendStringInfoString(&js, "{\"search_path\": ");
+			escape_json(&js, pnstrdup(rec->search_path, rec->search_path_len));
+			appendStringInfoString(&js, ", \"sql\": ");
+			escape_json(&js, pnstrdup(rec->sql, rec->sql_len));
+			appendStringInfoChar(&js, '}');
+			values[0] = Int32GetDatum(++ord);
+			nulls[1] = true;
+			values[2] = CStringGetTextDatum("DDL");
+			nulls[3] = true;
+			values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(js.data));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 			continue;
 		}
 		rel = &decl.rels[rec->rel];

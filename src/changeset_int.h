@@ -32,6 +32,12 @@
  *	 'I' insert:   int32 relation id, values of every column
  *	 'U' update:   int32 relation id, values of the old key, values of every column
  *	 'D' delete:   int32 relation id, values of the old key
+ *	 'S' statement: int32 0, string search_path, string SQL text, int8
+ *				   IMSG_CS_STMT_* flags, int16 n, n x (string schema,
+ *				   string name): a DDL statement on replicated tables
+ *				   (ddl.c), run by the helpers at its place among the
+ *				   changes; the tables are those it changes, named as
+ *				   before it ran (certification)
  *	 values:       int16 n, n x (int8 'n' null | 'b' binary string | 't' text string)
  *
  * A relation's 'R' record comes before its first change in each change set.
@@ -47,6 +53,8 @@
 #define IMSG_CS_INSERT			'I'
 #define IMSG_CS_UPDATE			'U'
 #define IMSG_CS_DELETE			'D'
+#define IMSG_CS_STATEMENT		'S'
+#define IMSG_CS_STMT_EXCLUSIVE	0x01	/* conflicts with unseen writes of its tables */
 #define IMSG_CS_NULL			'n'
 #define IMSG_CS_BINARY			'b'
 #define IMSG_CS_TEXT			't'
@@ -91,6 +99,7 @@ extern uint64 imsg_certified_position(void);
 extern bool imsg_certify(uint64 position, const char *node, int pid, uint64 counter,
 						 bool certify, const ImsgSeen *seen, int nseen,
 						 const uint64 *rows, int64 nrows,
+						 const uint64 *checks, const uint64 *writes, int64 ntables,
 						 char *winner, Size winner_len);
 extern bool imsg_gcs_changeset_parse(const char *data, Size len, ImsgGcsChangeset *out);
 
@@ -103,6 +112,12 @@ extern bool imsg_gcs_changeset_parse(const char *data, Size len, ImsgGcsChangese
 extern int	imsg_seen_snapshot(ImsgSeen *seen);
 extern void imsg_seen_encode(ImsgBuffer *out, const ImsgSeen *seen, int nseen);
 extern int	imsg_seen_decode(ImsgBuffer *in, ImsgSeen *seen);
+
+/* changeset.c, ddl.c: DDL statements on replicated tables */
+extern void imsg_cs_capture_statement(const char *search_path, const char *sql, int len,
+									  int8 flags, int ntables, const char *const *schemas,
+									  const char *const *names);
+extern void imsg_ddl_init(void);
 
 /* local_writes.c */
 extern int	imsg_max_local_writes;

@@ -95,6 +95,55 @@ read_string(ImsgBuffer *in, uint32 *len)
 	return ImsgBufferGetBytes(in, *len);
 }
 
+/* The identity of a table's name: the seed of its rows' identities. */
+static uint64
+name_hash(const char *schema, uint32 schema_len, const char *name, uint32 name_len)
+{
+	return hash_combine64(hash_bytes_extended((const unsigned char *) schema, schema_len, 0),
+						  hash_bytes_extended((const unsigned char *) name, name_len, 1));
+}
+
+/*
+ * Read an 'S' record's body (after its id) into r->rec; NULL or why not.
+ */
+static const char *
+read_statement(ImsgCsReader *r)
+{
+	ImsgBuffer *in = &r->in;
+	ImsgCsRecord *rec = &r->rec;
+	int16		n;
+	int			i;
+
+	rec->search_path = read_string(in, &rec->search_path_len);
+	rec->sql = rec->search_path ? read_string(in, &rec->sql_len) : NULL;
+	if (rec->sql == NULL || ImsgBufferRemaining(in) < 3)
+		return ends_early;
+	rec->stmt_flags = ImsgBufferGetInt8(in);
+	n = ImsgBufferGetInt16(in);
+	if (n < 0)
+		return "A statement has an invalid number of tables.";
+	reserve((void **) &r->tables, &r->tables_size, Max(n, 1), sizeof(uint64));
+	for (i = 0; i < n; i++)
+	{
+		const char *schema;
+		const char *name;
+		uint32		schema_len;
+		uint32		name_len;
+
+		schema = read_string(in, &schema_len);
+		name = schema ? read_string(in, &name_len) : NULL;
+		if (name == NULL)
+			return ends_early;
+		r->tables[i] = name_hash(schema, schema_len, name, name_len);
+	}
+	rec->ntables = n;
+	rec->tables = r->tables;
+	rec->n = r->changes;
+	rec->nkey = rec->nvalues = 0;
+	rec->row = rec->new_row = 0;
+	return NULL;
+}
+
 /*
  * Read a values list of 'expected' values into out[]; NULL if fine, else
  * why not.  If 'row' is not NULL, *row becomes the identity of the row the
@@ -177,11 +226,7 @@ read_relation(ImsgCsReader *r, int32 id)
 	/* a relation described again (a new version of it) replaces the old */
 	rel->ncols = -1;
 	rel->nkeys = 0;
-	rel->name_hash =
-		hash_combine64(hash_bytes_extended((const unsigned char *) rec->schema,
-										   rec->schema_len, 0),
-					   hash_bytes_extended((const unsigned char *) rec->name,
-										   rec->name_len, 1));
+	rel->name_hash = name_hash(rec->schema, rec->schema_len, rec->name, rec->name_len);
 	reserve((void **) &rel->is_key, &rel->is_key_size, Max(n, 1), sizeof(bool));
 	reserve((void **) &r->cols, &r->cols_size, Max(n, 1), sizeof(ImsgCsColumn));
 	for (i = 0; i < n; i++)
@@ -289,6 +334,12 @@ imsg_cs_reader_next(ImsgCsReader *r)
 		if (r->why == NULL)
 			r->changes++;
 	}
+	else if (rec->tag == IMSG_CS_STATEMENT)
+	{
+		r->why = read_statement(r);
+		if (r->why == NULL)
+			r->changes++;
+	}
 	else
 		r->why = "A record has an unknown type.";
 	return r->why == NULL ? rec : NULL;
@@ -310,6 +361,10 @@ imsg_cs_reader_free(ImsgCsReader *r)
 		reader_free(r->key);
 	if (r->values)
 		reader_free(r->values);
+	if (r->tables)
+		reader_free(r->tables);
+	r->tables = NULL;
+	r->tables_size = 0;
 	r->rels = NULL;
 	r->cols = NULL;
 	r->key = NULL;
@@ -327,14 +382,30 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 	ImsgCsReader r;
 	const ImsgCsRecord *rec;
 	int			size = 0;
+	int			checks_size = 0;
+	int			writes_size = 0;
+	int			i;
 
 	memset(s, 0, sizeof(ImsgCsSummary));
 	imsg_cs_reader_init(&r, data, len, want_rows);
 	while ((rec = imsg_cs_reader_next(&r)) != NULL)
 	{
-		if (!want_rows || rec->tag == IMSG_CS_RELATION)
+		if (rec->tag == IMSG_CS_STATEMENT)
+			s->has_statement = true;
+		if (!want_rows)
 			continue;
-		if (s->nrows + 2 > size)
+		if (rec->tag == IMSG_CS_RELATION)
+		{
+			/* rows of it follow (a relation is described before its first) */
+			uint64		h = r.rels[rec->rel].name_hash;
+
+			reserve((void **) &s->checks, &checks_size, (int) s->ntables + 1, sizeof(uint64));
+			reserve((void **) &s->writes, &writes_size, (int) s->ntables + 1, sizeof(uint64));
+			s->checks[s->ntables] = IMSG_TABLE_DDL_ID(h);
+			s->writes[s->ntables++] = IMSG_TABLE_WRITTEN_ID(h);
+			continue;
+		}
+		if (s->nrows + 2 + 2 * rec->ntables > size)
 		{
 			/* at most 2 rows per change, and a change takes 7 bytes at least */
 			if (size >= INT_MAX / 2)
@@ -342,7 +413,18 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 				r.why = "It has too many changes.";
 				break;
 			}
-			reserve((void **) &s->rows, &size, (int) s->nrows + 2, sizeof(uint64));
+			reserve((void **) &s->rows, &size, (int) s->nrows + 2 + 2 * rec->ntables,
+					sizeof(uint64));
+		}
+		if (rec->tag == IMSG_CS_STATEMENT)
+		{
+			for (i = 0; i < rec->ntables; i++)
+			{
+				s->rows[s->nrows++] = IMSG_TABLE_DDL_ID(rec->tables[i]);
+				if (rec->stmt_flags & IMSG_CS_STMT_EXCLUSIVE)
+					s->rows[s->nrows++] = IMSG_TABLE_WRITTEN_ID(rec->tables[i]);
+			}
+			continue;
 		}
 		s->rows[s->nrows++] = rec->row;
 		if (rec->tag == IMSG_CS_UPDATE)
@@ -351,7 +433,7 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 	s->why = r.why;
 	s->nchanges = r.why ? -1 : r.changes;
 	if (r.why)
-		s->nrows = 0;
+		s->nrows = s->ntables = 0;
 	imsg_cs_reader_free(&r);
 	return s->nchanges;
 }
@@ -361,6 +443,10 @@ imsg_changeset_summary_free(ImsgCsSummary *s)
 {
 	if (s->rows)
 		reader_free(s->rows);
-	s->rows = NULL;
-	s->nrows = 0;
+	if (s->checks)
+		reader_free(s->checks);
+	if (s->writes)
+		reader_free(s->writes);
+	s->rows = s->checks = s->writes = NULL;
+	s->nrows = s->ntables = 0;
 }

@@ -44,7 +44,8 @@ typedef struct ImsgCsColumn
  */
 typedef struct ImsgCsRecord
 {
-	int8		tag;			/* IMSG_CS_RELATION, _INSERT, _UPDATE, _DELETE */
+	int8		tag;			/* IMSG_CS_RELATION, _INSERT, _UPDATE, _DELETE,
+								 * _STATEMENT */
 	int32		rel;			/* the relation's id in this change set */
 
 	/* IMSG_CS_RELATION */
@@ -55,7 +56,16 @@ typedef struct ImsgCsRecord
 	int			ncols;
 	const ImsgCsColumn *cols;
 
-	/* a change */
+	/* IMSG_CS_STATEMENT (its tables' names are not returned) */
+	const char *search_path;
+	uint32		search_path_len;
+	const char *sql;
+	uint32		sql_len;
+	int8		stmt_flags;		/* IMSG_CS_STMT_* */
+	int			ntables;		/* the identities of its tables' names */
+	const uint64 *tables;
+
+	/* a change (a statement counts as one) */
 	int64		n;				/* its number, from 0 */
 	int			nkey;			/* update, delete: the old key, key columns' */
 	const ImsgCsValue *key;
@@ -92,6 +102,8 @@ typedef struct ImsgCsReader
 	int			key_size;
 	ImsgCsValue *values;
 	int			values_size;
+	uint64	   *tables;
+	int			tables_size;
 	ImsgCsRecord rec;
 } ImsgCsReader;
 
@@ -109,16 +121,33 @@ extern void imsg_cs_reader_free(ImsgCsReader *r);
 
 /*
  * What the manager needs of a change set, from one read: how many changes
- * it has (or -1 and why it is malformed) and, if want_rows, the rows each
- * change finds and leaves (an update's old and new row, both), in order.
+ * it has (or -1 and why it is malformed), whether it has a statement, and,
+ * if want_rows, the rows each change finds and leaves (an update's old and
+ * new row, both), in order, and its tables' identities for certification
+ * (see certify.c): a statement's tables' "DDL" identities, and for an
+ * exclusive one (a column's type changes) their "written" ones too, go
+ * into rows (checked and recorded); for a table it only changes rows
+ * of, its "DDL" identity goes into checks and its "written" one into
+ * writes (ntables of each).
  */
 typedef struct ImsgCsSummary
 {
 	int64		nchanges;
 	const char *why;
+	bool		has_statement;
 	int64		nrows;
 	uint64	   *rows;
+	int64		ntables;
+	uint64	   *checks;
+	uint64	   *writes;
 } ImsgCsSummary;
+
+/*
+ * A table's identities for certification, from the identity of its name:
+ * "a statement changed it" and "rows of it were written".
+ */
+#define IMSG_TABLE_DDL_ID(h)		hash_combine64((h), UINT64CONST(0x44444c))
+#define IMSG_TABLE_WRITTEN_ID(h)	hash_combine64((h), UINT64CONST(0x575254))
 
 extern int64 imsg_changeset_summarize(const char *data, Size len, bool want_rows,
 									  ImsgCsSummary *s);

@@ -417,6 +417,7 @@ certify_changeset(uint64 position, const char *node, const ImsgGcsChangeset *c,
 {
 	bool		ok = imsg_certify(position, node, c->mgr_pid, c->counter, c->sync,
 								  c->seen, c->nseen, summary->rows, summary->nrows,
+								  summary->checks, summary->writes, summary->ntables,
 								  winner, winner_len);
 	int64		rows = imsg_certification_rows();
 
@@ -446,6 +447,7 @@ imsg_mgr_certify_replay(const char *origin, uint64 position, uint8 flags,
 	(void) imsg_changeset_summarize(c.cs, c.cslen, true, &summary);
 	(void) imsg_certify(position, origin, c.mgr_pid, c.counter, false,
 						c.seen, c.nseen, summary.rows, summary.nrows,
+						summary.checks, summary.writes, summary.ntables,
 						winner, sizeof(winner));
 	imsg_changeset_summary_free(&summary);
 }
@@ -519,11 +521,16 @@ imsg_mgr_deliver_changeset(const char *origin, const char *data, Size len)
 		/* another node's: delivered here, to be applied by a helper */
 		imsg_mgr_record_delivered(seq, c.origin_pid, c.xid, c.nchanges, summary_count,
 								  c.cs, c.cslen);
-		/* (its rows: which change sets it may be applied beside) */
+		/*
+		 * (its rows: which change sets it may be applied beside; one with
+		 * a statement goes alone, after those before it and before those
+		 * after it)
+		 */
 		imsg_mgr_queue_remote(seq, origin, c.mgr_pid, c.counter, !c.sync, c.xid,
-							  c.cs, c.cslen,
+							  c.cs, c.cslen, summary.has_statement,
 							  summary.rows,
-							  summary.nchanges >= 0 && !single_node ? summary.nrows : -1);
+							  summary.nchanges >= 0 && !single_node &&
+							  !summary.has_statement ? summary.nrows : -1);
 		imsg_changeset_summary_free(&summary);
 		return;
 	}

@@ -63,8 +63,9 @@ typedef struct RemoteChangeset
 	uint64		xid;
 	Size		len;
 	char	   *data;
-	int64		nrows;			/* -1: not known */
+	int64		nrows;			/* -1: not known, or it has a statement */
 	uint64	   *rows;			/* row identities (see changeset_reader.h) */
+	bool		has_statement;	/* DDL: if it fails, this node stops applying */
 	int			slot;			/* the helper applying it, or -1 */
 	int			pid;
 	bool		run_first;		/* the first of its run (counted in 'applying') */
@@ -99,7 +100,8 @@ publish_apply_queue(void)
 void
 imsg_mgr_queue_remote(uint64 seq, const char *origin, int32 origin_pid,
 					  uint64 counter, bool overwrite, uint64 xid,
-					  const char *cs, Size cslen, const uint64 *rows, int64 nrows)
+					  const char *cs, Size cslen, bool has_statement,
+					  const uint64 *rows, int64 nrows)
 {
 	MemoryContext old = MemoryContextSwitchTo(apply_context);
 	RemoteChangeset *r = palloc(sizeof(RemoteChangeset));
@@ -113,6 +115,7 @@ imsg_mgr_queue_remote(uint64 seq, const char *origin, int32 origin_pid,
 	r->len = cslen;
 	r->data = palloc(Max(cslen, 1));
 	memcpy(r->data, cs, cslen);
+	r->has_statement = has_statement;
 	r->nrows = nrows;			/* (< 0: not known) */
 	r->rows = NULL;
 	if (r->nrows > 0)
@@ -454,12 +457,29 @@ imsg_mgr_handle_cs_applied(ImsgWhole *msg)
 			applying--;
 			freed_run = true;
 		}
-		imsg_mgr_position_done(r->seq);
-		free_remote(r);
 		if (ok)
 			applied++;
 		else
 			failed++;
+		if (ok && r->has_statement)
+		{
+			SpinLockAcquire(&ImsgManagerState->mutex);
+			ImsgManagerState->ddl_applied++;
+			SpinLockRelease(&ImsgManagerState->mutex);
+		}
+		if (!ok && r->has_statement)
+		{
+			/*
+			 * A DDL statement the others ran failed here: going on would
+			 * apply what follows to a table that differs.  The position
+			 * stays undone, so a restarted manager tries it again.
+			 */
+			imsg_mgr_stop_applying(r->seq, r->origin);
+			free_remote(r);
+			continue;
+		}
+		imsg_mgr_position_done(r->seq);
+		free_remote(r);
 	}
 	publish_apply_queue();
 	prune_own_delivered();

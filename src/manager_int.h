@@ -58,6 +58,7 @@ extern void imsg_mgr_position_done(uint64 pos);
 extern bool imsg_mgr_position_is_next(uint64 pos);
 extern uint64 imsg_mgr_applied_position(void);
 extern ImsgNodeState imsg_mgr_node_state(void);
+extern void imsg_mgr_stop_applying(uint64 seq, const char *origin);
 extern bool imsg_mgr_state_writable(void);
 extern void imsg_mgr_state_debug_skip(void);
 extern void imsg_mgr_handle_state_info(ImsgWhole *msg);
@@ -96,7 +97,7 @@ extern void imsg_mgr_flow_reset(void);
 extern void imsg_mgr_apply_init(void);
 extern void imsg_mgr_queue_remote(uint64 seq, const char *origin, int32 origin_pid,
 								  uint64 counter, bool overwrite, uint64 xid,
-								  const char *cs, Size cslen,
+								  const char *cs, Size cslen, bool has_statement,
 								  const uint64 *rows, int64 nrows);
 extern void imsg_mgr_apply_run(void);
 extern void imsg_mgr_apply_wake(void);

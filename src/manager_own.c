@@ -343,7 +343,7 @@ imsg_mgr_own_settle(int *settled)
 					(errmsg("imessages manager: transaction %llu did not commit after its change set was ordered at position %llu; a helper applies it",
 							(unsigned long long) e->key.xid, (unsigned long long) e->seq)));
 			imsg_mgr_queue_remote(e->seq, imsg_my_node_name(), MyProcPid, e->counter,
-								  false, e->key.xid, e->cs, e->cslen, NULL, -1);
+								  false, e->key.xid, e->cs, e->cslen, false, NULL, -1);
 		}
 		else if (committed)
 		{

@@ -106,6 +106,7 @@ static TimestampTz saved_at = 0;
 /* our state, mirrored in shared memory */
 static ImsgNodeState my_state = IMSG_NODE_DISCONNECTED;
 static bool synced_in_view = false; /* synced until this view change */
+static bool apply_stopped = false;	/* a DDL statement failed: STOPPED */
 static bool have_group = false;
 static uint8 group_id[IMSG_GROUP_ID_LEN];
 
@@ -168,7 +169,8 @@ static int	ring_count = 0;
 static uint64 ring_first = 1;	/* position of ring[ring_head] */
 
 static const char *const state_names[] = {
-	"disconnected", "joining", "catching_up", "transferring", "synced", "refused"
+	"disconnected", "joining", "catching_up", "transferring", "synced", "refused",
+	"stopped"
 };
 
 const char *
@@ -268,6 +270,10 @@ set_state(ImsgNodeState state, const char *detail)
 	uint64		group_pos;
 	ImsgNodeState prev;
 
+	/* stopped stays stopped, whatever the group does, until a restart */
+	if (apply_stopped && state != IMSG_NODE_STOPPED)
+		return;
+
 	SpinLockAcquire(&ImsgManagerState->mutex);
 	strlcpy(ImsgManagerState->state_detail, detail ? detail : "",
 			sizeof(ImsgManagerState->state_detail));
@@ -294,6 +300,31 @@ set_state(ImsgNodeState state, const char *detail)
 					imsg_node_state_name(prev),
 					(unsigned long long) applied, (unsigned long long) group_pos),
 			 detail && detail[0] ? errdetail_internal("%s", detail) : 0));
+}
+
+/*
+ * The change set at 'seq' from 'origin' has a DDL statement that failed
+ * here (the helper logged why): apply nothing more, refuse local writes,
+ * until the DBA has mended the cause and restarted the manager, which
+ * then tries the statement again from its change-set log.
+ */
+void
+imsg_mgr_stop_applying(uint64 seq, const char *origin)
+{
+	char		detail[128];
+
+	snprintf(detail, sizeof(detail),
+			 "The DDL statement of change set %llu from node \"%s\" failed here.",
+			 (unsigned long long) seq, origin);
+	ereport(LOG,
+			(errmsg("imessages manager: node \"%s\" stops applying: the DDL statement at position %llu, from node \"%s\", failed on this node",
+					imsg_my_node_name(), (unsigned long long) seq, origin),
+			 errhint("The helper's log line before this one says why.  Mend the cause, then restart the manager (SELECT pg_terminate_backend(imsg_manager_pid())) to apply it again.")));
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	ImsgManagerState->ddl_errors++;
+	SpinLockRelease(&ImsgManagerState->mutex);
+	set_state(IMSG_NODE_STOPPED, detail);
+	apply_stopped = true;
 }
 
 ImsgNodeState

@@ -149,7 +149,9 @@ typedef enum ImsgNodeState
 								 * and a donor's */
 	IMSG_NODE_TRANSFERRING,		/* needs a full state transfer */
 	IMSG_NODE_SYNCED,
-	IMSG_NODE_REFUSED			/* its state is not the group's */
+	IMSG_NODE_REFUSED,			/* its state is not the group's */
+	IMSG_NODE_STOPPED			/* a replicated DDL statement failed here: no
+								 * more is applied until its manager restarts */
 } ImsgNodeState;
 
 #define IMSG_GROUP_ID_LEN	16	/* a UUID */
@@ -197,6 +199,8 @@ typedef struct ImsgManagerShared
 	uint64		change_sets_discarded;	/* their transaction did not commit */
 	uint64		remote_change_sets_applied; /* from other nodes, by helpers */
 	uint64		apply_errors;	/* remote change sets that could not be applied */
+	uint64		ddl_applied;	/* remote change sets with a DDL statement applied */
+	uint64		ddl_errors;		/* such ones that failed here (node stopped) */
 	uint64		change_sets_conflicted; /* lost certification */
 	int64		change_sets_to_apply;	/* remote ones delivered, not yet applied */
 	uint64		apply_horizon;	/* seq of the oldest of them; 0: none */

@@ -224,8 +224,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ImsgManagerShared *st;
 	ImsgManagerShared copy;
-	Datum		values[36];
-	bool		nulls[36] = {0};
+	Datum		values[38];
+	bool		nulls[38] = {0};
 	ImsgNodeState node_state;
 	int64		local_xids;
 	int64		local_removals;
@@ -305,6 +305,8 @@ imsg_manager_status(PG_FUNCTION_ARGS)
 	values[33] = BoolGetDatum(copy.flow_control_active);
 	values[34] = Int64GetDatum((int64) copy.flow_control_paused_ms);
 	values[35] = Int64GetDatum((int64) copy.flow_control_sent);
+	values[36] = Int64GetDatum((int64) copy.ddl_applied);
+	values[37] = Int64GetDatum((int64) copy.ddl_errors);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

@@ -147,12 +147,18 @@ $_->safe_psql('postgres', q{ALTER SYSTEM RESET imessages.commit_mode; SELECT pg_
 # --- kept apply plans and DDL ------------------------------------------------
 # helpers keep their statements' plans across change sets: a table that
 # gains a column, or is dropped and created again, still gets its rows
-$_->safe_psql('postgres', q{ALTER TABLE hot ADD COLUMN note text}) for @nodes;
+# (the ALTER and the DROP run on node1 and travel: src/ddl.c)
+$nodes[0]->safe_psql('postgres', q{ALTER TABLE hot ADD COLUMN note text});
 $nodes[0]->safe_psql('postgres', q{UPDATE hot SET note = 'after ALTER' WHERE id = 1});
 ok($nodes[2]->poll_query_until('postgres', q{SELECT note = 'after ALTER' FROM hot WHERE id = 1}),
 	'a row of a table that gained a column arrives');
-$_->safe_psql('postgres', q{DROP TABLE hot; CREATE TABLE hot (id integer PRIMARY KEY, n integer, note text);
-SELECT imsg_replicate('hot'); INSERT INTO hot SELECT g, 0, NULL FROM generate_series(1, 5) g}) for @nodes;
+$nodes[0]->safe_psql('postgres', q{DROP TABLE hot});
+$_->poll_query_until('postgres', q{SELECT to_regclass('hot') IS NULL}) or die 'hot not dropped'
+  for @nodes;
+# (CREATE TABLE does not travel: every node creates it before rows come)
+$_->safe_psql('postgres', q{CREATE TABLE hot (id integer PRIMARY KEY, n integer, note text);
+SELECT imsg_replicate('hot')}) for @nodes;
+$nodes[0]->safe_psql('postgres', q{INSERT INTO hot SELECT g, 0, NULL FROM generate_series(1, 5) g});
 $nodes[0]->safe_psql('postgres', q{UPDATE hot SET note = 'new table' WHERE id = 2});
 ok($nodes[2]->poll_query_until('postgres', q{SELECT note = 'new table' FROM hot WHERE id = 2}),
 	'and so does one of a table dropped and created again');

@@ -7,6 +7,7 @@ package ImsgGroup;
 
 use strict;
 use warnings;
+use Fcntl qw(:flock);
 use File::Temp qw(tempdir);
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
@@ -64,11 +65,26 @@ sub corosync_log
 	return $coro_dir && -e "$coro_dir/corosync.log" ? slurp_file("$coro_dir/corosync.log") : '';
 }
 
+# corosync's IPC sockets are abstract: one name per network namespace,
+# so two tests running corosync at once (two checkouts testing on one
+# machine) would take each other's.  A test that starts corosync holds
+# this lock until it exits; the next one waits.
+my $corosync_lock;
+
+sub lock_corosync
+{
+	return if $corosync_lock;
+	open($corosync_lock, '>>', '/tmp/imsg_corosync.lock')
+	  or die "cannot open the corosync lock: $!";
+	flock($corosync_lock, LOCK_EX) or die "cannot take the corosync lock: $!";
+}
+
 # Start one corosync on 127.0.0.1 with no quorum provider (every view is
 # quorate: right for several clusters on one machine).  Dies if it does
 # not come up.
 sub start_corosync
 {
+	lock_corosync();
 	my ($corosync) =
 	  grep { -x $_ } map { "$_/corosync" } (split(/:/, $ENV{PATH}), '/usr/sbin', '/sbin');
 	die 'corosync is not installed' unless defined $corosync;
@@ -176,6 +192,7 @@ $conf
 sub lab_start_or_end
 {
 	my ($lab, $dir, $count) = @_;
+	lock_corosync();
 	return 1 if ok(system('bash', $lab, 'start', $dir, $count) == 0,
 		"$count corosync nodes started, each in its own network namespace");
 	diag("corosync-lab.sh start failed; its messages are in this test's log");

@@ -141,6 +141,24 @@ ref_count(const uint8 *data, size_t len)
 						ref_nkeys[id]++;
 				}
 			}
+			else if (tag == IMSG_CS_STATEMENT)
+			{
+				int16		n;
+				int			i;
+				int8		stmt_flags;
+
+				(void) ImsgBufferGetString(&in, &l);
+				(void) ImsgBufferGetString(&in, &l);
+				stmt_flags = ImsgBufferGetInt8(&in);
+				(void) stmt_flags;
+				n = ImsgBufferGetInt16(&in);
+				ok = n >= 0;
+				for (i = 0; ok && i < n; i++)
+				{
+					(void) ImsgBufferGetString(&in, &l);
+					(void) ImsgBufferGetString(&in, &l);
+				}
+			}
 			else if (id > maxid || ref_ncols[id] < 0)
 				ok = false;
 			else if (tag == IMSG_CS_INSERT)
@@ -200,6 +218,16 @@ walk(const uint8 *data, size_t len)
 				CHECK(inside(data, len, rec->cols[i].name, rec->cols[i].name_len));
 				CHECK(inside(data, len, rec->cols[i].type, rec->cols[i].type_len));
 			}
+			continue;
+		}
+		if (rec->tag == IMSG_CS_STATEMENT)
+		{
+			CHECK(inside(data, len, rec->search_path, rec->search_path_len));
+			CHECK(inside(data, len, rec->sql, rec->sql_len));
+			CHECK(rec->ntables >= 0);
+			CHECK(rec->n == changes);
+			changes++;
+			rows += (rec->stmt_flags & IMSG_CS_STMT_EXCLUSIVE ? 2 : 1) * rec->ntables;
 			continue;
 		}
 		CHECK(rec->tag == IMSG_CS_INSERT || rec->tag == IMSG_CS_UPDATE ||

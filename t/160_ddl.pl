@@ -1,0 +1,175 @@
+# DDL on replicated tables travels through the group (src/ddl.c): three
+# clusters in one corosync group; ALTER TABLE, CREATE INDEX and DROP TABLE
+# run on one node while the others write, and run on every node at the
+# same place in the order, so that every node ends with the same columns,
+# indexes and rows.  Statements that cannot be replicated are refused with
+# their error, and a statement that fails on one node stops that node
+# (state 'stopped', writes refused) instead of letting it diverge; mended
+# and restarted, it applies the statement and catches up.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use File::Temp qw(tempdir);
+use ImsgGroup;
+
+ImsgGroup::require_test_extra('corosync');
+
+ImsgGroup::start_corosync_or_end();
+
+my @nodes = ImsgGroup::new_nodes(3, "imsg_ddl_$$", '', q{
+CREATE TABLE t (id integer PRIMARY KEY, v text);
+SELECT imsg_replicate('t');
+CREATE TABLE u (id integer PRIMARY KEY);
+SELECT imsg_replicate('u');
+});
+my ($n1, $n2, $n3) = @nodes;
+$n1->safe_psql('postgres', "INSERT INTO t SELECT g, 'init' FROM generate_series(1, 200) g");
+ok(ImsgGroup::wait_idle(@nodes), 'the initial rows reach every node');
+
+# pgbench on some nodes for a few seconds, in the background
+my $dir = tempdir('imsg_storm_XXXX', TMPDIR => 1, CLEANUP => 1);
+my $scripts = 0;
+sub start_storm
+{
+	my ($on, $script, $seconds) = @_;
+	my $file = "$dir/script" . ++$scripts . '.sql';
+	open my $fh, '>', $file or die;
+	print $fh $script;
+	close $fh;
+	my @runs;
+	for my $node (@$on)
+	{
+		my ($out, $err) = ('', '');
+		my @cmd = ('pgbench', '-n', '-h', $node->host, '-p', $node->port, '-c', 2, '-j', 1,
+			'-T', $seconds, '--max-tries=1000', '-f', $file, 'postgres');
+		push @runs, [ IPC::Run::start(\@cmd, '<', \undef, '>', \$out, '2>', \$err), \$out, \$err, $node ];
+	}
+	return \@runs;
+}
+
+# Wait for a storm: the number of transactions each node committed, and
+# how many failed (pgbench's count, after its retries).
+sub finish_storm
+{
+	my ($runs) = @_;
+	my ($done, $failed) = (0, 0);
+	for my $r (@$runs)
+	{
+		$r->[0]->finish;
+		my ($n) = ${ $r->[1] } =~ /number of transactions actually processed: (\d+)/;
+		my ($f) = ${ $r->[1] } =~ /number of failed transactions: (\d+)/;
+		diag($r->[3]->name . ": pgbench: ${ $r->[2] }") if $r->[0]->result || !defined $n;
+		$done += $n // 0;
+		$failed += $f // 0;
+	}
+	return ($done, $failed);
+}
+
+sub on_every_node
+{
+	my ($sql) = @_;
+	return join(',', map { $_->safe_psql('postgres', $sql) } @nodes);
+}
+
+# 1. ADD COLUMN on node1 while node2 and node3 update rows (async)
+my $storm = start_storm([ $n2, $n3 ], q{
+\set id random(1, 200)
+UPDATE t SET v = 'upd-' || :client_id WHERE id = :id;
+}, 4);
+sleep 1;
+$n1->safe_psql('postgres', 'ALTER TABLE t ADD COLUMN n integer NOT NULL DEFAULT 0');
+my ($done, $failed) = finish_storm($storm);
+cmp_ok($done, '>', 0, 'ADD COLUMN: the writers on the other nodes went on');
+is($failed, 0, 'ADD COLUMN: no writer failed');
+$n2->safe_psql('postgres', "INSERT INTO t (id, v, n) SELECT g, 'new', 7 FROM generate_series(1001, 1100) g");
+ok(ImsgGroup::wait_idle(@nodes), 'ADD COLUMN: the group becomes idle');
+is(on_every_node("SELECT string_agg(attname, ' ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 AND NOT attisdropped"),
+	join(',', ('id v n') x 3), 'ADD COLUMN: every node has the new column');
+is(on_every_node('SELECT sum(n) FROM t WHERE id > 1000'), join(',', (700) x 3),
+	'ADD COLUMN: rows written on another node with the new column arrive everywhere');
+ImsgGroup::same_contents(\@nodes, 't', 'ADD COLUMN: every node has the same rows');
+
+# 2. CREATE INDEX on node2
+$n2->safe_psql('postgres', 'CREATE INDEX t_n_idx ON t (n)');
+ok(ImsgGroup::wait_idle(@nodes), 'CREATE INDEX: the group becomes idle');
+is(on_every_node("SELECT count(*) FROM pg_indexes WHERE tablename = 't' AND indexname = 't_n_idx'"),
+	'1,1,1', 'CREATE INDEX: the index is on every node');
+
+# 3. DROP COLUMN on node3 while node1 and node2 write n, in sync mode:
+# a sync change set that had not seen the statement is retried (40001)
+$storm = start_storm([ $n1, $n2 ], q{
+SET imessages.commit_mode = sync;
+\set id random(1, 200)
+UPDATE t SET n = n + 1 WHERE id = :id;
+}, 4);
+sleep 1;
+$n3->safe_psql('postgres', 'ALTER TABLE t DROP COLUMN v');
+($done, $failed) = finish_storm($storm);
+cmp_ok($done, '>', 0, 'DROP COLUMN: the sync writers on the other nodes went on');
+is($failed, 0, 'DROP COLUMN: no writer failed for good');
+ok(ImsgGroup::wait_idle(@nodes), 'DROP COLUMN: the group becomes idle');
+is(on_every_node("SELECT count(*) FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'v' AND NOT attisdropped"),
+	'0,0,0', 'DROP COLUMN: the column is gone on every node');
+ImsgGroup::same_contents(\@nodes, 't', 'DROP COLUMN: every node has the same rows');
+
+# 4. statements refused on a replicated table, each with its error
+my ($ret, $out, $err) = $n1->psql('postgres', 'CREATE INDEX CONCURRENTLY t_c_idx ON t (n)');
+like($err, qr/CREATE INDEX CONCURRENTLY is not supported on replicated table "public.t"/,
+	'CREATE INDEX CONCURRENTLY is refused');
+($ret, $out, $err) = $n1->psql('postgres', 'ALTER TABLE t DISABLE TRIGGER ALL');
+like($err, qr/ENABLE\/DISABLE TRIGGER is not supported on replicated table/,
+	'disabling the capture trigger is refused');
+($ret, $out, $err) = $n1->psql('postgres', 'ALTER TABLE t DROP CONSTRAINT t_pkey');
+like($err, qr/replicated table "public.t" must keep its primary key/,
+	'dropping the primary key is refused');
+($ret, $out, $err) = $n1->psql('postgres', 'ALTER TABLE t SET SCHEMA pg_temp');
+like($err, qr/SET SCHEMA is not supported on replicated table/, 'SET SCHEMA is refused');
+is(on_every_node("SELECT count(*) FROM pg_indexes WHERE tablename = 't'"), '2,2,2',
+	'a refused statement changed no node');
+
+# 5. a statement that fails on one node stops that node, not the group
+$n3->safe_psql('postgres', 'CREATE TABLE t_v_idx (x integer)');    # takes the name
+$n1->safe_psql('postgres', "ALTER TABLE t ADD COLUMN v text DEFAULT 'back'");
+$n1->safe_psql('postgres', 'CREATE INDEX t_v_idx ON t (v)');
+$n3->poll_query_until('postgres', "SELECT state = 'stopped' FROM imsg_manager_status()")
+  or die 'node3 did not stop';
+is($n3->safe_psql('postgres', 'SELECT ddl_errors FROM imsg_manager_status()'), '1',
+	'the failed statement is counted');
+like(slurp_file($n3->logfile), qr/node "node3" stops applying: the DDL statement at position \d+, from node "node1", failed on this node/,
+	'the node says it stops applying');
+($ret, $out, $err) = $n3->psql('postgres', 'UPDATE t SET n = 0 WHERE id = 1');
+like($err, qr/node "node3" is not synced with its group.*\n.*The node is stopped/,
+	'a stopped node refuses writes to replicated tables');
+$n1->safe_psql('postgres', 'UPDATE t SET n = n + 100 WHERE id <= 10');
+$n2->poll_query_until('postgres', "SELECT count(*) = 2 FROM pg_indexes WHERE indexname IN ('t_v_idx', 't_n_idx')")
+  or die 'node2 did not create the index';
+is($n3->safe_psql('postgres', "SELECT count(*) FROM t WHERE n >= 100"), '0',
+	'the stopped node applies nothing after the statement');
+
+# mended and restarted, it runs the statement and catches up
+$n3->safe_psql('postgres', 'DROP TABLE t_v_idx');
+$n3->safe_psql('postgres', 'SELECT pg_terminate_backend(imsg_manager_pid())');
+$n3->poll_query_until('postgres', "SELECT state = 'synced' FROM imsg_manager_status()")
+  or die 'node3 did not come back';
+ok(ImsgGroup::wait_idle(@nodes), 'mended: the group becomes idle');
+is(on_every_node("SELECT count(*) FROM pg_indexes WHERE indexname = 't_v_idx'"), '1,1,1',
+	'mended: the statement ran on the node that had stopped');
+ImsgGroup::same_contents(\@nodes, 't', 'mended: every node has the same rows');
+
+# 6. DROP TABLE on node2
+$n2->safe_psql('postgres', 'DROP TABLE u');
+ok(ImsgGroup::wait_idle(@nodes), 'DROP TABLE: the group becomes idle');
+is(on_every_node("SELECT count(*) FROM pg_class WHERE relname = 'u'"), '0,0,0',
+	'DROP TABLE: the table is gone on every node');
+is(on_every_node("SELECT ddl_errors || '/' || CASE WHEN state = 'donor' THEN 'synced' ELSE state END FROM imsg_manager_status()"),
+	'0/synced,0/synced,1/synced', 'no statement failed since (node3 counts its one since it started)');
+cmp_ok((split /,/, on_every_node('SELECT ddl_applied FROM imsg_manager_status()'))[0], '>=', 3,
+	'node1 counts the statements of the others it applied');
+
+$_->stop for @nodes;
+ImsgGroup::stop_corosync();
+done_testing();
