@@ -62,8 +62,8 @@ LANGUAGE C VOLATILE PARALLEL SAFE;
 
 CREATE FUNCTION imsg_mailbox_stats(
     OUT pid integer, OUT backend_type text, OUT queued_messages bigint,
-    OUT queued_bytes bigint, OUT oldest_sent_at timestamptz,
-    OUT sent bigint, OUT received bigint)
+    OUT queued_bytes bigint, OUT quota_bytes bigint,
+    OUT oldest_sent_at timestamptz, OUT sent bigint, OUT received bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'imsg_mailbox_stats'
 LANGUAGE C VOLATILE PARALLEL SAFE;

@@ -39,6 +39,8 @@ void		_PG_init(void);
 int			imsg_buffer_size_kb = 8192;
 int			imsg_max_message_size = 1024 * 1024;
 int			imsg_send_timeout_ms = 5000;
+int			imsg_mailbox_quota = -1;
+int			imsg_manager_mailbox_quota = -1;
 int			imsg_min_helpers = 1;
 int			imsg_max_helpers = 4;
 char	   *imsg_database = NULL;
@@ -67,6 +69,23 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static void imsg_shmem_request(void);
 static void imsg_shmem_startup(void);
 
+/*
+ * imessages.mailbox_quota and imessages.manager_mailbox_quota: publish the
+ * new value in this process's mailbox (mailbox.c), so that its senders see
+ * it.  The hooks get the new value before the variable changes.
+ */
+static void
+imsg_assign_mailbox_quota(int newval, void *extra)
+{
+	imsg_quota_settings_changed(newval, imsg_manager_mailbox_quota);
+}
+
+static void
+imsg_assign_manager_mailbox_quota(int newval, void *extra)
+{
+	imsg_quota_settings_changed(imsg_mailbox_quota, newval);
+}
+
 /* imessages.max_message_size may not exceed the area. */
 static bool
 imsg_check_max_message_size(int *newval, void **extra, GucSource source)
@@ -91,6 +110,30 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	/*
+	 * The quotas are the recipient's: each process publishes its own value
+	 * in its mailbox, and senders to it wait past it.  -1 stands for a
+	 * share of imessages.buffer_size, which a GUC's default cannot name.
+	 */
+	DefineCustomIntVariable("imessages.mailbox_quota",
+							"Most bytes of unread messages this process's mailbox may hold before senders wait.",
+							"Senders to a mailbox over its quota wait up to imessages.send_timeout, then fail.  "
+							"-1: a quarter of imessages.buffer_size; 0: no quota.",
+							&imsg_mailbox_quota,
+							-1, -1, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_BYTE,
+							NULL, imsg_assign_mailbox_quota, NULL);
+
+	DefineCustomIntVariable("imessages.manager_mailbox_quota",
+							"Most bytes of unread messages the replication manager's mailbox may hold before senders wait.",
+							"-1: half of imessages.buffer_size; 0: no quota.",
+							&imsg_manager_mailbox_quota,
+							-1, -1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, imsg_assign_manager_mailbox_quota, NULL);
 
 	DefineCustomEnumVariable("imessages.commit_mode",
 							 "Whether commit waits until the group has ordered the change set.",

@@ -39,7 +39,9 @@ typedef enum ImsgResult
 	IMSG_TIMEOUT,				/* waited the whole timeout */
 	IMSG_NO_RECIPIENT,			/* no open mailbox for that process */
 	IMSG_TOO_LARGE,				/* message larger than the limit */
-	IMSG_NOT_LOADED				/* not loaded via shared_preload_libraries */
+	IMSG_NOT_LOADED,			/* not loaded via shared_preload_libraries */
+	IMSG_OVER_QUOTA				/* recipient's mailbox at its quota (nowait,
+								 * or after the whole timeout) */
 } ImsgResult;
 
 /* Pass as recipient_pid to address the replication manager. */
@@ -100,9 +102,14 @@ extern PGDLLEXPORT void ImsgBufferCheckEnd(const ImsgBuffer *buf);
  *
  * ImsgSend copies len bytes into the recipient's mailbox and wakes it.  If
  * the area is full it waits up to timeout_ms for space (0: return
- * IMSG_WOULD_BLOCK at once).  On IMSG_OK *msg_id (if not NULL) is the
- * message's id, unique for the life of the server.  On any other result
- * nothing was queued.  Safe to call concurrently from any number of
+ * IMSG_WOULD_BLOCK at once).  If the message would take the recipient's
+ * mailbox over its quota (imessages.mailbox_quota, or
+ * imessages.manager_mailbox_quota for the manager's) it waits, within the
+ * same timeout, for the recipient to take messages out, and then returns
+ * IMSG_OVER_QUOTA (at once if timeout_ms is 0); an empty mailbox takes one
+ * message of any size.  Sends to other mailboxes are not held up.  On
+ * IMSG_OK *msg_id (if not NULL) is the message's id, unique for the life of
+ * the server.  On any other result nothing was queued.  Safe to call concurrently from any number of
  * processes; senders to different recipients never share a lock.  Calling
  * it opens the caller's own mailbox.
  *
@@ -138,7 +145,10 @@ extern PGDLLEXPORT void ImsgCancel(ImsgBuffer *buf);
  * recipient exited before the batch could be published: like the messages
  * a process leaves unread, the batch is then lost.  The messages of one
  * batch share their sent_at.  A message larger than half a batch is sent
- * on its own, as by ImsgSend.  A process has at most one batch open, so
+ * on its own, as by ImsgSend.  A batch is no larger than the room left
+ * under the recipient's quota when it starts (a batch that cannot start
+ * waits as ImsgSend does, and may return IMSG_OVER_QUOTA); messages
+ * accepted into it are never refused later.  A process has at most one batch open, so
  * ImsgFlush publishes it whichever recipient_pid it is given.
  */
 extern PGDLLEXPORT ImsgResult ImsgSendPipelined(int recipient_pid, int32 msgtype,

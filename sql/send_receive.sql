@@ -100,12 +100,15 @@ SELECT convert_from(payload, 'UTF8') FROM imsg_receive(0, 1);
 SELECT convert_from(payload, 'UTF8') FROM imsg_receive();
 COMMIT;
 
--- many messages, spanning several segments, keep their order
+-- many messages, spanning several segments, keep their order (more than
+-- the default quota of our mailbox, a quarter of the area: lift it)
+SET imessages.mailbox_quota = 0;
 SELECT count(imsg_send(repeat('y', 1000) || i, pg_backend_pid(), i))
   FROM generate_series(1, 500) i;
 SELECT count(*) AS n, bool_and(msgtype = ord) AS in_order,
        bool_and(payload = convert_to(repeat('y', 1000) || ord, 'UTF8')) AS intact
   FROM (SELECT msgtype, payload, row_number() OVER () AS ord FROM imsg_receive()) r;
+RESET imessages.mailbox_quota;
 SELECT used_bytes, queued_messages FROM imsg_area;
 
 -- messages to the manager are taken out by it

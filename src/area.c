@@ -177,6 +177,7 @@ imsg_area_startup(void)
 
 		memset(mb, 0, sizeof(ImsgMailboxPadded));
 		SpinLockInit(&mb->mutex);
+		ConditionVariableInit(&mb->quota_cv);
 		pg_atomic_init_u64(&mb->sent, 0);
 		pg_atomic_init_u64(&mb->received, 0);
 	}

@@ -1218,6 +1218,8 @@ imsg_helper_main(Datum main_arg)
 	helper_slot(my_slot)->state = IMSG_HELPER_IDLE;
 	SpinLockRelease(&helper_slot(my_slot)->mutex);
 
+	/* our sends to the manager ignore its quota (mailbox.c, "Quotas") */
+	imsg_mailbox_set_internal(false);
 	ImsgOpenMailbox();
 	imsg_assembler_init(&assembler, "imessages helper assembly", NULL);
 	manager_pid = ImsgManagerPid();

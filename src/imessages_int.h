@@ -33,6 +33,8 @@
 extern int	imsg_buffer_size_kb;
 extern int	imsg_max_message_size;
 extern int	imsg_send_timeout_ms;
+extern int	imsg_mailbox_quota;
+extern int	imsg_manager_mailbox_quota;
 extern int	imsg_min_helpers;
 extern int	imsg_max_helpers;
 extern char *imsg_database;
@@ -190,6 +192,7 @@ typedef struct ImsgMailboxInfo
 	char		backend_type[64];
 	uint64		queued_messages;
 	uint64		queued_bytes;
+	uint64		quota_bytes;	/* 0: no quota */
 	TimestampTz oldest_sent_at; /* 0: none ready */
 	uint64		sent;
 	uint64		received;
@@ -199,6 +202,25 @@ extern void imsg_area_counts(ImsgAreaCounts *counts);
 extern int	imsg_mailbox_slots(void);
 extern bool imsg_mailbox_info(int slot, ImsgMailboxInfo *info);
 extern bool imsg_mailbox_owner_role(int pid, Oid *role);
+
+/*
+ * mailbox.c: per-mailbox quotas.  imsg_quota_settings_changed is for the
+ * GUCs' assign hooks (the new values of both settings); the manager and
+ * the helpers call imsg_mailbox_set_internal(is_manager) once, before or
+ * after they open their mailbox.  imsg_last_over_quota describes the last
+ * send of this process that ended in IMSG_OVER_QUOTA (for its error).
+ */
+typedef struct ImsgOverQuota
+{
+	int			pid;			/* the mailbox's owner */
+	uint64		queued_bytes;	/* queued when the send gave up */
+	uint64		quota_bytes;
+	uint64		needed_bytes;	/* what the message would have taken */
+} ImsgOverQuota;
+
+extern void imsg_quota_settings_changed(int mailbox_quota, int manager_quota);
+extern void imsg_mailbox_set_internal(bool is_manager);
+extern const ImsgOverQuota *imsg_last_over_quota(void);
 
 /* sql_api.c */
 extern void imsg_sql_init(void);

@@ -24,6 +24,10 @@
  * segment passed, a quarter of a segment freed, or before it sleeps),
  * which is also when drained segments are recycled.
  *
+ * Quotas: a mailbox holds at most its quota of queued bytes (see "Quotas"
+ * below); a send that would take it over waits for the owner to take
+ * messages out, without holding up sends to other mailboxes.
+ *
  * Copyright (c) 2026, imessages developers
  *
  * IDENTIFICATION
@@ -43,6 +47,7 @@
 #include "portability/instr_time.h"
 #include "storage/s_lock.h"
 #include "postmaster/bgworker.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -88,6 +93,7 @@ static uint32 cached_generation = 0;
 
 static void imsg_close_mailbox(int code, Datum arg);
 static void imsg_publish_release(void);
+static uint64 imsg_resolve_quota(int mailbox_quota, int manager_quota);
 static bool imsg_cursor_at_end(void);
 
 static ImsgMessage *imsg_release_one(bool *passed_segment);
@@ -160,6 +166,9 @@ ImsgOpenMailbox(void)
 	mb->head_off = 0;
 	mb->enqueued_msgs = mb->enqueued_bytes = 0;
 	mb->dequeued_msgs = mb->dequeued_bytes = 0;
+	mb->quota_bytes = imsg_resolve_quota(imsg_mailbox_quota,
+										 imsg_manager_mailbox_quota);
+	mb->quota_wait_bytes = 0;
 	strlcpy(mb->backend_type, type, sizeof(mb->backend_type));
 	SpinLockRelease(&mb->mutex);
 	pg_atomic_write_u64(&mb->sent, 0);
@@ -223,6 +232,7 @@ imsg_close_mailbox(int code, Datum arg)
 	ImsgSegment *chain;
 	ImsgSegment *spare;
 	int			waited_ms = 0;
+	bool		wake_quota_waiters;
 
 	if (mb == NULL)
 		return;
@@ -244,7 +254,13 @@ imsg_close_mailbox(int code, Datum arg)
 	mb->open = false;
 	mb->owner_pid = 0;
 	mb->generation++;
+	wake_quota_waiters = mb->quota_wait_bytes != 0;
+	mb->quota_wait_bytes = 0;
 	SpinLockRelease(&mb->mutex);
+
+	/* senders waiting for our quota find the mailbox closed: 42704 */
+	if (wake_quota_waiters)
+		ConditionVariableBroadcast(&mb->quota_cv);
 
 	/*
 	 * Senders that reserved before we closed are copying a message and will
@@ -444,6 +460,234 @@ imsg_deadline(long timeout_ms, TimestampTz *deadline)
 	return *deadline;
 }
 
+/*
+ * Quotas.
+ *
+ * A mailbox may hold at most quota_bytes of queued messages (their space in
+ * the segments, headers included: enqueued_bytes - dequeued_bytes, which
+ * imsg_mailboxes shows as queued_bytes).  The value is the owner's: its
+ * imessages.mailbox_quota, or imessages.manager_mailbox_quota for the
+ * manager's mailbox, where -1 means a quarter of the area (half for the
+ * manager) and 0 no quota.  The owner publishes it in its mailbox when it
+ * opens it and whenever its setting changes (the GUCs' assign hooks).
+ *
+ * A send that would take the mailbox over its quota waits, like one that
+ * finds the area full, up to its timeout, for the owner to take messages
+ * out, and then fails with IMSG_OVER_QUOTA; sends to other mailboxes go on
+ * meanwhile.  The protocol (see ImsgMailbox): the sender registers on the
+ * mailbox's quota_cv, looks again under the mutex and, still over, notes
+ * in quota_wait_bytes the room it needs; the owner broadcasts quota_cv
+ * once releases it publishes (imsg_publish_release) leave that room, when
+ * it changes its quota and when it closes.  What the owner has taken out
+ * counts once it is
+ * published: at the latest before it next sleeps in ImsgReceive, when it
+ * has passed a segment or freed a quarter of one, and at the end of the
+ * transaction for imsg_receive().
+ *
+ * An empty mailbox takes one message of any size, so that a quota smaller
+ * than a message delays it but never makes it impossible.  A pipelined
+ * batch is sized to the room the quota leaves when it starts, so each
+ * pipelined sender can overshoot by what others queued meanwhile; plain
+ * sends check and reserve under one hold of the mutex and never overshoot.
+ * A pipelined sender that may wait starts a batch only once a quarter of
+ * the quota (at most a batch) is free, and a waiter is woken only when
+ * the room it waits for is there, so a stream held at the quota runs in
+ * whole batches with one wake-up each.
+ *
+ * The sends of imessages' own workers are not held to quotas
+ * (imsg_mailbox_set_internal): the manager never waits (it sends nowait
+ * and retries), and what it sends a backend is a reply to that backend's
+ * own request, what it sends a helper one job at a time; a helper sends
+ * the manager the results the manager asked for.  A quota there could
+ * only turn the manager's jobs and replies into retries and failures,
+ * while what a process that never reads can be sent by them stays bounded
+ * by what it asked for.
+ */
+static bool quota_exempt = false;		/* this process's sends ignore quotas */
+static bool is_manager_process = false; /* the manager's quota is ours */
+static ImsgOverQuota last_over_quota;
+
+/* This process's quota in bytes (0: none) for the given settings. */
+static uint64
+imsg_resolve_quota(int mailbox_quota, int manager_quota)
+{
+	int			setting = is_manager_process ? manager_quota : mailbox_quota;
+
+	if (setting < 0)
+		return ImsgAreaPtr->size_bytes / (is_manager_process ? 2 : 4);
+	return (uint64) setting;
+}
+
+/* Publish this process's quota in its mailbox; wake waiting senders. */
+static void
+imsg_publish_quota(uint64 quota)
+{
+	ImsgMailbox *mb = MyMailbox;
+	bool		wake;
+
+	SpinLockAcquire(&mb->mutex);
+	mb->quota_bytes = quota;
+	wake = mb->quota_wait_bytes != 0;
+	mb->quota_wait_bytes = 0;
+	SpinLockRelease(&mb->mutex);
+	/* a waiter rechecks against the new quota */
+	if (wake)
+		ConditionVariableBroadcast(&mb->quota_cv);
+}
+
+/*
+ * The assign hook of imessages.mailbox_quota and of
+ * imessages.manager_mailbox_quota, with the new values of both.  Runs
+ * wherever GUCs change (SET, a reload, the end of a transaction that SET
+ * LOCAL): it only takes our mailbox's spinlock, and does nothing before
+ * the mailbox is open (ImsgOpenMailbox reads the settings).
+ */
+void
+imsg_quota_settings_changed(int mailbox_quota, int manager_quota)
+{
+	if (MyMailbox != NULL)
+		imsg_publish_quota(imsg_resolve_quota(mailbox_quota, manager_quota));
+}
+
+/*
+ * This process is one of imessages' own workers: its sends ignore quotas
+ * and, for the manager, its own mailbox has imessages.manager_mailbox_quota.
+ */
+void
+imsg_mailbox_set_internal(bool is_manager)
+{
+	quota_exempt = true;
+	is_manager_process = is_manager;
+	if (MyMailbox != NULL)
+		imsg_publish_quota(imsg_resolve_quota(imsg_mailbox_quota,
+											  imsg_manager_mailbox_quota));
+}
+
+/* The last send of this process that ended in IMSG_OVER_QUOTA. */
+const ImsgOverQuota *
+imsg_last_over_quota(void)
+{
+	return &last_over_quota;
+}
+
+/*
+ * Would a message of 'space' bytes take 'mb' over its quota?  Called with
+ * the mutex held, on every send: a load and a compare when the mailbox has
+ * no quota, a few loads (of the cache line the reservation writes anyway)
+ * and an addition when it has one.
+ */
+static inline bool
+imsg_over_quota(ImsgMailbox *mb, uint32 space)
+{
+	uint64		queued;
+
+	if (mb->quota_bytes == 0 || quota_exempt)
+		return false;
+	queued = mb->enqueued_bytes - mb->dequeued_bytes;
+	return queued > 0 && queued + space > mb->quota_bytes;
+}
+
+/*
+ * How many bytes 'mb' may take before it is over its quota, given that a
+ * message of 'space' bytes fits (PG_UINT64_MAX: no quota).  Mutex held.
+ */
+static inline uint64
+imsg_quota_room(ImsgMailbox *mb, uint32 space)
+{
+	uint64		queued;
+
+	if (mb->quota_bytes == 0 || quota_exempt)
+		return PG_UINT64_MAX;
+	queued = mb->enqueued_bytes - mb->dequeued_bytes;
+	if (queued == 0)
+		return Max(mb->quota_bytes, (uint64) space);
+	Assert(queued + space <= mb->quota_bytes);
+	return mb->quota_bytes - queued;
+}
+
+/*
+ * A send of a message of 'space' bytes found 'mb' without the room 'need'
+ * (>= space) under its quota (imsg_over_quota, under the mutex).  Note why
+ * for the error, note the room we wait for in quota_wait_bytes if we are
+ * registered on quota_cv ('prepared'), and release the mutex.
+ */
+static void
+imsg_note_over_quota(ImsgMailbox *mb, uint32 space, uint32 need, bool prepared)
+{
+	last_over_quota.pid = mb->owner_pid;
+	last_over_quota.queued_bytes = mb->enqueued_bytes - mb->dequeued_bytes;
+	last_over_quota.quota_bytes = mb->quota_bytes;
+	last_over_quota.needed_bytes = space;
+	if (prepared && (mb->quota_wait_bytes == 0 || need < mb->quota_wait_bytes))
+		mb->quota_wait_bytes = need;
+	SpinLockRelease(&mb->mutex);
+}
+
+/*
+ * A send gives up over a quota: counted in imsg_area.send_failures, as one
+ * that finds the area full.
+ */
+static ImsgResult
+imsg_quota_failed(void)
+{
+	pg_atomic_fetch_add_u64(&ImsgAreaPtr->send_failures, 1);
+	return IMSG_OVER_QUOTA;
+}
+
+/*
+ * After imsg_note_over_quota: nowait, IMSG_OVER_QUOTA.  The first time,
+ * register on the mailbox's quota_cv (a wait, counted in
+ * imsg_area.send_waits) and return IMSG_OK: the caller looks again under
+ * the mutex (and, still over, notes what it needs in quota_wait_bytes), so
+ * an owner that makes that room after that wakes us.  Later, sleep until woken or the
+ * deadline (IMSG_OVER_QUOTA once it has passed) and return IMSG_OK to look
+ * again.  The sleep runs CHECK_FOR_INTERRUPTS and exits on postmaster
+ * death (ConditionVariableTimedSleep); the caller cancels it
+ * (ConditionVariableCancelSleep) when it is done, whatever the outcome.
+ */
+static ImsgResult
+imsg_quota_wait(ImsgMailbox *mb, long timeout_ms, TimestampTz *deadline,
+				bool *prepared)
+{
+	if (timeout_ms == 0)
+		return imsg_quota_failed();
+	if (!*prepared)
+	{
+		ConditionVariablePrepareToSleep(&mb->quota_cv);
+		*prepared = true;
+		pg_atomic_fetch_add_u64(&ImsgAreaPtr->send_waits, 1);
+		(void) imsg_deadline(timeout_ms, deadline);
+		return IMSG_OK;
+	}
+	if (*deadline != 0)
+	{
+		long		remaining;
+
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+													*deadline);
+		if (remaining <= 0)
+			return imsg_quota_failed();
+		(void) ConditionVariableTimedSleep(&mb->quota_cv, remaining,
+										   PG_WAIT_EXTENSION);
+	}
+	else
+		ConditionVariableSleep(&mb->quota_cv, PG_WAIT_EXTENSION);
+	return IMSG_OK;
+}
+
+/*
+ * What is left of a send's timeout for its wait for area space, once it
+ * has waited for the quota (*deadline set): the two waits share it.
+ */
+static long
+imsg_timeout_left(long timeout_ms, TimestampTz deadline)
+{
+	if (deadline == 0)
+		return timeout_ms;
+	return Max(1, TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+												  deadline));
+}
+
 /* Where a reservation landed: the recipient's slot and identity. */
 typedef struct ImsgTarget
 {
@@ -455,7 +699,8 @@ typedef struct ImsgTarget
 
 /*
  * Reserve 'space' bytes for a message at the end of the mailbox of
- * 'recipient_pid', marked RESERVED.  Returns the message, or NULL with
+ * 'recipient_pid', marked RESERVED, waiting up to timeout_ms for room
+ * under its quota and for area space.  Returns the message, or NULL with
  * *result set.
  */
 static ImsgMessage *
@@ -469,8 +714,16 @@ imsg_reserve_space(int recipient_pid, uint32 space, long timeout_ms,
 	ImsgSegment *seg;
 	ImsgMessage *msg;
 	bool		retried_lookup = false;
+	bool		quota_prepared = false;
+	TimestampTz deadline = 0;
 
 lookup:
+	if (quota_prepared)
+	{
+		/* registered on the former owner's quota_cv */
+		ConditionVariableCancelSleep();
+		quota_prepared = false;
+	}
 	*result = imsg_lookup(recipient_pid, &procno, &generation);
 	if (*result != IMSG_OK)
 	{
@@ -500,8 +753,29 @@ lookup:
 			}
 			if (new_seg)
 				imsg_segment_free(new_seg);
+			if (quota_prepared)
+				ConditionVariableCancelSleep();
 			*result = IMSG_NO_RECIPIENT;
 			return NULL;
+		}
+
+		if (unlikely(imsg_over_quota(mb, space)))
+		{
+			imsg_note_over_quota(mb, space, space, quota_prepared);	/* releases */
+			/* hold no area memory while waiting for the owner */
+			if (new_seg)
+			{
+				imsg_segment_free(new_seg);
+				new_seg = NULL;
+			}
+			*result = imsg_quota_wait(mb, timeout_ms, &deadline, &quota_prepared);
+			if (*result != IMSG_OK)
+			{
+				if (quota_prepared)
+					ConditionVariableCancelSleep();
+				return NULL;
+			}
+			continue;
 		}
 
 		seg = mb->tail;
@@ -528,9 +802,14 @@ lookup:
 				new_seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space,
 											 Min(Max(2 * tail_size, IMSG_MIN_SEGMENT),
 												 IMSG_MAX_SEGMENT),
-											 timeout_ms, result);
+											 imsg_timeout_left(timeout_ms, deadline),
+											 result);
 				if (new_seg == NULL)
+				{
+					if (quota_prepared)
+						ConditionVariableCancelSleep();
 					return NULL;
+				}
 				continue;
 			}
 			ns->next = NULL;
@@ -567,6 +846,8 @@ lookup:
 		SpinLockRelease(&mb->mutex);
 		break;
 	}
+	if (quota_prepared)
+		ConditionVariableCancelSleep();
 
 	/* a segment allocated in a race we lost: keep it as spare, or free it */
 	if (new_seg)
@@ -853,23 +1134,67 @@ imsg_write_compact(ImsgCompactMessage *msg, uint32 word, int32 msgtype,
 }
 
 /*
- * The recipient's spare segment, if it has one of at least min_bytes: the
- * segment its owner passed last, which spares a round trip through the page
- * allocator per batch in a stream.
+ * Before a batch starts for the mailbox 'mb' (owner 'generation'): wait,
+ * as imsg_reserve_space does, until its first message of 'space' bytes
+ * fits under the mailbox's quota, with room for a worthwhile batch if the
+ * caller may wait (else *result is IMSG_OVER_QUOTA), and
+ * set *room to what the quota then leaves for the batch (PG_UINT64_MAX: no
+ * quota).  Returns the recipient's spare segment if it has one big enough
+ * for that message: the segment its owner passed last, which spares a
+ * round trip through the page allocator per batch in a stream.  A mailbox
+ * closed meanwhile gives no spare and no quota: publishing the batch finds
+ * it closed.  *timeout_ms becomes what is left of the timeout.
  */
 static ImsgSegment *
-imsg_take_spare(ImsgMailbox *mb, uint32 generation, Size min_bytes)
+imsg_batch_start(ImsgMailbox *mb, uint32 generation, uint32 space,
+				 long *timeout_ms, uint64 *room, ImsgResult *result)
 {
 	ImsgSegment *seg = NULL;
+	bool		prepared = false;
+	TimestampTz deadline = 0;
 
-	SpinLockAcquire(&mb->mutex);
-	if (mb->open && mb->generation == generation &&
-		mb->spare != NULL && mb->spare->size >= min_bytes)
+	*result = IMSG_OK;
+	*room = PG_UINT64_MAX;
+	for (;;)
 	{
-		seg = mb->spare;
-		mb->spare = NULL;
+		uint32		need = space;
+
+		SpinLockAcquire(&mb->mutex);
+		if (!mb->open || mb->generation != generation)
+		{
+			SpinLockRelease(&mb->mutex);
+			break;
+		}
+
+		/*
+		 * A sender that may wait starts a batch only with room for a
+		 * quarter of the quota (at most a whole batch): a stream that keeps
+		 * a mailbox at its quota then goes on in real batches, with a
+		 * wake-up each, not in slivers as the owner frees a few messages.
+		 */
+		if (*timeout_ms != 0 && mb->quota_bytes != 0)
+			need = Max(space, (uint32) Min((uint64) (IMSG_BATCH_SEGMENT - IMSG_SEGMENT_HEADER),
+										   mb->quota_bytes / 4));
+		if (unlikely(imsg_over_quota(mb, need)))
+		{
+			imsg_note_over_quota(mb, space, need, prepared);	/* releases */
+			*result = imsg_quota_wait(mb, *timeout_ms, &deadline, &prepared);
+			if (*result != IMSG_OK)
+				break;
+			continue;
+		}
+		*room = imsg_quota_room(mb, space);
+		if (mb->spare != NULL && mb->spare->size >= IMSG_SEGMENT_HEADER + space)
+		{
+			seg = mb->spare;
+			mb->spare = NULL;
+		}
+		SpinLockRelease(&mb->mutex);
+		break;
 	}
-	SpinLockRelease(&mb->mutex);
+	if (prepared)
+		ConditionVariableCancelSleep();
+	*timeout_ms = imsg_timeout_left(*timeout_ms, deadline);
 	return seg;
 }
 
@@ -954,6 +1279,7 @@ imsg_send_pipelined_slow(int recipient_pid, int32 msgtype, const void *data,
 	uint32		space;
 	ImsgSegment *seg;
 	int			sec_context;
+	uint64		room;
 
 	if ((result = imsg_check_send(len)) != IMSG_OK)
 		return result;
@@ -970,10 +1296,14 @@ imsg_send_pipelined_slow(int recipient_pid, int32 msgtype, const void *data,
 	result = imsg_lookup(recipient_pid, &batch.procno, &batch.generation);
 	if (result != IMSG_OK)
 		return result;
-	seg = imsg_take_spare(imsg_mailbox(batch.procno), batch.generation,
-						  IMSG_SEGMENT_HEADER + space);
+	seg = imsg_batch_start(imsg_mailbox(batch.procno), batch.generation,
+						   space, &timeout_ms, &room, &result);
+	if (result != IMSG_OK)
+		return result;
 	if (seg == NULL)
-		seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space, IMSG_BATCH_SEGMENT,
+		seg = imsg_segment_alloc(IMSG_SEGMENT_HEADER + space,
+								 room < IMSG_BATCH_SEGMENT - IMSG_SEGMENT_HEADER ?
+								 IMSG_SEGMENT_HEADER + room : IMSG_BATCH_SEGMENT,
 								 timeout_ms, &result);
 	if (seg == NULL)
 		return result;
@@ -981,6 +1311,9 @@ imsg_send_pipelined_slow(int recipient_pid, int32 msgtype, const void *data,
 	pg_atomic_init_u32(&seg->end, IMSG_SEGMENT_HEADER);
 	/* offsets of compact messages must fit in their first word */
 	batch.limit = Min(seg->size, IMSG_COMPACT_MAX_OFFSET);
+	/* and the batch within the recipient's quota (room >= space) */
+	if (room < batch.limit - IMSG_SEGMENT_HEADER)
+		batch.limit = IMSG_SEGMENT_HEADER + (uint32) room;
 	batch.recipient_pid = recipient_pid;
 	batch.owner_pid = recipient_pid == IMSG_MANAGER ?
 		imsg_mailbox(batch.procno)->owner_pid : recipient_pid;
@@ -1611,6 +1944,7 @@ imsg_publish_release(void)
 	ImsgSegment *to_free = NULL;
 	ImsgSegment *extra = NULL;
 	uint64		received;
+	bool		wake_quota_waiters;
 
 	if (mb == NULL || release.seg == NULL)
 		return;
@@ -1641,6 +1975,23 @@ imsg_publish_release(void)
 	mb->head_off = release.off;
 	mb->dequeued_msgs += unpublished_msgs;
 	mb->dequeued_bytes += unpublished_bytes;
+	/*
+	 * Senders waiting for room under our quota, once there is the room the
+	 * least needy of them waits for: the negation of imsg_over_quota (see
+	 * ImsgMailbox).
+	 */
+	wake_quota_waiters = false;
+	if (unlikely(mb->quota_wait_bytes != 0))
+	{
+		uint64		queued = mb->enqueued_bytes - mb->dequeued_bytes;
+
+		if (queued == 0 || mb->quota_bytes == 0 ||
+			queued + mb->quota_wait_bytes <= mb->quota_bytes)
+		{
+			mb->quota_wait_bytes = 0;
+			wake_quota_waiters = true;
+		}
+	}
 
 	if (mb->head == mb->tail &&
 		release.off == pg_atomic_read_u32(&mb->tail->end) &&
@@ -1673,6 +2024,10 @@ imsg_publish_release(void)
 	received = pg_atomic_read_u64(&mb->received) + unpublished_received;
 	pg_atomic_write_u64(&mb->received, received);
 	unpublished_msgs = unpublished_bytes = unpublished_received = 0;
+
+	/* after the mutex: the waiters take it to look again */
+	if (wake_quota_waiters)
+		ConditionVariableBroadcast(&mb->quota_cv);
 
 	while (to_free != NULL)
 	{
@@ -1776,6 +2131,8 @@ ImsgResultString(ImsgResult result)
 			return "too large";
 		case IMSG_NOT_LOADED:
 			return "not loaded";
+		case IMSG_OVER_QUOTA:
+			return "over quota";
 	}
 	return "unknown";
 }
@@ -1841,6 +2198,7 @@ imsg_mailbox_info(int slot, ImsgMailboxInfo *info)
 	memcpy(info->backend_type, mb->backend_type, sizeof(info->backend_type));
 	info->queued_messages = mb->enqueued_msgs - mb->dequeued_msgs;
 	info->queued_bytes = mb->enqueued_bytes - mb->dequeued_bytes;
+	info->quota_bytes = mb->quota_bytes;
 
 	/*
 	 * The head segment cannot be freed while we hold the mutex.  Show the

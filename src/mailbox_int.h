@@ -209,6 +209,24 @@ imsg_compact_segment(ImsgMessage *msg)
  * The owner-only fields are written by the owner alone (plain atomic
  * writes, no lock) and read by the monitoring views; they are on their own
  * cache line so that the owner's writes do not disturb senders.
+ *
+ * Quota (see "Quotas" in mailbox.c): a sender compares enqueued_bytes -
+ * dequeued_bytes (the bytes queued, as the owner last published its
+ * releases) with 'quota_bytes' under the mutex it takes anyway to reserve,
+ * so the check adds no lock and no atomic operation to a send; the three
+ * fields share the first cache line.  A sender that must wait for the
+ * sender that must wait for the owner registers on 'quota_cv' first
+ * (ConditionVariablePrepareToSleep), then, under the mutex, finds the
+ * mailbox still over its quota and notes in 'quota_wait_bytes' the room it
+ * needs (the smallest need of all waiters).  The owner, under the mutex,
+ * publishes what it released (dequeued_bytes); if that leaves the room a
+ * waiter needs, it clears quota_wait_bytes and, after releasing the
+ * mutex, broadcasts quota_cv.  The mutex orders the two: either the
+ * sender's recheck sees the new dequeued_bytes, or the owner sees the
+ * need of a sender that is already on the CV's wait list, and the owner's
+ * test is the negation of the sender's, so no wake-up is lost; a release
+ * that leaves too little room wakes nobody, and an owner that nobody
+ * waits for pays one load and a compare under a mutex it holds already.
  */
 typedef struct ImsgMailbox
 {
@@ -225,7 +243,27 @@ typedef struct ImsgMailbox
 	uint64		enqueued_bytes;
 	uint64		dequeued_msgs;	/* released since open (owner side) */
 	uint64		dequeued_bytes;
+
+	/*
+	 * Bytes this mailbox may have queued before senders wait (0: no
+	 * quota).  Written by the owner only (when it opens the mailbox and
+	 * when its setting changes), under the mutex; read by senders under
+	 * the mutex.
+	 */
+	uint64		quota_bytes;
+
+	/*
+	 * 0, or the smallest room (bytes) a sender waiting on quota_cv needs
+	 * under the quota.  Set by such a sender, after it registered on
+	 * quota_cv; read by the owner when it publishes releases, and cleared
+	 * (then quota_cv broadcast) once they leave that much room, when its
+	 * quota changes and when it closes.  Under the mutex.
+	 */
+	uint32		quota_wait_bytes;
 	char		backend_type[64];
+
+	/* senders waiting for room under the quota; see quota_wait_bytes */
+	ConditionVariable quota_cv;
 
 	/* written only by the owner, read by the views: */
 	char		pad[PG_CACHE_LINE_SIZE];

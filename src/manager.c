@@ -177,6 +177,7 @@ imsg_manager_send(int pid, int32 msgtype, const void *data, Size len)
 		MemoryContextSwitchTo(old);
 		return;
 	}
+	/* (never IMSG_OVER_QUOTA: the manager's sends ignore quotas) */
 	if (r != IMSG_OK && r != IMSG_NO_RECIPIENT)
 		ereport(LOG,
 				(errmsg("imessages manager could not send a message of type %d to process %d: %s",
@@ -1021,6 +1022,8 @@ imsg_manager_main(Datum main_arg)
 	imsg_mgr_state_init();
 	imsg_assembler_init(&assembler, "imessages manager assembly", partial_dropped);
 
+	/* our sends ignore quotas; our mailbox has the manager's (mailbox.c) */
+	imsg_mailbox_set_internal(true);
 	ImsgOpenMailbox();
 	mb = imsg_my_mailbox();
 	imsg_helpers_init();

@@ -215,6 +215,24 @@ imsg_report_send_failure(ImsgResult result, int recipient, Size len,
 						 errhint("Recipients must take their messages out with imsg_receive(), or raise imessages.buffer_size or imessages.send_timeout.")));
 			}
 			break;
+		case IMSG_OVER_QUOTA:
+			{
+				/* what the queue layer saw when the send gave up */
+				const ImsgOverQuota *q = imsg_last_over_quota();
+
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+						 errmsg("imessages mailbox of process %d is over its quota", q->pid),
+						 errdetail("The mailbox holds %llu bytes of unread messages and its quota is %llu bytes; the message needs %llu bytes; waited %d ms for the process to take messages out.",
+								   (unsigned long long) q->queued_bytes,
+								   (unsigned long long) q->quota_bytes,
+								   (unsigned long long) q->needed_bytes,
+								   timeout_ms),
+						 recipient == IMSG_MANAGER ?
+						 errhint("The manager's mailbox quota is imessages.manager_mailbox_quota; raise it or imessages.send_timeout if the load is legitimate.") :
+						 errhint("The recipient must take its messages out with imsg_receive(); a superuser can raise its imessages.mailbox_quota (0: no quota), or raise imessages.send_timeout.")));
+			}
+			break;
 		case IMSG_NOT_LOADED:
 			imsg_check_available();
 			break;
@@ -473,8 +491,8 @@ imsg_mailbox_stats(PG_FUNCTION_ARGS)
 	for (i = 0; i < imsg_mailbox_slots(); i++)
 	{
 		ImsgMailboxInfo info;
-		Datum		values[7];
-		bool		nulls[7] = {0};
+		Datum		values[8];
+		bool		nulls[8] = {0};
 
 		if (!imsg_mailbox_info(i, &info))
 			continue;
@@ -482,12 +500,17 @@ imsg_mailbox_stats(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(info.backend_type);
 		values[2] = Int64GetDatum((int64) info.queued_messages);
 		values[3] = Int64GetDatum((int64) info.queued_bytes);
-		if (info.oldest_sent_at != 0)
-			values[4] = TimestampTzGetDatum(info.oldest_sent_at);
+		/* NULL: no quota */
+		if (info.quota_bytes != 0)
+			values[4] = Int64GetDatum((int64) info.quota_bytes);
 		else
 			nulls[4] = true;
-		values[5] = Int64GetDatum((int64) info.sent);
-		values[6] = Int64GetDatum((int64) info.received);
+		if (info.oldest_sent_at != 0)
+			values[5] = TimestampTzGetDatum(info.oldest_sent_at);
+		else
+			nulls[5] = true;
+		values[6] = Int64GetDatum((int64) info.sent);
+		values[7] = Int64GetDatum((int64) info.received);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -82,11 +82,14 @@ is( $node->safe_psql(
 	'area totals count the messages of exited processes exactly once');
 
 # A sender waiting for room to a recipient that exits meanwhile fails, and
-# the segment it got once room was freed goes back to the allocator.
+# the segment it got once room was freed goes back to the allocator.  (The
+# recipient has no quota, so that its mailbox alone fills the area; the
+# same for a quota: t/150_mailbox_quota.pl.)
 {
 	my $full = $node->background_psql('postgres');
 	my $full_pid = $full->query_safe(
-		'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
+		'SET imessages.mailbox_quota = 0; '
+		  . 'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
 	$node->safe_psql('postgres', qq{
 SET imessages.send_timeout = 0;
 DO \$\$ BEGIN
@@ -145,6 +148,7 @@ for my $n (@newcomers)
 $sender->quit;
 
 # 100,000 messages between two backends: complete, exactly once, in order.
+# The receiver has no quota: the sender is to fill the area and wait for it.
 $node->safe_psql('postgres', q{
 CREATE TABLE recv_result (got integer, out_of_order integer, ids_not_increasing integer, last integer);
 CREATE TABLE receiver (pid integer);
@@ -182,7 +186,8 @@ BEGIN
 END $$;
 });
 my $receiver = $node->background_psql('postgres');
-$receiver->query_until(qr/started/, "\\echo started\nCALL receive_all(100000);\n");
+$receiver->query_until(qr/started/,
+	"\\echo started\nSET imessages.mailbox_quota = 0;\nCALL receive_all(100000);\n");
 $node->poll_query_until('postgres', 'SELECT count(*) = 1 FROM receiver')
   or die 'receiver did not start';
 my $receiver_pid = $node->safe_psql('postgres', 'SELECT pid FROM receiver');

@@ -106,14 +106,15 @@ SELECT string_agg(d.key->>'k', ',' ORDER BY r.seq)
 # A transaction that commits while the manager still has its last chunks
 # queued: they were sent before the commit, so the change set is complete
 # and delivered, not discarded as if the transaction had failed.  With 8 kB
-# chunks, ~5 MB makes more chunks than the manager takes in one batch (256)
-# before it looks at the commit log; stopping it makes them all wait.
+# chunks, ~3 MB makes more chunks than the manager takes in one batch (256)
+# before it looks at the commit log; stopping it makes them all wait (in
+# its mailbox, whose quota is half the area: 4 MB).
 $delivered = status('change_sets_delivered');
 $discarded = status('change_sets_discarded');
 kill 'STOP', $manager;
 $node->safe_psql('postgres', q{
 SET imessages.max_message_size = '8kB';
-INSERT INTO big SELECT i, repeat(md5(i::text), 40) FROM generate_series(100001, 104000) i;
+INSERT INTO big SELECT i, repeat(md5(i::text), 40) FROM generate_series(100001, 102400) i;
 });
 kill 'CONT', $manager;
 $node->poll_query_until('postgres',
@@ -123,7 +124,7 @@ is(status('change_sets_delivered') - $delivered, 1,
 	'a change set whose transaction committed before all its chunks were read is delivered');
 is(status('change_sets_discarded') - $discarded, 0, 'and not discarded');
 is($node->safe_psql('postgres', 'SELECT changes FROM imsg_recent_changesets(1)'),
-	'4000', 'with all its changes');
+	'2400', 'with all its changes');
 
 # Settling without a wake-up per commit (imessages.settle_delay): while
 # transactions with change sets keep committing, the manager looks at their

@@ -262,7 +262,8 @@ for my $how ('SIGTERM', 'ERROR')
 	$committer->query_safe("SET imessages.commit_mode = 'sync'; SET imessages.commit_timeout = '60s'");
 	start_waiting($committer, "INSERT INTO t VALUES ('lost $how', 1)");
 
-	# fill the area through the manager's mailbox, then one more sender waits
+	# fill the manager's mailbox to its quota (half the area), then one
+	# more sender waits
 	sql(q{
 SET imessages.send_timeout = 0;
 DO $$ BEGIN
@@ -359,13 +360,14 @@ SKIP:
 }
 
 # ---------------------------------------------------------------------
-# 5. The area full with a receiver that never reads; cancel and
-# statement_timeout end every wait.
+# 5. The area full with a receiver that never reads (and has no quota,
+# so that it fills the area); cancel and statement_timeout end every wait.
 # ---------------------------------------------------------------------
 {
 	my $sink = session();
 	my $sink_pid = $sink->query_safe(
-		'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
+		'SET imessages.mailbox_quota = 0; '
+		  . 'SELECT pg_backend_pid() FROM (SELECT count(*) FROM imsg_receive()) x');
 	sql(qq{
 SET imessages.send_timeout = 0;
 DO \$\$ BEGIN
@@ -493,8 +495,9 @@ INSERT INTO t VALUES ('cancelled', 2)},
 	kill 'STOP', $manager;
 	is(sql("SELECT count(imsg_send('q')) FROM generate_series(1, 254)"), '254',
 		'254 messages wait for a stopped manager');
-	# about 500 kB: 4 chunks of 128 kB (an eighth of the 1 MB area)
-	sql("INSERT INTO lag SELECT i, repeat(md5(i::text), 32) FROM generate_series(1, 500) i");
+	# about 440 kB: 4 chunks of up to 128 kB (an eighth of the 1 MB area),
+	# which fit the stopped manager's quota (half the area) with the rest
+	sql("INSERT INTO lag SELECT i, repeat(md5(i::text), 32) FROM generate_series(1, 420) i");
 	is(sql('SELECT queued_messages FROM imsg_area'), 258,
 		'the committed transaction\'s 4 chunks are queued behind them');
 	kill 'CONT', $manager;
@@ -503,7 +506,7 @@ INSERT INTO t VALUES ('cancelled', 2)},
 	  or die 'the change set was neither delivered nor discarded';
 	is( sql("SELECT change_sets_delivered - $delivered, change_sets_discarded - $discarded FROM imsg_manager_status()"),
 		'1|0', 'a committed change set whose last parts were still queued is delivered, not discarded');
-	is(sql('SELECT changes FROM imsg_recent_changesets(1)'), '500', 'with all its 500 changes');
+	is(sql('SELECT changes FROM imsg_recent_changesets(1)'), '420', 'with all its 420 changes');
 	ok(!$node->log_contains(qr/dropped part \d+ of a message/, $log_offset), 'no part dropped');
 	is(sql('SELECT imsg_manager_pid()'), $manager, 'by the same manager');
 }

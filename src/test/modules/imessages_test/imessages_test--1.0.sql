@@ -40,3 +40,7 @@ RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
 
 CREATE FUNCTION imsg_test_reserve_hold(recipient integer, ms integer)
 RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;
+
+CREATE FUNCTION imsg_test_send_pipelined_timeout(recipient integer, n integer,
+                                                 len integer, timeout_ms integer)
+RETURNS text AS 'MODULE_PATHNAME' LANGUAGE C STRICT;

@@ -328,3 +328,30 @@ imsg_test_reserve_hold(PG_FUNCTION_ARGS)
 	(void) ImsgCommit(&buf);
 	PG_RETURN_TEXT_P(cstring_to_text("ok"));
 }
+
+PG_FUNCTION_INFO_V1(imsg_test_send_pipelined_timeout);
+
+/*
+ * Up to n pipelined messages of len bytes, each waiting up to timeout_ms,
+ * then a flush: "<messages accepted> <result of the last send>".
+ */
+Datum
+imsg_test_send_pipelined_timeout(PG_FUNCTION_ARGS)
+{
+	int			recipient = PG_GETARG_INT32(0);
+	int			n = PG_GETARG_INT32(1);
+	int			len = PG_GETARG_INT32(2);
+	int			timeout_ms = PG_GETARG_INT32(3);
+	char	   *data = palloc0(Max(len, 1));
+	ImsgResult	r = IMSG_OK;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		r = ImsgSendPipelined(recipient, 10, data, len, timeout_ms, NULL);
+		if (r != IMSG_OK)
+			break;
+	}
+	ImsgFlush(recipient);
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%d %s", i, ImsgResultString(r))));
+}
