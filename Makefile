@@ -22,7 +22,8 @@ PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src -I$(libpq_srcdir) $(PG_CPPFLAG
 # libpq: a node that catches up fetches change sets from a donor (recovery.c)
 SHLIB_LINK_INTERNAL = $(libpq)
 
-REGRESS = setup send_receive errors quota manager changeset checksum security hostile
+REGRESS = setup send_receive errors quota manager changeset checksum security hostile \
+          node_sequences
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait mailbox_quota_wait \
             changeset_commits

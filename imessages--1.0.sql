@@ -130,6 +130,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   kind "char";
+  stride bigint;
+  node bigint;
+  key record;
 BEGIN
   IF tbl IS NULL THEN
     RAISE EXCEPTION 'the table to replicate must not be null'
@@ -150,6 +153,40 @@ BEGIN
       USING ERRCODE = 'object_not_in_prerequisite_state',
             HINT = 'imessages identifies rows by an immediate (not deferrable) primary key; add one.';
   END IF;
+  -- a key column whose values come from a sequence: every node's copy of
+  -- the sequence gives the same values unless imsg_node_sequence() made
+  -- them disjoint (its increment is the stride, its start congruent to
+  -- this node's id)
+  stride := coalesce(current_setting('imessages.node_sequence_stride', true), '0')::bigint;
+  node := coalesce(current_setting('imessages.node_id', true), '0')::bigint;
+  FOR key IN
+    SELECT a.attname, s.seq
+      FROM pg_attribute a
+     CROSS JOIN LATERAL (
+           SELECT pg_get_serial_sequence(tbl::text, a.attname)::regclass AS seq
+            WHERE a.attidentity <> ''
+           UNION
+           SELECT d.refobjid::regclass
+             FROM pg_attrdef ad
+             JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                             AND d.refclassid = 'pg_class'::regclass
+             JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'S'
+            WHERE ad.adrelid = tbl AND ad.adnum = a.attnum AND a.attidentity = '') s
+      JOIN pg_sequence q ON q.seqrelid = s.seq
+     WHERE a.attrelid = tbl AND NOT a.attisdropped
+       AND EXISTS (SELECT 1 FROM pg_index i
+                    WHERE i.indrelid = tbl AND (i.indisprimary OR i.indisreplident)
+                      AND a.attnum = ANY (i.indkey))
+       AND NOT coalesce(node BETWEEN 1 AND stride AND q.seqincrement = stride
+                        AND (q.seqstart % nullif(stride, 0) + stride) % nullif(stride, 0)
+                            = node % nullif(stride, 0), false)
+     ORDER BY a.attnum, s.seq::text
+  LOOP
+    RAISE WARNING 'key column "%" of table "%" takes its values from sequence "%", which gives the same values on every node',
+                  key.attname, tbl, key.seq
+      USING DETAIL = 'Rows inserted at once on two nodes then get the same key: one transaction fails with 40001 in commit_mode sync, one row overwrites the other in async.',
+            HINT = format('Run SELECT imsg_node_sequence(%L); on every node, each with its own imessages.node_id.', key.seq);
+  END LOOP;
   IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'imsg_capture') THEN
     RETURN;
   END IF;
@@ -179,6 +216,187 @@ BEGIN
   END IF;
   EXECUTE format('DROP TRIGGER imsg_capture ON %s', tbl);
   EXECUTE format('DROP TRIGGER IF EXISTS imsg_refuse_truncate ON %s', tbl);
+END $$;
+
+--
+-- Keys that do not collide.  Sequences are not replicated: each node has
+-- its own copy of a serial or identity column's sequence, and all copies
+-- give the same values.  imsg_node_sequence() makes this node's copy give
+-- only the values congruent to imessages.node_id modulo
+-- imessages.node_sequence_stride (Galera's auto_increment_offset and
+-- auto_increment_increment), above any it gave or its columns hold here.
+-- Run it on every node.  It returns the next value the sequence gives.
+--
+CREATE FUNCTION imsg_node_sequence(seq regclass)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  stride_setting text := current_setting('imessages.node_sequence_stride', true);
+  node_setting text := current_setting('imessages.node_id', true);
+  stride bigint;
+  node bigint;
+  residue bigint;
+  kind "char";
+  seq_min bigint;
+  seq_max bigint;
+  seq_increment bigint;
+  seq_cycle boolean;
+  seq_last numeric;
+  seq_called boolean;
+  lowest numeric;             -- the smallest value that may be given
+  top numeric;
+  restart_at numeric;
+  col record;
+BEGIN
+  IF seq IS NULL THEN
+    RAISE EXCEPTION 'the sequence must not be null'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  SELECT relkind INTO kind FROM pg_class WHERE oid = seq;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', seq::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
+  IF kind <> 'S' THEN
+    RAISE EXCEPTION '"%" is not a sequence', seq
+      USING ERRCODE = 'wrong_object_type';
+  END IF;
+  IF stride_setting IS NULL OR node_setting IS NULL THEN
+    RAISE EXCEPTION 'imessages must be loaded via shared_preload_libraries'
+      USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
+  stride := stride_setting::bigint;
+  node := node_setting::bigint;
+  IF node = 0 THEN
+    RAISE EXCEPTION 'this node has no imessages.node_id'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = format('Set imessages.node_id to a number from 1 to imessages.node_sequence_stride (%s), a different one on each node of the group.', stride);
+  END IF;
+  IF node > stride THEN
+    RAISE EXCEPTION 'imessages.node_id (%) exceeds imessages.node_sequence_stride (%)', node, stride
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Give the nodes numbers from 1 to the stride, or raise imessages.node_sequence_stride on every node.';
+  END IF;
+  residue := node % stride;
+
+  SELECT seqmin, seqmax, seqincrement, seqcycle
+    INTO seq_min, seq_max, seq_increment, seq_cycle
+    FROM pg_sequence WHERE seqrelid = seq;
+  IF seq_increment < 0 THEN
+    RAISE EXCEPTION 'sequence "%" is descending', seq
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'imsg_node_sequence() handles ascending sequences only.';
+  END IF;
+  IF seq_cycle THEN
+    RAISE EXCEPTION 'sequence "%" cycles', seq
+      USING ERRCODE = 'feature_not_supported',
+            DETAIL = 'Once it wraps around it would give values that other nodes give or that are in use.',
+            HINT = format('ALTER SEQUENCE %s NO CYCLE first.', seq);
+  END IF;
+  IF seq_max::numeric - seq_min < stride THEN
+    RAISE EXCEPTION 'the range of sequence "%" cannot hold a stride of %', seq, stride
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('It goes from %s to %s.', seq_min, seq_max),
+            HINT = format('Widen its range (ALTER SEQUENCE %s MAXVALUE ..., AS bigint if need be), or lower imessages.node_sequence_stride on every node.', seq);
+  END IF;
+
+  -- The new increment first: ALTER SEQUENCE locks the sequence until the
+  -- end of the transaction, so no nextval() here gives a value between the
+  -- reading below and the restart.
+  EXECUTE format('ALTER SEQUENCE %s INCREMENT BY %s', seq, stride);
+  EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO seq_last, seq_called;
+  lowest := CASE WHEN seq_called THEN seq_last + 1 ELSE seq_last END;
+  -- above what the columns drawing from it hold here too: rows other nodes
+  -- inserted with the same sequence are here, and this node's copy never
+  -- gave their keys
+  FOR col IN
+    SELECT ad.adrelid::regclass AS tbl, a.attname
+      FROM pg_depend d
+      JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+      JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+     WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = seq
+    UNION
+    SELECT d.refobjid::regclass, a.attname
+      FROM pg_depend d
+      JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+     WHERE d.classid = 'pg_class'::regclass AND d.objid = seq
+       AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'i'
+  LOOP
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+                WHERE c.oid = col.tbl AND c.relkind IN ('r', 'p') AND a.attname = col.attname
+                  AND NOT a.attisdropped
+                  AND a.atttypid IN ('smallint'::regtype, 'integer'::regtype,
+                                     'bigint'::regtype, 'numeric'::regtype)) THEN
+      EXECUTE format('SELECT max(%I)::numeric FROM %s', col.attname, col.tbl) INTO top;
+      IF top >= lowest THEN
+        lowest := floor(top) + 1;
+      END IF;
+    END IF;
+  END LOOP;
+  lowest := greatest(lowest, seq_min);
+  restart_at := lowest + ((residue - lowest) % stride + stride) % stride;
+  IF restart_at > seq_max THEN
+    RAISE EXCEPTION 'sequence "%" has no value left for node %', seq, node
+      USING ERRCODE = 'sequence_generator_limit_exceeded',
+            DETAIL = format('Its next value would be %s, congruent to %s modulo %s, above its maximum %s.',
+                            restart_at, residue, stride, seq_max),
+            HINT = format('Raise its maximum if it can be raised (ALTER SEQUENCE %s MAXVALUE ..., AS bigint if need be).', seq);
+  END IF;
+  -- START too, so that a later RESTART without a value stays on this
+  -- node's values, and so that imsg_replicate() can tell it was done
+  EXECUTE format('ALTER SEQUENCE %s START WITH %s RESTART WITH %s', seq, restart_at, restart_at);
+  RETURN restart_at;
+END $$;
+
+-- The same for the sequence a column of a table takes its values from:
+-- its identity sequence, or the one its default calls nextval() on.
+CREATE FUNCTION imsg_node_sequence(tbl regclass, col name)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  num smallint;
+  identity "char";
+  seqs regclass[];
+BEGIN
+  IF tbl IS NULL OR col IS NULL THEN
+    RAISE EXCEPTION 'the table and the column must not be null'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl) THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
+  SELECT attnum, attidentity INTO num, identity FROM pg_attribute
+   WHERE attrelid = tbl AND attname = col AND attnum > 0 AND NOT attisdropped;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'column "%" of relation "%" does not exist', col, tbl
+      USING ERRCODE = 'undefined_column';
+  END IF;
+  IF identity <> '' THEN
+    seqs := ARRAY[pg_get_serial_sequence(tbl::text, col)::regclass];
+  ELSE
+    SELECT array_agg(DISTINCT d.refobjid::regclass) INTO seqs
+      FROM pg_attrdef ad
+      JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                      AND d.refclassid = 'pg_class'::regclass
+      JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'S'
+     WHERE ad.adrelid = tbl AND ad.adnum = num;
+  END IF;
+  IF coalesce(cardinality(seqs), 0) = 0 THEN
+    RAISE EXCEPTION 'column "%" of relation "%" takes no value from a sequence', col, tbl
+      USING ERRCODE = 'undefined_object',
+            HINT = 'It needs to be an identity column, or have a default that calls nextval().';
+  END IF;
+  IF cardinality(seqs) > 1 THEN
+    RAISE EXCEPTION 'the default of column "%" of relation "%" uses more than one sequence', col, tbl
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Call imsg_node_sequence() on each sequence.';
+  END IF;
+  RETURN @extschema@.imsg_node_sequence(seqs[1]);
 END $$;
 
 CREATE VIEW imsg_replicated_tables AS
@@ -281,6 +499,8 @@ REVOKE ALL ON FUNCTION imsg_capture() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_refuse_truncate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_replicate(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_unreplicate(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_node_sequence(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION imsg_node_sequence(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_changeset_decode(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_recent_changesets(integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_table_checksum(regclass) FROM PUBLIC;

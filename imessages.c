@@ -56,6 +56,8 @@ char	   *imsg_node_conninfo = NULL;
 int			imsg_changeset_log_size_kb = 64 * 1024;
 bool		imsg_debug_skip_position = false;
 int			imsg_flow_control_limit = 1000;
+int			imsg_node_id = 0;
+int			imsg_node_sequence_stride = 16;
 
 static const struct config_enum_entry commit_mode_options[] = {
 	{"async", IMSG_COMMIT_ASYNC, false},
@@ -152,6 +154,31 @@ _PG_init(void)
 							10000, 1, INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	/*
+	 * Read by imsg_node_sequence() and imsg_replicate() (SQL), in any
+	 * session: superuser-only, since they decide which values this node's
+	 * sequences hand out; a superuser may set them in the session that runs
+	 * imsg_node_sequence(), as MySQL allows for auto_increment_offset.
+	 */
+	DefineCustomIntVariable("imessages.node_id",
+							"This node's number in the group, from 1 to imessages.node_sequence_stride; unique within the group.",
+							"imsg_node_sequence() gives this node's sequences the values congruent to it modulo the stride.  "
+							"0: none, and imsg_node_sequence() refuses to run.",
+							&imsg_node_id,
+							0, 0, IMSG_MAX_NODE_SEQUENCE_STRIDE,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("imessages.node_sequence_stride",
+							"The increment imsg_node_sequence() gives sequences: the most nodes whose values stay disjoint.",
+							"Use the same value on every node.",
+							&imsg_node_sequence_stride,
+							16, 2, IMSG_MAX_NODE_SEQUENCE_STRIDE,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)

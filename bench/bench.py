@@ -155,7 +155,8 @@ class LabGroup:
                     # outrun delivery, and beyond max_local_writes
                     # undelivered commits the committers fail
                     extra_conf=f"imessages.gcs = corosync\nimessages.gcs_group = 'bench'\n"
-                               f"imessages.node_name = 'node{i}'\nimessages.commit_timeout = 60000\n"
+                               f"imessages.node_name = 'node{i}'\nimessages.node_id = {i}\n"
+                               f"imessages.commit_timeout = 60000\n"
                                f"imessages.max_local_writes = 262144")
         c.extra_conf += f"\nimessages.node_conninfo = '{c.conninfo}'"
         return c
@@ -682,10 +683,10 @@ COMMIT;""")
         tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
         try:
             group.start()
-            for i, c in enumerate(group.nodes):
+            for c in group.nodes:
                 init_tpcb(c)
                 # each node's history keys apart from the others' (issue 20)
-                c.psql(f"ALTER SEQUENCE pgbench_history_hid_seq INCREMENT BY 3 RESTART WITH {i + 1}")
+                c.psql("SELECT imsg_node_sequence('pgbench_history_hid_seq')")
                 c.psql("; ".join(f"SELECT imsg_replicate('{t}')" for t in tables))
             for rep in range(reps):
                 for mode in ("async", "sync"):

@@ -50,6 +50,11 @@ extern char *imsg_node_conninfo;
 extern int	imsg_changeset_log_size_kb;
 extern bool imsg_debug_skip_position;
 extern int	imsg_flow_control_limit;
+extern int	imsg_node_id;
+extern int	imsg_node_sequence_stride;
+
+/* the largest imessages.node_sequence_stride (and imessages.node_id) */
+#define IMSG_MAX_NODE_SEQUENCE_STRIDE	65535
 
 #define IMSG_COMMIT_ASYNC		0
 #define IMSG_COMMIT_SYNC		1

@@ -986,6 +986,35 @@ copy_table(PGconn *conn, PGconn *local, const char *donor, const char *table, bo
 }
 
 /*
+ * After a transfer, SQL that spreads this node's sequences again.  pg_dump
+ * brought the sequences of the replicated tables (those their serial and
+ * identity columns own) as the donor's copies; those the donor's
+ * imsg_node_sequence() spread, whose increment is the stride, would give
+ * the donor's values here, and so collide with its rows.  With no
+ * imessages.node_id here, the log says so instead (the transfer goes on:
+ * refusing it would keep the node out of its group for a setting).
+ */
+static char *
+node_sequences_sql(void)
+{
+	return psprintf("SET search_path = pg_catalog, pg_temp; "
+					"DO $imsg$DECLARE s regclass; BEGIN "
+					"FOR s IN SELECT q.seqrelid::regclass FROM pg_sequence q "
+					"WHERE q.seqincrement = current_setting('imessages.node_sequence_stride')::bigint "
+					"AND q.seqrelid IN (SELECT d.objid FROM pg_depend d "
+					"WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass "
+					"AND d.deptype IN ('a', 'i') "
+					"AND d.refobjid IN (SELECT relation FROM %s.imsg_replicated_tables)) "
+					"ORDER BY 1 LOOP "
+					"IF current_setting('imessages.node_id')::integer = 0 THEN "
+					"RAISE WARNING 'sequence \"%%\" came with the full transfer as a copy of the donor''s, and gives the donor''s values', s "
+					"USING HINT = 'Set imessages.node_id and run imsg_node_sequence() on it.'; "
+					"ELSE PERFORM %s.imsg_node_sequence(s); END IF; "
+					"END LOOP; END$imsg$",
+					ext_schema, ext_schema);
+}
+
+/*
  * Copy every replicated table of the donor, definitions and rows, at an
  * exact position: the donor pauses (imsg_pause_apply: everything it
  * delivered is applied, new deliveries wait), exports a repeatable-read
@@ -1179,6 +1208,8 @@ imsg_job_transfer(ImsgWhole *msg)
 			copied_rows += rows;
 		}
 		if (!local_exec(local, post_data, &err))
+			goto done;
+		if (!local_exec(local, node_sequences_sql(), &err))
 			goto done;
 	}
 	if (!local_exec(local,

@@ -163,10 +163,11 @@ sub stop_corosync
 	return !grep { !$before{$_} } glob('/dev/shm/qb-*');
 }
 
-# Initialize $node as member node$i of $group ($conf appended), start it,
-# create the extension and run $setup_sql.  Its node_conninfo is how the
-# others reach it to catch up from its change-set log (a unix socket:
-# sockets reach across network namespaces too).
+# Initialize $node as member node$i (imessages.node_id $i) of $group
+# ($conf appended), start it, create the extension and run $setup_sql.
+# Its node_conninfo is how the others reach it to catch up from its
+# change-set log (a unix socket: sockets reach across network namespaces
+# too).
 sub start_member
 {
 	my ($node, $i, $group, $conf, $setup_sql) = @_;
@@ -178,6 +179,7 @@ max_connections = 40
 imessages.gcs = corosync
 imessages.gcs_group = '$group'
 imessages.node_name = 'node$i'
+imessages.node_id = $i
 imessages.commit_timeout = 60000
 $conf
 });
@@ -284,8 +286,10 @@ DELETE FROM u WHERE id = :id;
 };
 }
 
-# pgbench's output of each node in the last storm (for the benchmarks).
+# pgbench's output and exit status of each node in the last storm (for
+# the benchmarks, and tests that check failed transactions).
 our @last_outputs;
+our @last_results;
 
 # Run one pgbench per node at once, each with the script $script (text),
 # $clients clients and $xacts transactions per client ("T<n>": for n
@@ -312,9 +316,11 @@ sub storm
 		push @runs, IPC::Run::start(\@cmd, '<', \undef, '>', \$outs[$i], '2>', \$errs[$i]);
 	}
 	my @done;
+	@last_results = ();
 	for my $i (0 .. $#runs)
 	{
 		$runs[$i]->finish;
+		push @last_results, $runs[$i]->result(0);
 		my ($n) = $outs[$i] =~ /number of transactions actually processed: (\d+)/;
 		diag($nodes->[$i]->name . ": pgbench: $errs[$i]") if $runs[$i]->result || !defined $n;
 		push @done, $n // 0;

@@ -83,6 +83,10 @@ psql_demo -q <<'SQL'
 \echo '== change sets: a short transactional workload on replicated tables'
 CREATE TABLE accounts (id integer PRIMARY KEY, owner text, balance numeric(12,2));
 CREATE TABLE transfers (id bigserial PRIMARY KEY, from_id integer, to_id integer, amount numeric(12,2));
+-- a serial key: this node's sequence gets values of its own (in a group,
+-- each node runs this with its own imessages.node_id)
+SET imessages.node_id = 1;
+SELECT imsg_node_sequence('transfers', 'id') AS first_transfer_id;
 SELECT imsg_replicate('accounts'), imsg_replicate('transfers');
 SELECT * FROM imsg_replicated_tables;
 INSERT INTO accounts SELECT i, 'owner ' || i, 1000 FROM generate_series(1, 5) i;
