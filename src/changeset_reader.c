@@ -323,6 +323,7 @@ imsg_cs_reader_next(ImsgCsReader *r)
 	}
 	rec->tag = ImsgBufferGetInt8(&r->in);
 	rec->rel = ImsgBufferGetInt32(&r->in);
+	rec->ntables = 0;			/* (a statement's; the record is reused) */
 	if (rec->rel < 0 || rec->rel >= IMSG_CS_MAX_RELATIONS)
 		r->why = "A relation id is out of range.";
 	else if (rec->tag == IMSG_CS_RELATION)
@@ -407,7 +408,10 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 		}
 		if (s->nrows + 2 + 2 * rec->ntables > size)
 		{
-			/* at most 2 rows per change, and a change takes 7 bytes at least */
+			/*
+			 * at most 2 rows per change (2 per table of a statement), and a
+			 * change takes 7 bytes at least
+			 */
 			if (size >= INT_MAX / 2)
 			{
 				r.why = "It has too many changes.";

@@ -152,7 +152,9 @@ run_tap_files() {
 			kill_tree "$pid"
 			wait "$pid" 2>/dev/null
 			cat "$one" >"$tap_logs/prove_${t##*/}.partial"
-			# what it left running (servers are started with setsid)
+			# what it left running (servers are started with setsid); the
+			# corosyncs are its own: t/ImsgGroup.pm lets one test at a time
+			# run corosync on this machine
 			pkill -KILL -f -- "$work/" 2>/dev/null
 			pkill -KILL -f -- "imsg_corosync_|imsg_lab_|imsg_storm_" 2>/dev/null
 		else
