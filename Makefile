@@ -23,7 +23,7 @@ PG_CPPFLAGS = -I$(srcdir)/include -I$(srcdir)/src -I$(libpq_srcdir) $(PG_CPPFLAG
 SHLIB_LINK_INTERNAL = $(libpq)
 
 REGRESS = setup send_receive errors quota manager changeset checksum security hostile \
-          node_sequences
+          node_sequences table_definition
 REGRESS_OPTS = --temp-config=$(srcdir)/imessages.conf
 ISOLATION = fifo_two_senders wake_receiver full_area_wait mailbox_quota_wait \
             changeset_commits

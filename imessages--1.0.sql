@@ -123,6 +123,162 @@ RETURNS trigger
 AS 'MODULE_PATHNAME', 'imsg_refuse_truncate'
 LANGUAGE C;
 
+CREATE FUNCTION imsg_capture_replicate(tbl regclass, op text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'imsg_capture_replicate'
+LANGUAGE C;
+
+-- The sequences a table's columns take their values from: an identity
+-- column's, or those its default calls nextval() on.
+CREATE FUNCTION imsg_table_sequences(tbl regclass)
+RETURNS TABLE(attnum smallint, attname name, seq regclass, is_identity boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT a.attnum, a.attname, s.seq, a.attidentity <> ''
+    FROM pg_attribute a
+   CROSS JOIN LATERAL (
+         SELECT pg_get_serial_sequence(tbl::text, a.attname)::regclass AS seq
+          WHERE a.attidentity <> ''
+         UNION
+         SELECT d.refobjid::regclass
+           FROM pg_attrdef ad
+           JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                           AND d.refclassid = 'pg_class'::regclass
+           JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'S'
+          WHERE ad.adrelid = tbl AND ad.adnum = a.attnum AND a.attidentity = '') s
+   WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND s.seq IS NOT NULL
+   ORDER BY a.attnum, s.seq::text
+$$;
+
+-- For each column of 'tbl' that takes values from a sequence, the highest
+-- value it gave here or the column holds: a node that creates the table
+-- from imsg_replicate() starts its own copy of the sequence above it.
+CREATE FUNCTION imsg_table_sequence_floors(tbl regclass)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  s record;
+  seq_last numeric;
+  top numeric;
+  floors jsonb := '{}';
+BEGIN
+  FOR s IN SELECT q.attname, q.seq, format_type(a.atttypid, NULL) AS typ
+             FROM @extschema@.imsg_table_sequences(tbl) q
+             JOIN pg_attribute a ON a.attrelid = tbl AND a.attnum = q.attnum
+  LOOP
+    EXECUTE format('SELECT CASE WHEN is_called THEN last_value END FROM %s', s.seq) INTO seq_last;
+    top := NULL;
+    IF s.typ IN ('smallint', 'integer', 'bigint', 'numeric') THEN
+      EXECUTE format('SELECT floor(max(%I))::numeric FROM %s', s.attname, tbl) INTO top;
+    END IF;
+    IF greatest(seq_last, top) >= 1 THEN
+      floors := floors || jsonb_build_object(s.attname, greatest(seq_last, top));
+    END IF;
+  END LOOP;
+  RETURN floors;
+END $$;
+
+-- The statements that create table 'tbl' as it is on this node, for a
+-- node that does not have it (imsg_replicate() sends them): its schema,
+-- the sequences its defaults use (with their default options: each node
+-- spreads its own, see imsg_node_sequence()), the table with its columns,
+-- defaults, identity, generated columns and NOT NULLs, its constraints
+-- (foreign keys last), its other indexes and its owner where that role
+-- exists.  Names are schema-qualified (search_path is pg_catalog here).
+-- Privileges, comments, triggers and statistics settings are not copied.
+CREATE FUNCTION imsg_table_definition(tbl regclass)
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  t record;
+  col record;
+  qname text;
+  cols text[] := '{}';
+  stmts text[] := '{}';
+BEGIN
+  SELECT n.nspname, c.relname, c.relpersistence, pg_get_userbyid(c.relowner) AS owner
+    INTO t
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.oid = tbl;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+      USING ERRCODE = 'undefined_table';
+  END IF;
+  qname := format('%I.%I', t.nspname, t.relname);
+  stmts := stmts || format('CREATE SCHEMA IF NOT EXISTS %I', t.nspname);
+  FOR col IN
+    SELECT n.nspname, c.relname, format_type(q.seqtypid, NULL) AS typ
+      FROM @extschema@.imsg_table_sequences(tbl) s
+      JOIN pg_class c ON c.oid = s.seq
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_sequence q ON q.seqrelid = s.seq
+     WHERE NOT s.is_identity
+  LOOP
+    stmts := stmts || format('CREATE SEQUENCE IF NOT EXISTS %I.%I AS %s', col.nspname, col.relname, col.typ);
+  END LOOP;
+  FOR col IN
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS typ, a.attnotnull,
+           a.attidentity, a.attgenerated, pg_get_expr(ad.adbin, ad.adrelid) AS def,
+           (SELECT format('%I.%I', cn.nspname, co.collname)
+              FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+             WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation) AS coll
+      FROM pg_attribute a
+      JOIN pg_type ty ON ty.oid = a.atttypid
+      LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+     ORDER BY a.attnum
+  LOOP
+    cols := cols || (format('%I %s', col.attname, col.typ)
+                     || coalesce(' COLLATE ' || col.coll, '')
+                     || CASE WHEN col.attgenerated = 's' THEN format(' GENERATED ALWAYS AS (%s) STORED', col.def)
+                             WHEN col.attidentity = 'a' THEN ' GENERATED ALWAYS AS IDENTITY'
+                             WHEN col.attidentity = 'd' THEN ' GENERATED BY DEFAULT AS IDENTITY'
+                             WHEN col.def IS NOT NULL THEN ' DEFAULT ' || col.def
+                             ELSE '' END
+                     || CASE WHEN col.attnotnull THEN ' NOT NULL' ELSE '' END);
+  END LOOP;
+  stmts := stmts || format('CREATE %sTABLE %s (%s)',
+                           CASE WHEN t.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
+                           qname, array_to_string(cols, ', '));
+  FOR col IN
+    SELECT n.nspname, c.relname, a.attname
+      FROM pg_depend d
+      JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+       AND d.refobjid = tbl AND d.deptype = 'a'
+  LOOP
+    stmts := stmts || format('ALTER SEQUENCE %I.%I OWNED BY %s.%I', col.nspname, col.relname, qname, col.attname);
+  END LOOP;
+  FOR col IN
+    SELECT conname, pg_get_constraintdef(oid) AS def
+      FROM pg_constraint
+     WHERE conrelid = tbl AND contype IN ('p', 'u', 'c', 'x', 'f')
+     ORDER BY contype = 'f', conname
+  LOOP
+    stmts := stmts || format('ALTER TABLE %s ADD CONSTRAINT %I %s', qname, col.conname, col.def);
+  END LOOP;
+  FOR col IN
+    SELECT pg_get_indexdef(i.indexrelid) AS def
+      FROM pg_index i
+     WHERE i.indrelid = tbl
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = tbl)
+     ORDER BY i.indexrelid::regclass::text
+  LOOP
+    stmts := stmts || col.def;
+  END LOOP;
+  stmts := stmts || format('DO %L',
+    format('BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %L) THEN '
+           'ALTER TABLE %s OWNER TO %I; END IF; END', t.owner, qname, t.owner));
+  RETURN stmts;
+END $$;
+
 CREATE FUNCTION imsg_replicate(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -160,27 +316,16 @@ BEGIN
   stride := coalesce(current_setting('imessages.node_sequence_stride', true), '0')::bigint;
   node := coalesce(current_setting('imessages.node_id', true), '0')::bigint;
   FOR key IN
-    SELECT a.attname, s.seq
-      FROM pg_attribute a
-     CROSS JOIN LATERAL (
-           SELECT pg_get_serial_sequence(tbl::text, a.attname)::regclass AS seq
-            WHERE a.attidentity <> ''
-           UNION
-           SELECT d.refobjid::regclass
-             FROM pg_attrdef ad
-             JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
-                             AND d.refclassid = 'pg_class'::regclass
-             JOIN pg_class c ON c.oid = d.refobjid AND c.relkind = 'S'
-            WHERE ad.adrelid = tbl AND ad.adnum = a.attnum AND a.attidentity = '') s
+    SELECT s.attname, s.seq
+      FROM @extschema@.imsg_table_sequences(tbl) s
       JOIN pg_sequence q ON q.seqrelid = s.seq
-     WHERE a.attrelid = tbl AND NOT a.attisdropped
-       AND EXISTS (SELECT 1 FROM pg_index i
+     WHERE EXISTS (SELECT 1 FROM pg_index i
                     WHERE i.indrelid = tbl AND (i.indisprimary OR i.indisreplident)
-                      AND a.attnum = ANY (i.indkey))
+                      AND s.attnum = ANY (i.indkey))
        AND NOT coalesce(node BETWEEN 1 AND stride AND q.seqincrement = stride
                         AND (q.seqstart % nullif(stride, 0) + stride) % nullif(stride, 0)
                             = node % nullif(stride, 0), false)
-     ORDER BY a.attnum, s.seq::text
+     ORDER BY s.attnum, s.seq::text
   LOOP
     RAISE WARNING 'key column "%" of table "%" takes its values from sequence "%", which gives the same values on every node',
                   key.attname, tbl, key.seq
@@ -194,6 +339,17 @@ BEGIN
                  'FOR EACH ROW EXECUTE FUNCTION @extschema@.imsg_capture()', tbl);
   EXECUTE format('CREATE TRIGGER imsg_refuse_truncate BEFORE TRUNCATE ON %s '
                  'FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.imsg_refuse_truncate()', tbl);
+  -- in a group, the table travels: every other node creates it if it has
+  -- none, takes this node's rows in place of its own and replicates it
+  -- (imsg_apply_replicate(), at this change set's place in the order)
+  IF @extschema@.imsg_capture_replicate(tbl, NULL) THEN
+    IF kind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = tbl OR inhparent = tbl) THEN
+      RAISE EXCEPTION 'cannot replicate "%" through the group: it is partitioned or inherits', tbl
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Create it on every node, and call imsg_replicate() on each with session_replication_role = replica.';
+    END IF;
+    PERFORM @extschema@.imsg_capture_replicate(tbl, 'replicate');
+  END IF;
 END $$;
 
 CREATE FUNCTION imsg_unreplicate(tbl regclass)
@@ -216,6 +372,58 @@ BEGIN
   END IF;
   EXECUTE format('DROP TRIGGER imsg_capture ON %s', tbl);
   EXECUTE format('DROP TRIGGER IF EXISTS imsg_refuse_truncate ON %s', tbl);
+  IF @extschema@.imsg_capture_replicate(tbl, NULL) THEN
+    PERFORM @extschema@.imsg_capture_replicate(tbl, 'unreplicate');
+  END IF;
+END $$;
+
+-- A remote imsg_replicate() or imsg_unreplicate(), run by a helper at its
+-- change set's place in the order (apply.c).  replicate: create the table
+-- if this node has none (and spread its new sequences if imessages.node_id
+-- is set), drop the rows it has here that a later local write does not
+-- win (the origin's rows follow in the change set), replicate it.
+CREATE FUNCTION imsg_apply_replicate(doc jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  rel regclass := to_regclass(format('%I.%I', doc->>'schema', doc->>'table'));
+  stmt text;
+  s record;
+BEGIN
+  IF doc->>'op' = 'unreplicate' THEN
+    IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'imsg_capture') THEN
+      PERFORM @extschema@.imsg_unreplicate(rel);
+    END IF;
+    RETURN;
+  END IF;
+  IF doc->>'op' IS DISTINCT FROM 'replicate' THEN
+    RAISE EXCEPTION 'unknown replicated operation "%"', doc->>'op'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF rel IS NULL THEN
+    FOR stmt IN SELECT jsonb_array_elements_text(doc->'definition')
+    LOOP
+      EXECUTE stmt;
+    END LOOP;
+    rel := format('%I.%I', doc->>'schema', doc->>'table')::regclass;
+    -- the new sequences start above the values the origin gave (the rows
+    -- that follow hold them), on this node's own values if it has an id
+    FOR s IN SELECT q.seq, (doc->'sequences'->>q.attname::text)::numeric AS floor
+               FROM @extschema@.imsg_table_sequences(rel) q
+    LOOP
+      IF s.floor IS NOT NULL THEN
+        PERFORM setval(s.seq, s.floor::bigint);
+      END IF;
+      IF coalesce(current_setting('imessages.node_id', true), '0')::bigint > 0 THEN
+        PERFORM @extschema@.imsg_node_sequence(s.seq);
+      END IF;
+    END LOOP;
+  ELSE
+    EXECUTE format('DELETE FROM %s AS imsg_target WHERE @extschema@.imsg_remote_wins(imsg_target.xmin)', rel);
+  END IF;
+  PERFORM @extschema@.imsg_replicate(rel);
 END $$;
 
 --
@@ -499,6 +707,13 @@ REVOKE ALL ON FUNCTION imsg_capture() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_refuse_truncate() FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_replicate(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_unreplicate(regclass) FROM PUBLIC;
+-- (it checks itself that its caller owns the table and may call
+-- imsg_replicate() or imsg_unreplicate(); the three read the catalogs)
+GRANT EXECUTE ON FUNCTION imsg_capture_replicate(regclass, text) TO PUBLIC;
+REVOKE ALL ON FUNCTION imsg_apply_replicate(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION imsg_table_definition(regclass) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION imsg_table_sequence_floors(regclass) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION imsg_table_sequences(regclass) TO PUBLIC;
 REVOKE ALL ON FUNCTION imsg_node_sequence(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_node_sequence(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_changeset_decode(bytea) FROM PUBLIC;

@@ -57,6 +57,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -195,7 +196,8 @@ read_relation(const ImsgCsRecord *rec)
 				break;
 			}
 		}
-		if (a == NULL && !c->is_key)
+		/* a generated column is computed here, from the others */
+		if ((a == NULL || a->attgenerated != '\0') && !c->is_key)
 		{
 			c->absent = true;
 			c->typid = TEXTOID;	/* (an unused parameter's type) */
@@ -509,7 +511,8 @@ put_row(ApplyRel *r, Datum *values, bool *nulls, uint64 row, bool strict)
 			if (!r->cols[i].absent)
 				appendStringInfo(&sql, "%s%s", k++ > 0 ? ", " : "",
 								 quote_identifier(r->cols[i].name));
-		appendStringInfoString(&sql, ") VALUES (");
+		/* (an identity key is given: the origin's value) */
+		appendStringInfoString(&sql, ") OVERRIDING SYSTEM VALUE VALUES (");
 		k = 0;
 		for (i = 0; i < r->ncols; i++)
 			if (!r->cols[i].absent)
@@ -522,9 +525,19 @@ put_row(ApplyRel *r, Datum *values, bool *nulls, uint64 row, bool strict)
 								 quote_identifier(r->cols[i].name));
 		appendStringInfoString(&sql, ") DO UPDATE SET ");
 		k = 0;
+
+		/*
+		 * Not the key's columns, which are equal (an identity key GENERATED
+		 * ALWAYS may only be set to DEFAULT), unless the table has no others
+		 */
 		for (i = 0; i < r->ncols; i++)
-			if (!r->cols[i].absent)
+			if (!r->cols[i].absent && !r->cols[i].is_key)
 				appendStringInfo(&sql, "%s%s = EXCLUDED.%s", k++ > 0 ? ", " : "",
+								 quote_identifier(r->cols[i].name),
+								 quote_identifier(r->cols[i].name));
+		for (i = 0; k == 0 && i < r->ncols; i++)
+			if (r->cols[i].is_key)
+				appendStringInfo(&sql, "%s = EXCLUDED.%s",
 								 quote_identifier(r->cols[i].name),
 								 quote_identifier(r->cols[i].name));
 		appendStringInfoString(&sql, " WHERE ");
@@ -667,26 +680,6 @@ apply_delete(const ImsgCsRecord *rec)
 }
 
 /*
- * The extension's schema (not relocatable: it never changes once created).
- * PostgreSQL 15 does not export get_extension_schema().
- */
-static char *
-find_extension_schema(void)
-{
-	int			ret = SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e"
-								  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-								  " WHERE e.extname = 'imessages'", true, 1);
-
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("extension \"imessages\" is not created in this database"),
-				 errhint("Run CREATE EXTENSION imessages in the database the helpers apply change sets in.")));
-	return MemoryContextStrdup(TopMemoryContext,
-							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-}
-
-/*
  * Run a DDL statement of the origin (ddl.c) under the search_path it ran
  * with there, restored after it.  The 'R' records after it describe the
  * tables as it left them.
@@ -701,7 +694,19 @@ apply_statement(const ImsgCsRecord *rec)
 
 	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	ret = SPI_execute(sql, false, 0);
+	if (rec->stmt_flags & IMSG_CS_STMT_REPLICATE)
+	{
+		/* imsg_replicate() or imsg_unreplicate() of the origin: a document */
+		Oid			argtypes[1] = {JSONBOID};
+		Datum		args[1];
+
+		args[0] = DirectFunctionCall1(jsonb_in, CStringGetDatum(sql));
+		ret = SPI_execute_with_args(psprintf("SELECT %s.imsg_apply_replicate($1)",
+											 quote_identifier(ext_schema)),
+									1, argtypes, args, NULL, false, 0);
+	}
+	else
+		ret = SPI_execute(sql, false, 0);
 	if (ret < 0)
 		elog(ERROR, "imessages: replicated statement failed: %s", SPI_result_code_string(ret));
 	AtEOXact_GUC(true, save_nestlevel);
@@ -724,7 +729,7 @@ imsg_apply_changeset(const char *data, Size len, bool overwrite, uint64 seq)
 	apply_overwrite = overwrite;
 	rows_kept = 0;
 	if (ext_schema == NULL)
-		ext_schema = find_extension_schema();
+		ext_schema = MemoryContextStrdup(TopMemoryContext, imsg_extension_schema_name());
 	imsg_local_writes_applying(seq);
 
 	/*

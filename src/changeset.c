@@ -33,17 +33,22 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/sysattr.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -51,6 +56,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -61,6 +67,7 @@
 
 PG_FUNCTION_INFO_V1(imsg_capture);
 PG_FUNCTION_INFO_V1(imsg_refuse_truncate);
+PG_FUNCTION_INFO_V1(imsg_capture_replicate);
 
 /* How one column's values are written. */
 typedef struct ColumnInfo
@@ -420,6 +427,29 @@ check_node_synced(void)
 			 errhint("Wait until imsg_manager_status().state is 'synced'.  Reads are allowed and may return stale data.")));
 }
 
+/* An inserted row (the trigger's, or one imsg_replicate() sends). */
+static void
+imsg_cs_capture_insert(Relation rel, HeapTuple tuple)
+{
+	CachedRel  *cr = imsg_cs_cached_relation(rel);
+	RelInfo    *ri;
+	MemoryContext old;
+
+	if (cs_context == NULL)
+	{
+		check_node_synced();
+		imsg_cs_start();
+	}
+	imsg_cs_mark();
+	old = MemoryContextSwitchTo(cs_context);
+	ri = imsg_cs_relation(cr);
+	ImsgBufferPutInt8(&cs_buf, IMSG_CS_INSERT);
+	ImsgBufferPutInt32(&cs_buf, ri->local_id);
+	imsg_cs_put_values(cr, RelationGetDescr(rel), tuple, false);
+	cs_nchanges++;
+	MemoryContextSwitchTo(old);
+}
+
 Datum
 imsg_capture(PG_FUNCTION_ARGS)
 {
@@ -443,6 +473,11 @@ imsg_capture(PG_FUNCTION_ARGS)
 	imsg_check_available();
 
 	rel = trigdata->tg_relation;
+	if (TRIGGER_FIRED_BY_INSERT(ev))
+	{
+		imsg_cs_capture_insert(rel, trigdata->tg_trigtuple);
+		return PointerGetDatum(NULL);
+	}
 	desc = RelationGetDescr(rel);
 	cr = imsg_cs_cached_relation(rel);
 	if (cs_context == NULL)
@@ -454,13 +489,7 @@ imsg_capture(PG_FUNCTION_ARGS)
 
 	old = MemoryContextSwitchTo(cs_context);
 	ri = imsg_cs_relation(cr);
-	if (TRIGGER_FIRED_BY_INSERT(ev))
-	{
-		ImsgBufferPutInt8(&cs_buf, IMSG_CS_INSERT);
-		ImsgBufferPutInt32(&cs_buf, ri->local_id);
-		imsg_cs_put_values(cr, desc, trigdata->tg_trigtuple, false);
-	}
-	else if (TRIGGER_FIRED_BY_UPDATE(ev))
+	if (TRIGGER_FIRED_BY_UPDATE(ev))
 	{
 		ImsgBufferPutInt8(&cs_buf, IMSG_CS_UPDATE);
 		ImsgBufferPutInt32(&cs_buf, ri->local_id);
@@ -519,6 +548,123 @@ imsg_cs_capture_statement(const char *search_path, const char *sql, int len,
 	cs_nchanges++;
 	cs_has_statement = true;
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * imsg_capture_replicate(tbl regclass, op text): imsg_replicate() (op
+ * 'replicate', once it made the table replicated here) and
+ * imsg_unreplicate() ('unreplicate', once it did the reverse) travel
+ * through the group.  With op NULL, only says whether they do here: not in
+ * a group of one (imessages.gcs = local), nor in a session with
+ * session_replication_role = replica (the helpers', or a DBA's setting a
+ * node up by hand); on a node that is not synced it fails as a write does.
+ *
+ * With op: a statement record whose text is a jsonb document (op, schema,
+ * table; for 'replicate' the statements that create the table,
+ * imsg_table_definition(), and its sequences' floors) that the other
+ * nodes' helpers hand to imsg_apply_replicate(); then for 'replicate'
+ * every row of the table as an insert, read under a snapshot taken once no
+ * other transaction can write the table (CREATE TRIGGER's lock, taken here
+ * again).  The helpers run the document's statements as superuser, so it
+ * is built here from the catalogs, never taken from the caller, who must
+ * own the table and may call the SQL function of the same op.
+ * Certification makes it fail if its origin had not applied a statement
+ * on the table or a change of its rows that the group ordered before it
+ * (IMSG_CS_STMT_REPLICATE).
+ */
+Datum
+imsg_capture_replicate(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *op;
+	bool		replicate;
+	Relation	rel;
+	const char *schemas[1];
+	const char *names[1];
+	const char *schema;
+	char	   *refused;
+	char	   *doc;
+	Oid			argtypes[2] = {TEXTOID, REGCLASSOID};
+	Datum		args[2];
+	int			ret;
+
+	if (PG_ARGISNULL(0) || imsg_gcs_ops()->single_node ||
+		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		PG_RETURN_BOOL(false);
+	relid = PG_GETARG_OID(0);
+	if (PG_ARGISNULL(1))
+	{
+		if (cs_context == NULL)
+			check_node_synced();
+		PG_RETURN_BOOL(true);
+	}
+	op = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	replicate = strcmp(op, "replicate") == 0;
+	if (!replicate && strcmp(op, "unreplicate") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown operation \"%s\"", op),
+				 errhint("It is \"replicate\" or \"unreplicate\".")));
+	rel = table_open(relid, ShareRowExclusiveLock);
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind),
+					   RelationGetRelationName(rel));
+
+	schema = quote_identifier(imsg_extension_schema_name());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "imsg_capture_replicate: SPI_connect failed");
+	args[0] = PointerGetDatum(cstring_to_text(op));
+	args[1] = ObjectIdGetDatum(relid);
+	ret = SPI_execute_with_args(psprintf(
+		"SELECT CASE WHEN NOT pg_catalog.has_function_privilege("
+		"                 pg_catalog.format('%%s.imsg_%%s(pg_catalog.regclass)', %s, $1), 'EXECUTE')"
+		"            THEN 'permission denied for function imsg_' || $1"
+		"            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger"
+		"                          WHERE tgrelid = $2 AND tgname = 'imsg_capture') <> ($1 = 'replicate')"
+		"            THEN 'imsg_' || $1 || '() has not run on the table here' END,"
+		"       pg_catalog.jsonb_build_object('op', $1, 'schema', n.nspname, 'table', c.relname)"
+		"       || CASE WHEN $1 = 'replicate' THEN"
+		"            pg_catalog.jsonb_build_object("
+		"              'definition', pg_catalog.to_jsonb(%s.imsg_table_definition($2)),"
+		"              'sequences', %s.imsg_table_sequence_floors($2))"
+		"          ELSE '{}' END"
+		"  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+		" WHERE c.oid = $2",
+		quote_literal_cstr(schema), schema, schema),
+		2, argtypes, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "imsg_capture_replicate: the table's description failed: %s",
+			 SPI_result_code_string(ret));
+	refused = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (refused != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot send imsg_%s() of table \"%s\" to the group: %s",
+						op, RelationGetRelationName(rel), refused)));
+	doc = MemoryContextStrdup(TopTransactionContext,
+							  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	SPI_finish();
+
+	schemas[0] = get_namespace_name(RelationGetNamespace(rel));
+	names[0] = RelationGetRelationName(rel);
+	imsg_cs_capture_statement("pg_catalog", doc, strlen(doc), IMSG_CS_STMT_REPLICATE,
+							  1, schemas, names);
+	if (replicate)
+	{
+		Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+		TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+		HeapTuple	tuple;
+
+		while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		{
+			CHECK_FOR_INTERRUPTS();
+			imsg_cs_capture_insert(rel, tuple);
+		}
+		table_endscan(scan);
+		UnregisterSnapshot(snapshot);
+	}
+	table_close(rel, NoLock);
+	PG_RETURN_BOOL(true);
 }
 
 /* BEFORE TRUNCATE ... FOR EACH STATEMENT on replicated tables. */

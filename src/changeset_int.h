@@ -55,6 +55,10 @@
 #define IMSG_CS_DELETE			'D'
 #define IMSG_CS_STATEMENT		'S'
 #define IMSG_CS_STMT_EXCLUSIVE	0x01	/* conflicts with unseen writes of its tables */
+#define IMSG_CS_STMT_REPLICATE	0x02	/* imsg_replicate/imsg_unreplicate: the SQL
+										 * is a jsonb document for
+										 * imsg_apply_replicate(); checks, does not
+										 * record, its table's identities */
 #define IMSG_CS_NULL			'n'
 #define IMSG_CS_BINARY			'b'
 #define IMSG_CS_TEXT			't'

@@ -128,7 +128,8 @@ extern void imsg_cs_reader_free(ImsgCsReader *r);
  * exclusive one (a column's type changes) their "written" ones too, go
  * into rows (checked and recorded); for a table it only changes rows
  * of, its "DDL" identity goes into checks and its "written" one into
- * writes (ntables of each).
+ * writes (ntables of each); for imsg_replicate()'s statement, both go into
+ * checks, with 0 (nothing) in writes.
  */
 typedef struct ImsgCsSummary
 {

@@ -24,6 +24,9 @@
  * is a trigger), and any statement that leaves a replicated table without
  * a primary key.  Everything else runs on this node only: VACUUM,
  * ANALYZE, CLUSTER, REINDEX, GRANT, COMMENT, CREATE TRIGGER, policies.
+ * imsg_replicate() and imsg_unreplicate() send a statement of their own
+ * (imsg_capture_replicate in changeset.c), which creates the table where
+ * it is missing: CREATE TABLE itself is not captured.
  * Statements run by the helpers themselves (session_replication_role =
  * replica) and the sub-statements of one being captured are not captured
  * again.  Like Postgres Pro multimaster, and unlike Galera's total order

@@ -30,6 +30,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "libpq-fe.h"
@@ -76,6 +77,21 @@ extension_schema(Oid ext)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return schema;
+}
+
+/* The name of the extension's schema (palloc'd); ERROR if not created. */
+char *
+imsg_extension_schema_name(void)
+{
+	Oid			ext = get_extension_oid("imessages", true);
+
+	if (!OidIsValid(ext))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"imessages\" is not created in database \"%s\"",
+						get_database_name(MyDatabaseId)),
+				 errhint("Run CREATE EXTENSION imessages in the database the helpers apply change sets in.")));
+	return get_namespace_name(extension_schema(ext));
 }
 
 /* The qualified name of imsg_state, in the extension's schema. */

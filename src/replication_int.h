@@ -370,6 +370,7 @@ extern bool imsg_own_transaction_committed(uint64 full_xid);
 /* recovery.c (helper jobs) */
 struct ImsgWhole;
 extern char *imsg_state_table(void);
+extern char *imsg_extension_schema_name(void);
 extern void imsg_job_state_read(struct ImsgWhole *msg);
 extern void imsg_job_state_save(struct ImsgWhole *msg);
 extern void imsg_job_catch_up(struct ImsgWhole *msg);

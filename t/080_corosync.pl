@@ -39,6 +39,7 @@ restart_after_crash = on
 		"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
 	$node->start;
 	$node->safe_psql('postgres', q{
+SET session_replication_role = replica;
 CREATE EXTENSION imessages;
 CREATE TABLE acc (id integer PRIMARY KEY, owner text, balance numeric);
 SELECT imsg_replicate('acc');
@@ -98,9 +99,12 @@ all_agree('SELECT count(*), sum(length(owner)) FROM acc WHERE id >= 1000',
 	'2000|6400000', 'a 6 MB change set reaches all, whole');
 
 # apply errors are logged with the change set's sequence number and counted
+# (set up by hand on node1 only: imsg_replicate() does not travel then)
 $nodes[0]->safe_psql('postgres', q{
+SET session_replication_role = replica;
 CREATE TABLE only_here (id integer PRIMARY KEY);
 SELECT imsg_replicate('only_here');
+RESET session_replication_role;
 INSERT INTO only_here VALUES (1);
 });
 for my $node (@nodes[1 .. 2])
@@ -114,7 +118,8 @@ for my $node (@nodes[1 .. 2])
 # a table whose definition differs is refused, not written into
 $_->safe_psql('postgres', 'CREATE TABLE differs (id integer PRIMARY KEY, v integer)') for @nodes[0 .. 1];
 $nodes[2]->safe_psql('postgres', 'CREATE TABLE differs (id integer PRIMARY KEY, v text)');
-$_->safe_psql('postgres', q{SELECT imsg_replicate('differs')}) for @nodes;
+$_->safe_psql('postgres', q{SET session_replication_role = replica; SELECT imsg_replicate('differs')})
+  for @nodes;
 $nodes[0]->safe_psql('postgres', 'INSERT INTO differs VALUES (1, 1)');
 $nodes[1]->poll_query_until('postgres', 'SELECT count(*) = 1 FROM differs')
   or die 'node2 did not apply';

@@ -294,13 +294,17 @@ imessages.node_conninfo = 'host=@{[ $node4->host ]} port=@{[ $node4->port ]} dbn
 });
 $node4->start;
 # (the types the tables use are there: the transfer copies tables)
+# (its own table set up by hand: replicate() does not travel then)
 $node4->safe_psql('postgres', q{CREATE EXTENSION imessages;
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-CREATE TABLE mine (id integer PRIMARY KEY); SELECT imsg_replicate('mine')});
+CREATE TABLE mine (id integer PRIMARY KEY);
+SET session_replication_role = replica; SELECT imsg_replicate('mine')});
 $node4->poll_query_until('postgres', q{SELECT state = 'transferring' FROM imsg_manager_status()})
   or fail('node4 is transferring');
 ($rc, $out, $err) = $node4->psql('postgres', q{INSERT INTO mine VALUES (1)});
 like($err, qr/node "node4" is not synced with its group/, 'a write on the new node fails while it is transferring');
+($rc, $out, $err) = $node4->psql('postgres', q{CREATE TABLE mine2 (id integer PRIMARY KEY); SELECT imsg_replicate('mine2')});
+like($err, qr/node "node4" is not synced with its group/, 'so does imsg_replicate(), which would send the table to the group');
 $nodes[1]->safe_psql('postgres', q{INSERT INTO u VALUES (5000, 'while node4 joins', 1)});
 $_->quit for @hold;
 push @nodes, $node4;

@@ -155,9 +155,12 @@ ok($nodes[2]->poll_query_until('postgres', q{SELECT note = 'after ALTER' FROM ho
 $nodes[0]->safe_psql('postgres', q{DROP TABLE hot});
 $_->poll_query_until('postgres', q{SELECT to_regclass('hot') IS NULL}) or die 'hot not dropped'
   for @nodes;
-# (CREATE TABLE does not travel: every node creates it before rows come)
-$_->safe_psql('postgres', q{CREATE TABLE hot (id integer PRIMARY KEY, n integer, note text);
-SELECT imsg_replicate('hot')}) for @nodes;
+# (created on node1: imsg_replicate() creates it on the others)
+$nodes[0]->safe_psql('postgres', q{CREATE TABLE hot (id integer PRIMARY KEY, n integer, note text);
+SELECT imsg_replicate('hot')});
+$_->poll_query_until('postgres', q{SELECT count(*) = 1 FROM imsg_replicated_tables WHERE table_name = 'hot'})
+  or die $_->name . ' did not get table hot'
+  for @nodes;
 $nodes[0]->safe_psql('postgres', q{INSERT INTO hot SELECT g, 0, NULL FROM generate_series(1, 5) g});
 $nodes[0]->safe_psql('postgres', q{UPDATE hot SET note = 'new table' WHERE id = 2});
 ok($nodes[2]->poll_query_until('postgres', q{SELECT note = 'new table' FROM hot WHERE id = 2}),

@@ -186,7 +186,10 @@ $conf
 	$node->append_conf('postgresql.conf',
 		"imessages.node_conninfo = 'host=" . $node->host . ' port=' . $node->port . " dbname=postgres'\n");
 	$node->start;
-	$node->safe_psql('postgres', "CREATE EXTENSION imessages; $setup_sql");
+	# each node is set up by hand, as on the DBA's every machine: with
+	# session_replication_role = replica, imsg_replicate() does not travel
+	$node->safe_psql('postgres',
+		"SET session_replication_role = replica; CREATE EXTENSION imessages; $setup_sql");
 }
 
 # Start corosync-lab.sh's $count namespaced corosyncs in $dir as the first
