@@ -253,6 +253,20 @@ $n2->safe_psql('postgres', q{SELECT imsg_replicate('app.orders')});
 is($n1->safe_psql('postgres', 'SELECT group_position FROM imsg_manager_status()'), $pos,
 	'imsg_replicate() of a table already replicated sends nothing');
 
+# the helpers run what the statement carries as superuser: it is built
+# from the catalogs, for an owner of the table who may call imsg_replicate()
+$n1->safe_psql('postgres', q{CREATE ROLE regress_ddl_owner; CREATE TABLE owned (id integer PRIMARY KEY);
+ALTER TABLE owned OWNER TO regress_ddl_owner});
+($ret, $out, $err) = $n1->psql('postgres', q{SET ROLE regress_ddl_owner; SELECT imsg_capture_replicate('owned', 'replicate')});
+like($err, qr/cannot send imsg_replicate\(\) of table "owned" to the group: permission denied for function imsg_replicate/,
+	'sending a table needs the right to call imsg_replicate()');
+$n1->safe_psql('postgres', q{GRANT EXECUTE ON FUNCTION imsg_replicate(regclass) TO regress_ddl_owner});
+($ret, $out, $err) = $n1->psql('postgres', q{SET ROLE regress_ddl_owner; SELECT imsg_capture_replicate('owned', 'replicate')});
+like($err, qr/imsg_replicate\(\) has not run on the table here/, 'and imsg_replicate() itself to have made it replicated');
+($ret, $out, $err) = $n1->psql('postgres', q{SET ROLE regress_ddl_owner; SELECT imsg_capture_replicate('t', 'replicate')});
+like($err, qr/must be owner of table t/, 'and the ownership of the table');
+is($n2->safe_psql('postgres', q{SELECT to_regclass('owned') IS NULL}), 't', 'nothing of it reached another node');
+
 # imsg_unreplicate() travels too
 $n2->safe_psql('postgres', q{SELECT imsg_unreplicate('mixed')});
 ok(ImsgGroup::wait_idle(@nodes), 'imsg_unreplicate: the group becomes idle');
