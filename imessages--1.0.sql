@@ -105,6 +105,11 @@ RETURNS TABLE(node text, gcs_nodeid bigint, pid integer, joined_at timestamptz,
 AS 'MODULE_PATHNAME', 'imsg_group_members'
 LANGUAGE C VOLATILE PARALLEL SAFE ROWS 3;
 
+CREATE FUNCTION imsg_node_id_clash()
+RETURNS text
+AS 'MODULE_PATHNAME', 'imsg_node_id_clash'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
 CREATE FUNCTION imsg_ping(target text DEFAULT 'manager', timeout_ms integer DEFAULT 1000)
 RETURNS interval
 AS 'MODULE_PATHNAME', 'imsg_ping'
@@ -488,6 +493,12 @@ BEGIN
             HINT = 'Give the nodes numbers from 1 to the stride, or raise imessages.node_sequence_stride on every node.';
   END IF;
   residue := node % stride;
+  IF @extschema@.imsg_node_id_clash() IS NOT NULL THEN
+    RAISE EXCEPTION 'imessages.node_id % of this node is also that of node % of its group', node, @extschema@.imsg_node_id_clash()
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'Both nodes would give the same values.',
+            HINT = 'Give every node of the group its own imessages.node_id (a restart), then run imsg_node_sequence() again.';
+  END IF;
 
   SELECT seqmin, seqmax, seqincrement, seqcycle
     INTO seq_min, seq_max, seq_increment, seq_cycle
@@ -714,6 +725,7 @@ REVOKE ALL ON FUNCTION imsg_apply_replicate(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION imsg_table_definition(regclass) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION imsg_table_sequence_floors(regclass) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION imsg_table_sequences(regclass) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION imsg_node_id_clash() TO PUBLIC;
 REVOKE ALL ON FUNCTION imsg_node_sequence(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_node_sequence(regclass, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION imsg_changeset_decode(bytea) FROM PUBLIC;

@@ -52,7 +52,7 @@
 #include "changeset_int.h"
 #include "cslog.h"
 
-#define IMSG_STATE_VERSION		1
+#define IMSG_STATE_VERSION		2	/* 2: the member's imessages.node_id */
 #define IMSG_CONNINFO_MAX		512
 #define IMSG_SAVE_INTERVAL_MS	1000
 #define IMSG_SAVE_RETRY_MS		100
@@ -72,6 +72,7 @@ typedef struct MemberState
 	uint64		position;		/* the last position it holds */
 	uint64		log_first;		/* its change-set log, 0 if empty */
 	uint64		log_last;
+	int32		node_id;		/* its imessages.node_id (0: none) */
 	char		node[NAMEDATALEN];
 	char		conninfo[IMSG_CONNINFO_MAX];
 } MemberState;
@@ -662,6 +663,7 @@ send_state(void)
 	ImsgBufferPutInt64(&out, (int64) local_position());
 	ImsgBufferPutInt64(&out, (int64) imsg_cslog_first_position());
 	ImsgBufferPutInt64(&out, (int64) imsg_cslog_last_position());
+	ImsgBufferPutInt32(&out, (int32) imsg_node_id);
 	ImsgBufferPutString(&out, node, strlen(node));
 	ImsgBufferPutString(&out, conninfo, Min(strlen(conninfo), IMSG_CONNINFO_MAX - 1));
 	if (imsg_mgr_gcs->multicast(out.data, out.len, NULL, 0))
@@ -686,7 +688,7 @@ imsg_mgr_state_message(uint32 nodeid, uint32 pid, const char *data, Size len)
 	const char *p;
 	int			i;
 
-	if (len < 4 + 2 * IMSG_GROUP_ID_LEN + 24 + 8)
+	if (len < 4 + 2 * IMSG_GROUP_ID_LEN + 24 + 4 + 8)
 		goto malformed;
 	ImsgBufferInitReader(&in, data + 1, len - 1);
 	if (ImsgBufferGetInt8(&in) != IMSG_STATE_VERSION)
@@ -703,6 +705,7 @@ imsg_mgr_state_message(uint32 nodeid, uint32 pid, const char *data, Size len)
 	m.position = (uint64) ImsgBufferGetInt64(&in);
 	m.log_first = (uint64) ImsgBufferGetInt64(&in);
 	m.log_last = (uint64) ImsgBufferGetInt64(&in);
+	m.node_id = ImsgBufferGetInt32(&in);
 	if (ImsgBufferRemaining(&in) < 4)
 		goto malformed;
 	l = (uint32) ImsgBufferGetInt32(&in);
@@ -863,6 +866,39 @@ replay_own_log(uint64 upto)
 }
 
 /*
+ * Members with our imessages.node_id would give the same keys from
+ * sequences imsg_node_sequence() spread: publish them for it (which then
+ * refuses), and say so once each time the set of them changes.
+ */
+static void
+note_node_id_clash(int me)
+{
+	char		clash[sizeof(ImsgManagerState->node_id_clash)] = "";
+	bool		changed;
+	int			i;
+
+	for (i = 0; i < view_count; i++)
+		if (i != me && imsg_node_id > 0 && view[i].node_id == imsg_node_id)
+		{
+			if (clash[0])
+				strlcat(clash, ", ", sizeof(clash));
+			strlcat(clash, "\"", sizeof(clash));
+			strlcat(clash, view[i].node[0] ? view[i].node : "?", sizeof(clash));
+			strlcat(clash, "\"", sizeof(clash));
+		}
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	changed = strcmp(clash, ImsgManagerState->node_id_clash) != 0;
+	strlcpy(ImsgManagerState->node_id_clash, clash, sizeof(clash));
+	SpinLockRelease(&ImsgManagerState->mutex);
+	if (changed && clash[0])
+		ereport(WARNING,
+				(errmsg("imessages.node_id %d of node \"%s\" is also that of node %s of group \"%s\"",
+						imsg_node_id, imsg_my_node_name(), clash, imsg_gcs_group),
+				 errdetail("Sequences that imsg_node_sequence() spread give the same values on these nodes, and rows inserted on both collide."),
+				 errhint("Give every node of the group its own imessages.node_id, then run imsg_node_sequence() again on the node whose id changed.")));
+}
+
+/*
  * Decide from the latest state message of every member, as every member
  * does: see the top of the file.
  */
@@ -889,6 +925,7 @@ decide(void)
 	me = view_self;
 	if (me < 0)
 		return;
+	note_node_id_clash(me);
 
 	if (view_decided)
 	{

@@ -1025,7 +1025,10 @@ node_sequences_sql(void)
 					"IF current_setting('imessages.node_id')::integer = 0 THEN "
 					"RAISE WARNING 'sequence \"%%\" came with the full transfer as a copy of the donor''s, and gives the donor''s values', s "
 					"USING HINT = 'Set imessages.node_id and run imsg_node_sequence() on it.'; "
-					"ELSE PERFORM %s.imsg_node_sequence(s); END IF; "
+					"ELSE BEGIN PERFORM %s.imsg_node_sequence(s); "
+					"EXCEPTION WHEN object_not_in_prerequisite_state THEN "
+					"RAISE WARNING 'sequence \"%%\" came with the full transfer and was not spread: %%', s, SQLERRM; END; "
+					"END IF; "
 					"END LOOP; END$imsg$",
 					ext_schema, ext_schema);
 }

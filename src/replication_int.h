@@ -229,6 +229,12 @@ typedef struct ImsgManagerShared
 	uint64		group_position;
 	char		state_detail[128];	/* why, for the hint and the view */
 	/*
+	 * The members of the group's primary view that have this node's
+	 * imessages.node_id too (empty: none), from the last state exchange
+	 * (manager, under the mutex): imsg_node_sequence() refuses then.
+	 */
+	char		node_id_clash[128];
+	/*
 	 * When this node last served a node that catches up (a backend running
 	 * imsg_changeset_log, any backend writes it), and whether its manager
 	 * is paused for a full transfer (the manager): imsg_manager_status()

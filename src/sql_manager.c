@@ -365,6 +365,27 @@ imsg_helpers(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+PG_FUNCTION_INFO_V1(imsg_node_id_clash);
+
+/*
+ * imsg_node_id_clash(): the other members of the group with this node's
+ * imessages.node_id, as the manager's last state exchange found them
+ * (NULL: none, or no manager).
+ */
+Datum
+imsg_node_id_clash(PG_FUNCTION_ARGS)
+{
+	char		clash[sizeof(ImsgManagerState->node_id_clash)];
+
+	imsg_check_available();
+	SpinLockAcquire(&ImsgManagerState->mutex);
+	strlcpy(clash, ImsgManagerState->node_id_clash, sizeof(clash));
+	SpinLockRelease(&ImsgManagerState->mutex);
+	if (clash[0] == '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(clash));
+}
+
 PG_FUNCTION_INFO_V1(imsg_group_members);
 
 /* imsg_group_members(): the group as this node's manager last saw it. */

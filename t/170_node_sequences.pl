@@ -175,6 +175,27 @@ for my $seq ('c_id_seq', 'k_id_seq')
 }
 $node5->stop;
 
+# --- 6. a node with another node's id: both are told, and the helper refuses
+my $node6 = PostgreSQL::Test::Cluster->new('node6');
+ImsgGroup::start_member($node6, 6, $group, 'imessages.node_id = 2', '');
+$node6->poll_query_until('postgres',
+	"SELECT group_members = 5 AND state = 'synced' FROM imsg_manager_status()")
+  or die 'node6 is not synced';
+ok($node6->log_contains(qr/WARNING:  imessages.node_id 2 of node "node6" is also that of node "node2" of group/),
+	'node6 says that node2 has its node id');
+ok($nodes[1]->log_contains(qr/WARNING:  imessages.node_id 2 of node "node2" is also that of node "node6" of group/),
+	'node2 says that node6 has its node id');
+is($nodes[1]->safe_psql('postgres', 'SELECT imsg_node_id_clash()'), '"node6"', 'node2: imsg_node_id_clash() names node6');
+is($nodes[0]->safe_psql('postgres', 'SELECT imsg_node_id_clash() IS NULL'), 't', 'node1: no clash');
+ok($node6->log_contains(qr/WARNING:  sequence "public\.k_id_seq" came with the full transfer and was not spread: imessages.node_id 2 of this node is also that of node "node2"/),
+	'node6: the transfer did not spread its sequences with the same id, and said why');
+my ($rc6, $out6, $err6) = $node6->psql('postgres', q{SELECT imsg_node_sequence('k_id_seq')});
+like($err6, qr/ERROR:  imessages.node_id 2 of this node is also that of node "node2" of its group/,
+	'node6: imsg_node_sequence() refuses to spread with the id of another node');
+$node6->stop;
+$nodes[1]->poll_query_until('postgres', 'SELECT group_members = 4 AND imsg_node_id_clash() IS NULL FROM imsg_manager_status()')
+  or fail('node2: the clash is gone with node6');
+
 for my $node (@nodes)
 {
 	is($node->safe_psql('postgres', 'SELECT apply_errors FROM imsg_manager_status()'),
