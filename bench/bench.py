@@ -166,7 +166,8 @@ class LabGroup:
         for c in self.nodes:
             c.start()
         for c in self.nodes:
-            c.psql("CREATE EXTENSION imessages; "
+            # each node set up by hand: imsg_replicate() acts here only
+            c.psql("SET session_replication_role = replica; CREATE EXTENSION imessages; "
                    "CREATE TABLE bench_rep (id bigint PRIMARY KEY, v text); "
                    "CREATE SEQUENCE bench_rep_seq; SELECT imsg_replicate('bench_rep')")
         for c in self.nodes:
@@ -533,7 +534,8 @@ COMMIT;""")
             # full transfer: ~100 MB in a replicated table, written while node3
             # is stopped and the others' logs are too small to reach back
             for c in group.nodes:
-                c.psql("CREATE TABLE bench_big (id bigint PRIMARY KEY, v text); SELECT imsg_replicate('bench_big')")
+                c.psql("SET session_replication_role = replica; "
+                       "CREATE TABLE bench_big (id bigint PRIMARY KEY, v text); SELECT imsg_replicate('bench_big')")
             n3.pg_stop()
             for c in (n1, n2):
                 c.psql("ALTER SYSTEM SET imessages.changeset_log_size = '1MB'")
@@ -687,7 +689,8 @@ COMMIT;""")
                 init_tpcb(c)
                 # each node's history keys apart from the others' (issue 20)
                 c.psql("SELECT imsg_node_sequence('pgbench_history_hid_seq')")
-                c.psql("; ".join(f"SELECT imsg_replicate('{t}')" for t in tables))
+                c.psql("SET session_replication_role = replica; " +
+                       "; ".join(f"SELECT imsg_replicate('{t}')" for t in tables))
             for rep in range(reps):
                 for mode in ("async", "sync"):
                     env = [dict(c.env, PGOPTIONS=f"-c imessages.commit_mode={mode}") for c in group.nodes]
