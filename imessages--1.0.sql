@@ -206,7 +206,8 @@ DECLARE
   cols text[] := '{}';
   stmts text[] := '{}';
 BEGIN
-  SELECT n.nspname, c.relname, c.relpersistence, pg_get_userbyid(c.relowner) AS owner
+  SELECT n.nspname, c.relname, c.relpersistence, pg_get_userbyid(c.relowner) AS owner,
+         pg_get_userbyid(n.nspowner) AS schema_owner
     INTO t
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE c.oid = tbl;
@@ -215,16 +216,26 @@ BEGIN
       USING ERRCODE = 'undefined_table';
   END IF;
   qname := format('%I.%I', t.nspname, t.relname);
-  stmts := stmts || format('CREATE SCHEMA IF NOT EXISTS %I', t.nspname);
+  -- (a schema created here gets the origin's owner, if that role exists)
+  stmts := stmts || format('DO %L',
+    format('BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %L) THEN '
+           'IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %L) THEN '
+           'CREATE SCHEMA %I AUTHORIZATION %I; ELSE CREATE SCHEMA %I; END IF; END IF; END',
+           t.nspname, t.schema_owner, t.nspname, t.schema_owner, t.nspname));
   FOR col IN
-    SELECT n.nspname, c.relname, format_type(q.seqtypid, NULL) AS typ
-      FROM @extschema@.imsg_table_sequences(tbl) s
-      JOIN pg_class c ON c.oid = s.seq
+    SELECT DISTINCT n.nspname, c.relname, format_type(q.seqtypid, NULL) AS typ
+      FROM (SELECT s.seq FROM @extschema@.imsg_table_sequences(tbl) s WHERE NOT s.is_identity
+            UNION
+            SELECT d.objid::regclass FROM pg_depend d
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+               AND d.refobjid = tbl AND d.deptype = 'a') s
+      JOIN pg_class c ON c.oid = s.seq AND c.relkind = 'S'
       JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_sequence q ON q.seqrelid = s.seq
-     WHERE NOT s.is_identity
+     ORDER BY 1, 2
   LOOP
-    stmts := stmts || format('CREATE SEQUENCE IF NOT EXISTS %I.%I AS %s', col.nspname, col.relname, col.typ);
+    stmts := stmts || format('CREATE SCHEMA IF NOT EXISTS %I', col.nspname)
+                   || format('CREATE SEQUENCE IF NOT EXISTS %I.%I AS %s', col.nspname, col.relname, col.typ);
   END LOOP;
   FOR col IN
     SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS typ, a.attnotnull,
@@ -348,6 +359,10 @@ BEGIN
   -- none, takes this node's rows in place of its own and replicates it
   -- (imsg_apply_replicate(), at this change set's place in the order)
   IF @extschema@.imsg_capture_replicate(tbl, NULL) THEN
+    IF (SELECT relpersistence FROM pg_class WHERE oid = tbl) = 't' THEN
+      RAISE EXCEPTION 'cannot replicate temporary table "%"', tbl
+        USING ERRCODE = 'feature_not_supported';
+    END IF;
     IF kind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = tbl OR inhparent = tbl) THEN
       RAISE EXCEPTION 'cannot replicate "%" through the group: it is partitioned or inherits', tbl
         USING ERRCODE = 'feature_not_supported',
@@ -396,6 +411,7 @@ DECLARE
   rel regclass := to_regclass(format('%I.%I', doc->>'schema', doc->>'table'));
   stmt text;
   s record;
+  existing oid[];
 BEGIN
   IF doc->>'op' = 'unreplicate' THEN
     IF rel IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'imsg_capture') THEN
@@ -408,24 +424,43 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   IF rel IS NULL THEN
+    SELECT array_agg(oid) INTO existing FROM pg_class WHERE relkind = 'S';
     FOR stmt IN SELECT jsonb_array_elements_text(doc->'definition')
     LOOP
       EXECUTE stmt;
     END LOOP;
     rel := format('%I.%I', doc->>'schema', doc->>'table')::regclass;
-    -- the new sequences start above the values the origin gave (the rows
-    -- that follow hold them), on this node's own values if it has an id
-    FOR s IN SELECT q.seq, (doc->'sequences'->>q.attname::text)::numeric AS floor
+    -- the sequences created here start above the values the origin gave
+    -- (the rows that follow hold them), on this node's own values if it
+    -- has an id; a sequence that was here already is left as it is
+    FOR s IN SELECT q.seq, (doc->'sequences'->>q.attname::text)::numeric AS floor, sq.seqmax
                FROM @extschema@.imsg_table_sequences(rel) q
+               JOIN pg_sequence sq ON sq.seqrelid = q.seq
+              WHERE q.seq::oid <> ALL (coalesce(existing, '{}'))
     LOOP
       IF s.floor IS NOT NULL THEN
-        PERFORM setval(s.seq, s.floor::bigint);
+        PERFORM setval(s.seq, least(s.floor, s.seqmax)::bigint);
       END IF;
       IF coalesce(current_setting('imessages.node_id', true), '0')::bigint > 0 THEN
-        PERFORM @extschema@.imsg_node_sequence(s.seq);
+        BEGIN
+          PERFORM @extschema@.imsg_node_sequence(s.seq);
+        EXCEPTION WHEN object_not_in_prerequisite_state OR invalid_parameter_value
+                       OR sequence_generator_limit_exceeded OR feature_not_supported THEN
+          RAISE WARNING 'sequence "%" of replicated table "%" was not spread: %', s.seq, rel, SQLERRM;
+        END;
       END IF;
     END LOOP;
   ELSE
+    -- the table's owner here must be the origin's, unless a superuser sent it
+    IF NOT (doc->>'superuser')::boolean
+       AND pg_get_userbyid((SELECT relowner FROM pg_class WHERE oid = rel)) IS DISTINCT FROM doc->>'owner' THEN
+      RAISE EXCEPTION 'table "%" is owned by "%" here, not by "%" as on node "%"', rel,
+                      pg_get_userbyid((SELECT relowner FROM pg_class WHERE oid = rel)), doc->>'owner', doc->>'node'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Change its owner here, or drop it, then restart the manager.';
+    END IF;
+    -- no local write in between: the rows are replaced wholly
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rel);
     EXECUTE format('DELETE FROM %s AS imsg_target WHERE @extschema@.imsg_remote_wins(imsg_target.xmin)', rel);
   END IF;
   PERFORM @extschema@.imsg_replicate(rel);

@@ -605,10 +605,18 @@ imsg_capture_replicate(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown operation \"%s\"", op),
 				 errhint("It is \"replicate\" or \"unreplicate\".")));
-	rel = table_open(relid, ShareRowExclusiveLock);
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("imsg_%s() cannot send a table to the group in a %s transaction", op,
+						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("Its rows and its sequences' values are read once the table is locked, which an older snapshot would not see."),
+				 errhint("Call it in a READ COMMITTED transaction.")));
+	/* (the owner first: nobody else may even queue for the lock) */
 	if (!pg_class_ownercheck(relid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind),
-					   RelationGetRelationName(rel));
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+	rel = table_open(relid, ShareRowExclusiveLock);
 
 	schema = quote_identifier(imsg_extension_schema_name());
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -622,7 +630,10 @@ imsg_capture_replicate(PG_FUNCTION_ARGS)
 		"            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger"
 		"                          WHERE tgrelid = $2 AND tgname = 'imsg_capture') <> ($1 = 'replicate')"
 		"            THEN 'imsg_' || $1 || '() has not run on the table here' END,"
-		"       pg_catalog.jsonb_build_object('op', $1, 'schema', n.nspname, 'table', c.relname)"
+		"       pg_catalog.jsonb_build_object('op', $1, 'schema', n.nspname, 'table', c.relname,"
+		"         'owner', pg_catalog.pg_get_userbyid(c.relowner),"
+		"         'superuser', (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER),"
+		"         'node', pg_catalog.current_setting('imessages.node_name'))"
 		"       || CASE WHEN $1 = 'replicate' THEN"
 		"            pg_catalog.jsonb_build_object("
 		"              'definition', pg_catalog.to_jsonb(%s.imsg_table_definition($2)),"

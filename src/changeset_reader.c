@@ -119,6 +119,8 @@ read_statement(ImsgCsReader *r)
 	if (rec->sql == NULL || ImsgBufferRemaining(in) < 3)
 		return ends_early;
 	rec->stmt_flags = ImsgBufferGetInt8(in);
+	if (rec->stmt_flags & ~(IMSG_CS_STMT_EXCLUSIVE | IMSG_CS_STMT_REPLICATE))
+		return "A statement has flags this version does not know.";
 	n = ImsgBufferGetInt16(in);
 	if (n < 0)
 		return "A statement has an invalid number of tables.";
@@ -423,9 +425,12 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 		if (rec->tag == IMSG_CS_STATEMENT && (rec->stmt_flags & IMSG_CS_STMT_REPLICATE))
 		{
 			/*
-			 * imsg_replicate(): it must have seen the table's statements
-			 * and changes, but it records nothing, so that two nodes may
-			 * replicate the same table at once (its rows are recorded)
+			 * imsg_replicate(): it replaces the table's rows everywhere, so
+			 * it must have seen the table's statements and changes (its
+			 * written identity, checked only), and a later change of the
+			 * table that had not seen it must fail as for a statement (its
+			 * DDL identity, checked and recorded: so does another node's
+			 * imsg_replicate() of the table at the same time)
 			 */
 			reserve((void **) &s->checks, &checks_size, (int) s->ntables + 2 * rec->ntables,
 					sizeof(uint64));
@@ -434,7 +439,7 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 			for (i = 0; i < rec->ntables; i++)
 			{
 				s->checks[s->ntables] = IMSG_TABLE_DDL_ID(rec->tables[i]);
-				s->writes[s->ntables++] = 0;
+				s->writes[s->ntables++] = IMSG_TABLE_DDL_ID(rec->tables[i]);
 				s->checks[s->ntables] = IMSG_TABLE_WRITTEN_ID(rec->tables[i]);
 				s->writes[s->ntables++] = 0;
 			}

@@ -129,7 +129,7 @@ extern void imsg_cs_reader_free(ImsgCsReader *r);
  * into rows (checked and recorded); for a table it only changes rows
  * of, its "DDL" identity goes into checks and its "written" one into
  * writes (ntables of each); for imsg_replicate()'s statement, both go into
- * checks, with 0 (nothing) in writes.
+ * checks, and its "DDL" one into writes, with 0 (nothing) for the other.
  */
 typedef struct ImsgCsSummary
 {

@@ -804,17 +804,19 @@ wait_for_turn(uint64 seq, bool may_give_up)
 }
 
 /*
- * We committed 'seq' in our turn (the horizon was seq - 1): move the
- * horizon to it and wake the helper that applies seq + 1, if one does,
- * without waiting for the manager to take our report.
+ * We committed positions 'first' to 'seq' in our turn (the horizon was
+ * first - 1): move the horizon to seq and wake the helper that applies
+ * seq + 1, if one does, without waiting for the manager to take our
+ * report.  (For a run, moving it from seq - 1 never matched: the next
+ * run's helper then waited for the manager's report handling.)
  */
 static void
-pass_the_turn(uint64 seq)
+pass_the_turn(uint64 first, uint64 seq)
 {
-	uint64		expected = seq - 1;
+	uint64		expected = first - 1;
 	int			i;
 
-	/* (only from seq - 1: a reset may have taken it elsewhere meanwhile) */
+	/* (only from first - 1: a reset may have taken it elsewhere meanwhile) */
 	if (!pg_atomic_compare_exchange_u64(&ImsgManagerState->commit_horizon, &expected, seq))
 		return;
 	for (i = 0; i < ImsgManagerState->num_helper_slots; i++)
@@ -933,7 +935,7 @@ retry:
 		CommitTransactionCommand();
 		ok = true;
 		if (in_turn && !applied_before)
-			pass_the_turn(seq);
+			pass_the_turn(seq, seq);
 		count_rows_kept(imsg_apply_rows_kept());
 	}
 	PG_CATCH();
@@ -1052,7 +1054,7 @@ apply_run(RunEntry *e, int n)
 				note_applied(e[i].origin, e[i].origin_pid, e[i].counter);
 		CommitTransactionCommand();
 		ok = true;
-		pass_the_turn(e[n - 1].seq);
+		pass_the_turn(e[0].seq, e[n - 1].seq);
 	}
 	PG_CATCH();
 	{

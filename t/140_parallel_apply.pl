@@ -239,5 +239,63 @@ ok($nodes[0]->poll_query_until('postgres', q{SELECT NOT flow_control_active FROM
 	'the queue drains and the group goes on');
 same_everywhere('after a paused commit held a lock');
 
+# --- a run passes the commit turn on without the manager -----------------------
+# node2's two helpers get a run each: the first waits for a row lock, the
+# second is applied and waits for its turn.  With node2's manager stopped,
+# the first commits once the lock goes and moves the horizon past its last
+# position itself, so the second commits too.  (Before, a run moved it only
+# from its last position - 1, which never matched, and the second waited
+# for the manager.)  Two change sets held first (one on a lock, one
+# waiting for it) let the 128 after them queue up, to go out as two runs.
+$_->safe_psql('postgres', q{ALTER SYSTEM SET imessages.max_helpers = 2; ALTER SYSTEM SET imessages.flow_control_limit = 0;
+SELECT pg_reload_conf()}) for @nodes;
+$nodes[1]->poll_query_until('postgres', q{SELECT count(*) <= 2 FROM imsg_helpers() WHERE state <> 'free'})
+  or fail('node2 runs two helpers');
+$nodes[0]->safe_psql('postgres', q{INSERT INTO d SELECT g, 0, 'new' FROM generate_series(30001, 30130) g});
+ok(ImsgGroup::wait_idle(@nodes), 'the rows of the runs are everywhere');
+my $lock1 = $nodes[1]->background_psql('postgres');
+$lock1->query_safe('BEGIN; SELECT 1 FROM d WHERE id = 30001 FOR UPDATE');
+my $lock2 = $nodes[1]->background_psql('postgres');
+$lock2->query_safe('BEGIN; SELECT 1 FROM d WHERE id = 30003 FOR UPDATE');
+open $fh, '>', "$dir/turn.sql" or die;
+print $fh "UPDATE d SET v = v + 1 WHERE id = 30001;\n", "UPDATE d SET v = v + 1 WHERE id = 30002;\n",
+  map { "UPDATE d SET who = 'turn' WHERE id = $_;\n" } 30003 .. 30130;
+close $fh;
+$nodes[0]->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $nodes[0]->connstr('postgres'), '-f', "$dir/turn.sql" ],
+	'node1 commits 130 change sets, the first of a row node2 holds');
+my $turn_target = status($nodes[0], 'group_position');
+$nodes[1]->poll_query_until('postgres', "SELECT group_position >= $turn_target AND change_sets_to_apply >= 130 FROM imsg_manager_status()")
+  or fail('node2 has them all to apply');
+$lock1->query_safe('COMMIT');
+$lock1->quit;
+# the first two commit; the next run waits for row 30003, the one after it for its turn
+$nodes[1]->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_locks WHERE NOT granted})
+  or fail('a run of node2 waits for row 30003');
+$nodes[1]->poll_query_until('postgres', q{SELECT applying_now = 2 FROM imsg_manager_status()})
+  or fail('node2 applies two runs at once');
+sleep 1;    # (the second run is applied, and waits for its turn)
+# the first run's length: its helper's position to the second's
+my ($first_run, $second_run) = split /\n/, $nodes[1]->safe_psql('postgres',
+	q{SELECT applying FROM imsg_helpers() WHERE applying IS NOT NULL ORDER BY applying});
+my $first_len = $second_run - $first_run;
+my $manager2 = $nodes[1]->safe_psql('postgres', 'SELECT imsg_manager_pid()');
+kill 'STOP', $manager2;
+$lock2->query_safe('COMMIT');
+$lock2->quit;
+my $turned = 0;
+for (1 .. 150)
+{
+	$turned = $nodes[1]->safe_psql('postgres', q{SELECT count(*) FROM d WHERE who = 'turn'});
+	last if $turned > $first_len;
+	select(undef, undef, undef, 0.1);
+}
+kill 'CONT', $manager2;
+cmp_ok($turned, '>', $first_len,
+	"with node2's manager stopped, the second run committed after the first ($first_len change sets, $turned rows)");
+ok(ImsgGroup::wait_idle(@nodes), 'after the runs: the group is idle');
+same_everywhere('after two runs passed the turn');
+$_->safe_psql('postgres', q{ALTER SYSTEM RESET imessages.max_helpers; ALTER SYSTEM RESET imessages.flow_control_limit;
+SELECT pg_reload_conf()}) for @nodes;
+
 $_->stop for @nodes;
 done_testing();

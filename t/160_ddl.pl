@@ -85,7 +85,7 @@ UPDATE t SET v = 'upd-' || :client_id WHERE id = :id;
 }, 4);
 sleep 1;
 $n1->safe_psql('postgres', 'ALTER TABLE t ADD COLUMN n integer NOT NULL DEFAULT 0');
-my ($done, $failed) = finish_storm($storm);
+my ($done, $failed, $aborted) = finish_storm($storm);
 cmp_ok($done, '>', 0, 'ADD COLUMN: the writers on the other nodes went on');
 is($failed, 0, 'ADD COLUMN: no writer failed');
 $n2->safe_psql('postgres', "INSERT INTO t (id, v, n) SELECT g, 'new', 7 FROM generate_series(1001, 1100) g");
@@ -204,8 +204,8 @@ UPDATE t SET n = n + 1 WHERE id = :id;
 sleep 1;
 $n1->safe_psql('postgres', q{SELECT imsg_replicate('app.kinds'); SELECT imsg_replicate('app.orders');
 SELECT imsg_replicate('mixed')});
-($done, $failed) = finish_storm($storm);
-is($failed, 0, 'imsg_replicate: the writers on the other nodes went on');
+($done, $failed, $aborted) = finish_storm($storm);
+is("$failed/$aborted", '0/0', 'imsg_replicate: the writers on the other nodes went on');
 ok(ImsgGroup::wait_idle(@nodes), 'imsg_replicate: the group becomes idle');
 is(on_every_node(q{SELECT string_agg(relation::text, ' ' ORDER BY relation::text) FROM imsg_replicated_tables}),
 	join(',', ('app.kinds app.orders mixed t') x 3), 'imsg_replicate: the tables are replicated on every node');
@@ -240,18 +240,49 @@ INSERT INTO app.orders (code, qty, price, kind) VALUES (md5(random()::text), 2, 
 \set id random(1, 200)
 UPDATE app.orders SET qty = qty + 1 WHERE id = :id;
 }, 4);
-my $aborted;
 ($done, $failed, $aborted) = finish_storm($storm);
 cmp_ok($done, '>', 0, 'writes on the new table on every node');
 is("$failed/$aborted", '0/0', 'writes on the new table: no transaction failed, no client aborted (no key collided)');
 ok(ImsgGroup::wait_idle(@nodes), 'after writes on the new table: the group becomes idle');
 ImsgGroup::same_contents(\@nodes, 'app.orders', 'after writes on the new table on every node: the same rows everywhere');
 
-# a second imsg_replicate() of a replicated table sends nothing
+# a second imsg_replicate() of a replicated table sends nothing (a ping
+# of node2's is delivered after anything it sent before)
 my $pos = $n1->safe_psql('postgres', 'SELECT group_position FROM imsg_manager_status()');
 $n2->safe_psql('postgres', q{SELECT imsg_replicate('app.orders')});
+ok(ImsgGroup::wait_idle(@nodes), 'a second imsg_replicate(): the group is idle');
 is($n1->safe_psql('postgres', 'SELECT group_position FROM imsg_manager_status()'), $pos,
 	'imsg_replicate() of a table already replicated sends nothing');
+# a temporary table cannot travel; nor can a table be sent in REPEATABLE READ
+($ret, $out, $err) = $n1->psql('postgres', q{CREATE TEMP TABLE tmp1 (id integer PRIMARY KEY); SELECT imsg_replicate('tmp1')});
+like($err, qr/cannot replicate temporary table "tmp1"/, 'a temporary table is refused');
+($ret, $out, $err) = $n1->psql('postgres', q{CREATE TABLE rr (id integer PRIMARY KEY);
+BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT imsg_replicate('rr'); COMMIT});
+like($err, qr/imsg_replicate\(\) cannot send a table to the group in a REPEATABLE READ transaction/,
+	'imsg_replicate() in REPEATABLE READ is refused');
+# a node where the table of that name has another owner refuses it, and stops
+$n3->safe_psql('postgres', q{CREATE ROLE regress_other; CREATE TABLE theirs (id integer PRIMARY KEY);
+ALTER TABLE theirs OWNER TO regress_other; INSERT INTO theirs VALUES (42)});
+$n1->safe_psql('postgres', q{CREATE ROLE regress_mine; GRANT EXECUTE ON FUNCTION imsg_replicate(regclass), imsg_capture(), imsg_refuse_truncate() TO regress_mine;
+GRANT CREATE ON SCHEMA public TO regress_mine});
+$n2->safe_psql('postgres', q{CREATE ROLE regress_mine});
+$n1->safe_psql('postgres', q{SET ROLE regress_mine; CREATE TABLE theirs (id integer PRIMARY KEY); INSERT INTO theirs VALUES (1);
+SELECT imsg_replicate('theirs')});
+$n3->poll_query_until('postgres', "SELECT state = 'stopped' FROM imsg_manager_status()")
+  or die 'node3 did not stop';
+like(slurp_file($n3->logfile), qr/table "public.theirs" is owned by "regress_other" here, not by "regress_mine" as on node "node1"/,
+	'a table of another owner is not taken over: the node stops, and says why');
+is($n3->safe_psql('postgres', 'SELECT id FROM theirs'), '42', "and the other owner's rows are still there");
+$n2->poll_query_until('postgres', q{SELECT count(*) = 1 FROM theirs})
+  or die 'node2 did not get theirs';
+is($n2->safe_psql('postgres', q{SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'theirs'}), 'regress_mine',
+	'a node that had no such table created it for the same owner');
+$n3->safe_psql('postgres', q{DROP TABLE theirs});
+$n3->safe_psql('postgres', 'SELECT pg_terminate_backend(imsg_manager_pid())');
+$n3->poll_query_until('postgres', "SELECT state = 'synced' FROM imsg_manager_status()")
+  or die 'node3 did not come back';
+ok(ImsgGroup::wait_idle(@nodes), 'mended: the group is idle');
+ImsgGroup::same_contents(\@nodes, 'theirs', 'mended: node3 created it and has its rows');
 
 # the helpers run what the statement carries as superuser: it is built
 # from the catalogs, for an owner of the table who may call imsg_replicate()
@@ -265,6 +296,7 @@ $n1->safe_psql('postgres', q{GRANT EXECUTE ON FUNCTION imsg_replicate(regclass) 
 like($err, qr/imsg_replicate\(\) has not run on the table here/, 'and imsg_replicate() itself to have made it replicated');
 ($ret, $out, $err) = $n1->psql('postgres', q{SET ROLE regress_ddl_owner; SELECT imsg_capture_replicate('t', 'replicate')});
 like($err, qr/must be owner of table t/, 'and the ownership of the table');
+ok(ImsgGroup::wait_idle(@nodes), 'after the refusals: the group is idle');
 is($n2->safe_psql('postgres', q{SELECT to_regclass('owned') IS NULL}), 't', 'nothing of it reached another node');
 
 # imsg_unreplicate() travels too
@@ -273,6 +305,7 @@ ok(ImsgGroup::wait_idle(@nodes), 'imsg_unreplicate: the group becomes idle');
 is(on_every_node(q{SELECT count(*) FROM imsg_replicated_tables WHERE table_name = 'mixed'}), '0,0,0',
 	'imsg_unreplicate: mixed is no longer replicated on any node');
 $n1->safe_psql('postgres', q{UPDATE mixed SET v = 'local' WHERE id = 1});
+ok(ImsgGroup::wait_idle(@nodes), 'after a write to the unreplicated table: the group is idle');
 is($n3->safe_psql('postgres', q{SELECT v FROM mixed WHERE id = 1}), 'node1',
 	'imsg_unreplicate: a write to it stays on its node');
 
