@@ -1759,31 +1759,56 @@ imsg_cursor_at_end(void)
 
 /*
  * The manager's poll after a pass that took user messages, whose sender is
- * likely still sending: look for the next message every
- * IMSG_MANAGER_POLL_US for up to IMSG_SPIN_US.  True if the cursor is not
- * at the end: usually a message to take, at worst a cancelled one or one
- * still being written at the start of a new segment, which costs the
- * caller one more pass.
+ * likely still sending: sleep IMSG_MANAGER_POLL_US, look for the next
+ * message, and so on for up to IMSG_MANAGER_POLL_LIMIT_US.  True if the
+ * cursor is not at the end (usually a message to take, at worst a
+ * cancelled one or one still being written at the start of a new segment,
+ * which costs the caller one more pass) or if our latch was set meanwhile
+ * (a signal, or a sender that found it reset): the caller's pass then
+ * takes it after a wait that does not block.  The GCS socket and the
+ * postmaster are not watched for that long, at most the limit.
  *
  * Not imsg_spin_for_message's close look: a reader right behind the writer
  * takes each line of the stream from the writer's cache as it is written,
  * and the writer must take it back to write the next message into the rest
  * of it, so the sender was no faster with a reader polling closely than
- * with one that slept.  Looking every 25 us, the manager finds a run of
- * about a hundred 64-byte messages whose lines the sender has finished
- * with, and the sender's SetLatch finds the latch still set.  In between
- * it yields the CPU, as a process waiting for a reply does: if the
- * scheduler has put it on the sender's CPU, the sender runs, where a spin
- * would hold that CPU until the load balancer moved one of them.
+ * with one that slept.  Nor sched_yield() between looks, as it was: when
+ * the scheduler has put the manager on the sender's CPU (a wake-up by
+ * the sender puts it there), and the manager has used less CPU than the
+ * sender, CFS runs the manager again at once after its yield; it then held
+ * the CPU for the whole poll while the sender, which was to send what it
+ * looked for, waited, found nothing, slept, and was woken by the next
+ * message with a kill() that made it preempt the sender again: about
+ * 4,400 such cycles a second, and the SQL stream at 64 B ran at 1.6M
+ * messages/s on a shared CPU against 2.4M on two (DESIGN.md).  A real
+ * sleep gives the CPU to the sender for that long whichever CPU it is on;
+ * the sender's SetLatch meanwhile finds the latch awake (no signal), and
+ * each look finds a run of messages whose lines the sender is done with.
+ * (The sleep is a nanosleep: the timer slack, 50 us by default, comes on
+ * top.)
  */
-#define IMSG_MANAGER_POLL_US 25
+#define IMSG_MANAGER_POLL_US 50
+#define IMSG_MANAGER_POLL_LIMIT_US 500
 
 bool
 imsg_poll_mailbox(void)
 {
+	instr_time	start;
+	instr_time	now;
+
 	if (MyMailbox == NULL)
 		return false;
-	return imsg_poll_cursor(IMSG_SPIN_US, IMSG_MANAGER_POLL_US, true);
+	INSTR_TIME_SET_CURRENT(start);
+	for (;;)
+	{
+		pg_usleep(IMSG_MANAGER_POLL_US);
+		if (!imsg_cursor_at_end() || ((volatile Latch *) MyLatch)->is_set)
+			return true;
+		INSTR_TIME_SET_CURRENT(now);
+		INSTR_TIME_SUBTRACT(now, start);
+		if (INSTR_TIME_GET_MICROSEC(now) >= IMSG_MANAGER_POLL_LIMIT_US)
+			return false;
+	}
 }
 
 /* Is there a message for the owner to take (not one still being written)? */

@@ -929,11 +929,12 @@ manager_loop(void)
 
 		/*
 		 * A pass that took several user messages is most likely in a
-		 * stream from imsg_send: look for more for a while
-		 * (imsg_poll_mailbox) rather than sleep, which costs the sender a
-		 * kill() per wake-up and us a context switch.  If some came, take
-		 * them after a wait that does not block, so that the GCS socket and
-		 * the postmaster are still watched.  A single message (an
+		 * stream from imsg_send: look for more for a while, in short
+		 * sleeps that leave the CPU to the sender (imsg_poll_mailbox),
+		 * rather than sleep on the latch, which costs the sender a kill()
+		 * per wake-up and us a context switch.  If some came, take them
+		 * after a wait that does not block, so that the GCS socket and the
+		 * postmaster are still watched.  A single message (an
 		 * occasional sender) is not worth the poll's CPU.  Nor while change
 		 * sets are committing or were just settled: the settle_delay timer
 		 * below looks after those, and polling then takes CPU from the
@@ -979,6 +980,9 @@ manager_loop(void)
 		if (wait_set_stale)
 			set = build_wait_set(set);
 		timeout = stream_continues ? 0 : next_timeout(settle_timeout);
+		/* what t/030 counts: a sleep a sender may have to end with a kill() */
+		if (timeout != 0)
+			elog(DEBUG2, "imessages manager waits on its latch");
 
 		nevents = WaitEventSetWait(set, timeout, events, lengthof(events),
 								   PG_WAIT_EXTENSION);

@@ -183,21 +183,31 @@ SKIP:
 		'the restarted manager answers');
 }
 
-# A stream of user messages keeps the manager looking for more, yielding
-# the CPU between looks, instead of sleeping after each pass: every sleep
-# cost the sender a kill() to wake it.  300,000 messages in one statement
-# put it to sleep 900 to 5,900 times before, now a few.  Counted with its
-# voluntary context switches (a sleep; a yield counts as involuntary).
-# (The restarted manager's helpers say they are ready with messages of
-# their own: wait for them first, and count delivered user messages.)
+# A stream of user messages keeps the manager looking for more, in short
+# sleeps that leave the CPU to the sender, instead of sleeping on its latch
+# after each pass: every such sleep cost the sender a kill() to wake it.
+# 300,000 messages in one statement put it to sleep 900 to 5,900 times
+# before, now a few.  Counted with the DEBUG2 line the manager logs before
+# each wait on its latch (its context switches would count the poll's own
+# short sleeps too).  (The restarted manager's helpers say they are ready
+# with messages of their own: wait for them first, and count delivered user
+# messages.)
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 2 FROM imsg_helpers() WHERE state = 'idle'")
   or die 'the restarted manager did not start its helpers';
 $manager = $node->safe_psql('postgres', 'SELECT imsg_manager_pid()');
 my $delivered = status('messages_delivered');
+my $latch_wait = qr/imessages manager waits on its latch/;
+my $reload_offset = -s $node->logfile;
+$node->append_conf('postgresql.conf', 'log_min_messages = debug2');
+$node->reload;
+# the manager has read the setting once it logs its first wait
+$node->wait_for_log($latch_wait, $reload_offset);
 my $manager_sleeps = sub {
-	return 0 unless $timing;
-	return (slurp_file("/proc/$manager/status") =~ /^voluntary_ctxt_switches:\s+(\d+)/m)[0];
+	my $offset = shift;
+	my $log = slurp_file($node->logfile, $offset);
+	my $count = () = $log =~ /\[$manager\] DEBUG:  $latch_wait/g;
+	return $count;
 };
 # Another process busy on this machine can keep the sender off the CPU
 # for longer than the manager looks, and the manager then sleeps as it
@@ -206,14 +216,14 @@ my $manager_sleeps = sub {
 my @sleeps;
 for my $round (1 .. 3)
 {
-	my $before = $manager_sleeps->();
+	my $offset = -s $node->logfile;
 	my $sent = $node->safe_psql('postgres',
 		"SELECT count(imsg_send(repeat('x', 64))) FROM generate_series(1, 300000)");
 	is($sent, '300000', "stream $round of 300,000 messages to the manager is sent");
 	$node->poll_query_until('postgres',
 		"SELECT messages_delivered >= $delivered + 300000 * $round FROM imsg_manager_status()")
 	  or die 'the manager did not take the stream';
-	push @sleeps, $manager_sleeps->() - $before;
+	push @sleeps, $manager_sleeps->($offset);
 }
 SKIP:
 {
