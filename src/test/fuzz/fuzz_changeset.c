@@ -150,9 +150,9 @@ ref_count(const uint8 *data, size_t len)
 				(void) ImsgBufferGetString(&in, &l);
 				(void) ImsgBufferGetString(&in, &l);
 				stmt_flags = ImsgBufferGetInt8(&in);
-				(void) stmt_flags;
 				n = ImsgBufferGetInt16(&in);
-				ok = n >= 0;
+				ok = n >= 0 &&
+					(stmt_flags & ~(IMSG_CS_STMT_EXCLUSIVE | IMSG_CS_STMT_REPLICATE)) == 0;
 				for (i = 0; ok && i < n; i++)
 				{
 					(void) ImsgBufferGetString(&in, &l);
@@ -227,7 +227,9 @@ walk(const uint8 *data, size_t len)
 			CHECK(rec->ntables >= 0);
 			CHECK(rec->n == changes);
 			changes++;
-			rows += (rec->stmt_flags & IMSG_CS_STMT_EXCLUSIVE ? 2 : 1) * rec->ntables;
+			/* (imsg_replicate()'s identities go to checks and writes) */
+			if (!(rec->stmt_flags & IMSG_CS_STMT_REPLICATE))
+				rows += (rec->stmt_flags & IMSG_CS_STMT_EXCLUSIVE ? 2 : 1) * rec->ntables;
 			continue;
 		}
 		CHECK(rec->tag == IMSG_CS_INSERT || rec->tag == IMSG_CS_UPDATE ||
