@@ -148,6 +148,13 @@ run_tap_files() {
 				echo "# processes when $t timed out:"
 				ps -eo pid,ppid,stat,etime,wchan:24,args | grep -E 'postgres|corosync|pgbench|psql|perl' |
 					grep -v grep | sed 's/^/#   /'
+				# where it waited: its own log's end, and each server's
+				# last lines that are not the test's statements
+				for f in "$work"/tmp_check/log/*; do
+					[ -f "$f" ] || continue
+					echo "# --- the end of ${f##*/}:"
+					grep -v 'LOG:  statement:' "$f" | tail -n 40 | sed 's/^/#   /'
+				done
 			} >>"$log"
 			kill_tree "$pid"
 			wait "$pid" 2>/dev/null
@@ -208,7 +215,9 @@ for suite in $suites; do
 			if ! tally "$ok" \
 				"$(grep -cE '^(\[[0-9:]+\] )?t/[[:alnum:]_]+\.pl \.+ ?($|Dubious|Failed|[0-9]+/)' "$log")" \
 				"$nskipped"; then
-				grep -hE 'not ok|^#' "$log" | head -50
+				grep -hE 'not ok|^#' "$log" | grep -v '^#   \|^# processes when\|^# --- the end' | head -50
+				# (a timed-out file's processes and log ends, whole)
+				sed -n '/^# processes when/,/^[^#]/p' "$log" | grep '^#' | head -600
 				for f in "$tap_logs"/regress_log_*; do
 					grep -q "not ok" "$f" 2>/dev/null && { echo "--- $f"; grep -B5 -A20 "not ok" "$f" | head -80; }
 				done
