@@ -286,8 +286,7 @@ imsg_certify(uint64 position, const char *node, int pid, uint64 counter,
 		for (i = 0; i < nrows; i++)
 			record_writer(rows[i], me, counter);
 		for (i = 0; i < ntables; i++)
-			if (writes[i] != 0)	/* (0: a check only) */
-				record_writer(writes[i], me, counter);
+			record_writer(writes[i], me, counter);
 	}
 	prune_old_entries();
 	return ok;

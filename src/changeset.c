@@ -427,22 +427,32 @@ check_node_synced(void)
 			 errhint("Wait until imsg_manager_status().state is 'synced'.  Reads are allowed and may return stale data.")));
 }
 
-/* An inserted row (the trigger's, or one imsg_replicate() sends). */
-static void
-imsg_cs_capture_insert(Relation rel, HeapTuple tuple)
+/*
+ * The start of a captured change of 'cr': the change set started (on a
+ * synced node), the subtransaction marked, the relation described; the
+ * caller writes the record in cs_context, then switches back to *old.
+ */
+static RelInfo *
+imsg_cs_begin_change(CachedRel *cr, MemoryContext *old)
 {
-	CachedRel  *cr = imsg_cs_cached_relation(rel);
-	RelInfo    *ri;
-	MemoryContext old;
-
 	if (cs_context == NULL)
 	{
 		check_node_synced();
 		imsg_cs_start();
 	}
 	imsg_cs_mark();
-	old = MemoryContextSwitchTo(cs_context);
-	ri = imsg_cs_relation(cr);
+	*old = MemoryContextSwitchTo(cs_context);
+	return imsg_cs_relation(cr);
+}
+
+/* An inserted row (the trigger's, or one imsg_replicate() sends). */
+static void
+imsg_cs_capture_insert(Relation rel, HeapTuple tuple)
+{
+	CachedRel  *cr = imsg_cs_cached_relation(rel);
+	MemoryContext old;
+	RelInfo    *ri = imsg_cs_begin_change(cr, &old);
+
 	ImsgBufferPutInt8(&cs_buf, IMSG_CS_INSERT);
 	ImsgBufferPutInt32(&cs_buf, ri->local_id);
 	imsg_cs_put_values(cr, RelationGetDescr(rel), tuple, false);
@@ -480,15 +490,7 @@ imsg_capture(PG_FUNCTION_ARGS)
 	}
 	desc = RelationGetDescr(rel);
 	cr = imsg_cs_cached_relation(rel);
-	if (cs_context == NULL)
-	{
-		check_node_synced();
-		imsg_cs_start();
-	}
-	imsg_cs_mark();
-
-	old = MemoryContextSwitchTo(cs_context);
-	ri = imsg_cs_relation(cr);
+	ri = imsg_cs_begin_change(cr, &old);
 	if (TRIGGER_FIRED_BY_UPDATE(ev))
 	{
 		ImsgBufferPutInt8(&cs_buf, IMSG_CS_UPDATE);
@@ -658,7 +660,12 @@ imsg_capture_replicate(PG_FUNCTION_ARGS)
 
 	schemas[0] = get_namespace_name(RelationGetNamespace(rel));
 	names[0] = RelationGetRelationName(rel);
-	imsg_cs_capture_statement("pg_catalog", doc, strlen(doc), IMSG_CS_STMT_REPLICATE,
+	/*
+	 * exclusive, as a column type's change: it must have seen the table's
+	 * statements and changes, and later ones must have seen it
+	 */
+	imsg_cs_capture_statement("pg_catalog", doc, strlen(doc),
+							  IMSG_CS_STMT_REPLICATE | IMSG_CS_STMT_EXCLUSIVE,
 							  1, schemas, names);
 	if (replicate)
 	{

@@ -57,8 +57,8 @@
 #define IMSG_CS_STMT_EXCLUSIVE	0x01	/* conflicts with unseen writes of its tables */
 #define IMSG_CS_STMT_REPLICATE	0x02	/* imsg_replicate/imsg_unreplicate: the SQL
 										 * is a jsonb document for
-										 * imsg_apply_replicate(); checks, does not
-										 * record, its table's identities */
+										 * imsg_apply_replicate() (sent with
+										 * EXCLUSIVE too) */
 #define IMSG_CS_NULL			'n'
 #define IMSG_CS_BINARY			'b'
 #define IMSG_CS_TEXT			't'

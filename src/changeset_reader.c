@@ -422,29 +422,6 @@ imsg_changeset_summarize(const char *data, Size len, bool want_rows, ImsgCsSumma
 			reserve((void **) &s->rows, &size, (int) s->nrows + 2 + 2 * rec->ntables,
 					sizeof(uint64));
 		}
-		if (rec->tag == IMSG_CS_STATEMENT && (rec->stmt_flags & IMSG_CS_STMT_REPLICATE))
-		{
-			/*
-			 * imsg_replicate(): it replaces the table's rows everywhere, so
-			 * it must have seen the table's statements and changes (its
-			 * written identity, checked only), and a later change of the
-			 * table that had not seen it must fail as for a statement (its
-			 * DDL identity, checked and recorded: so does another node's
-			 * imsg_replicate() of the table at the same time)
-			 */
-			reserve((void **) &s->checks, &checks_size, (int) s->ntables + 2 * rec->ntables,
-					sizeof(uint64));
-			reserve((void **) &s->writes, &writes_size, (int) s->ntables + 2 * rec->ntables,
-					sizeof(uint64));
-			for (i = 0; i < rec->ntables; i++)
-			{
-				s->checks[s->ntables] = IMSG_TABLE_DDL_ID(rec->tables[i]);
-				s->writes[s->ntables++] = IMSG_TABLE_DDL_ID(rec->tables[i]);
-				s->checks[s->ntables] = IMSG_TABLE_WRITTEN_ID(rec->tables[i]);
-				s->writes[s->ntables++] = 0;
-			}
-			continue;
-		}
 		if (rec->tag == IMSG_CS_STATEMENT)
 		{
 			for (i = 0; i < rec->ntables; i++)

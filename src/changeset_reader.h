@@ -128,8 +128,8 @@ extern void imsg_cs_reader_free(ImsgCsReader *r);
  * exclusive one (a column's type changes) their "written" ones too, go
  * into rows (checked and recorded); for a table it only changes rows
  * of, its "DDL" identity goes into checks and its "written" one into
- * writes (ntables of each); for imsg_replicate()'s statement, both go into
- * checks, and its "DDL" one into writes, with 0 (nothing) for the other.
+ * writes (ntables of each).  imsg_replicate()'s statement is an exclusive
+ * one: it replaces the table's rows.
  */
 typedef struct ImsgCsSummary
 {

@@ -227,9 +227,7 @@ walk(const uint8 *data, size_t len)
 			CHECK(rec->ntables >= 0);
 			CHECK(rec->n == changes);
 			changes++;
-			/* (imsg_replicate()'s identities go to checks and writes) */
-			if (!(rec->stmt_flags & IMSG_CS_STMT_REPLICATE))
-				rows += (rec->stmt_flags & IMSG_CS_STMT_EXCLUSIVE ? 2 : 1) * rec->ntables;
+			rows += (rec->stmt_flags & IMSG_CS_STMT_EXCLUSIVE ? 2 : 1) * rec->ntables;
 			continue;
 		}
 		CHECK(rec->tag == IMSG_CS_INSERT || rec->tag == IMSG_CS_UPDATE ||
